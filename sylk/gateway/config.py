@@ -1,0 +1,287 @@
+"""The gateway's configuration: an .ini file read into frozen dataclasses.
+
+Every option has a default, so an empty file is a working configuration on one machine. Anything wrong (an unknown
+section or option, a value of the wrong kind) raises `ConfigError` naming the option, so the gateway fails at
+startup instead of misbehaving later. The options are documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from sylk.gateway import __version__
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the section and option."""
+
+
+@dataclass(frozen=True)
+class SIPProxy:
+    """Where SIP requests are sent instead of the account's domain: `host[:port][;transport=udp|tcp|tls]`."""
+
+    host: str
+    port: int | None = None
+    transport: str = "udp"
+
+    @classmethod
+    def parse(cls, text: str) -> SIPProxy:
+        match = re.fullmatch(r"(?:sips?:)?(\[[0-9a-fA-F:.]+\]|[^:;\[\]]+)(?::(\d+))?(?:;transport=(\w+))?", text.strip())
+        if match is None:
+            raise ValueError(f"expected host[:port][;transport=udp|tcp|tls], got {text!r}")
+        host, port, transport = match.group(1), match.group(2), (match.group(3) or "udp").lower()
+        if transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"transport must be udp, tcp or tls, got {transport!r}")
+        if port is not None and not 0 < int(port) < 65536:
+            raise ValueError(f"port out of range in {text!r}")
+        return cls(host, int(port) if port else None, transport)
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port else ""
+        return f"{self.host}{port};transport={self.transport}"
+
+
+@dataclass(frozen=True)
+class PortRange:
+    first: int
+    last: int
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+        if match is None:
+            raise ValueError(f"expected FIRST-LAST, got {text!r}")
+        first, last = int(match.group(1)), int(match.group(2))
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError(f"expected 1024 <= FIRST <= LAST <= 65535, got {text!r}")
+        return cls(first, last)
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+@dataclass(frozen=True)
+class WebServerConfig:
+    """[WebServer]: where browsers connect."""
+
+    local_ip: str = "127.0.0.1"
+    local_port: int = 10888
+    certificate: Path | None = None  # a PEM file holding certificate and key: serve https/wss instead of http/ws
+
+
+@dataclass(frozen=True)
+class WebRTCGatewayConfig:
+    """[WebRTCGateway]: the browser API and SIP behaviour."""
+
+    web_origins: tuple[str, ...] = ("*",)
+    sip_domains: tuple[str, ...] = ("*",)
+    outbound_sip_proxy: SIPProxy | None = None
+    websocket_ping_interval: float = 120.0
+    trace_client: bool = False
+    max_message_size: int = 65536
+    max_accounts_per_connection: int = 20
+    register_ttl: int = 600
+    register_timeout: float = 45.0
+    user_agent: str = f"sylkgateway {__version__}"
+
+    def domain_allowed(self, domain: str) -> bool:
+        return "*" in self.sip_domains or domain.lower() in self.sip_domains
+
+
+@dataclass(frozen=True)
+class JanusConfig:
+    """[Janus]: the SIP and media engine, spawned and supervised by default."""
+
+    spawn: bool = True
+    binary: Path = Path("/usr/bin/janus")
+    library_dir: Path | None = None  # Janus's plugins/transports folders; found next to the binary when unset
+    runtime_dir: Path | None = None  # where the generated Janus config lives; a private temporary folder when unset
+    api_url: str = "ws://127.0.0.1:8188"
+    api_secret: str = ""
+    interface: str | None = None
+    rtp_port_range: PortRange = PortRange(20000, 29999)
+    sip_rtp_port_range: PortRange = PortRange(30000, 39999)
+    sip_transaction_timeout: int = 32
+    request_timeout: float = 30.0
+    max_open_files: int = 65536
+    log_level: int = 4
+    trace_janus: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    web_server: WebServerConfig = field(default_factory=WebServerConfig)
+    gateway: WebRTCGatewayConfig = field(default_factory=WebRTCGatewayConfig)
+    janus: JanusConfig = field(default_factory=JanusConfig)
+
+
+# --- value parsers: each takes the raw text and returns the value or raises ValueError with a short explanation ---
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"expected yes or no, got {text!r}")
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a number from {low} to {high}, got {value}")
+        return value
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number of seconds, got {text!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected {low:g} to {high:g} seconds, got {value:g}")
+        return value
+    return parse
+
+
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {text!r}") from None
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An empty value means 'not set'."""
+    return lambda text: parse(text) if text.strip() else None
+
+
+def _word_list(text: str) -> tuple[str, ...]:
+    words = tuple(word.lower() for word in re.split(r"[\s,]+", text.strip()) if word)
+    if not words:
+        raise ValueError("expected a list of names or *")
+    return words
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    # Origins are compared by autobahn as patterns such as https://*.example.com; keep their case.
+    words = tuple(word for word in re.split(r"[\s,]+", text.strip()) if word)
+    if not words:
+        raise ValueError("expected a list of origins or *")
+    return words
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text.strip())
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def _janus_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"expected a ws:// or wss:// URL, got {text!r}")
+    return text.strip()
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+_PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
+    "WebServer": (WebServerConfig, {
+        "local_ip": _ip_address,
+        "local_port": _integer(1, 65535),
+        "certificate": _optional(_existing_file),
+    }),
+    "WebRTCGateway": (WebRTCGatewayConfig, {
+        "web_origins": _origins,
+        "sip_domains": _word_list,
+        "outbound_sip_proxy": _optional(SIPProxy.parse),
+        "websocket_ping_interval": _seconds(0, 86400),
+        "trace_client": _boolean,
+        "max_message_size": _integer(1024, 16 * 1024 * 1024),
+        "max_accounts_per_connection": _integer(1, 10000),
+        "register_ttl": _integer(60, 86400),
+        "register_timeout": _seconds(1, 3600),
+        "user_agent": _text,
+    }),
+    "Janus": (JanusConfig, {
+        "spawn": _boolean,
+        "binary": lambda text: Path(text.strip()),
+        "library_dir": _optional(lambda text: Path(text.strip())),
+        "runtime_dir": _optional(lambda text: Path(text.strip())),
+        "api_url": _janus_url,
+        "api_secret": _text,
+        "interface": _optional(_ip_address),
+        "rtp_port_range": PortRange.parse,
+        "sip_rtp_port_range": PortRange.parse,
+        "sip_transaction_timeout": _integer(1, 300),
+        "request_timeout": _seconds(1, 600),
+        "max_open_files": _integer(1024, 1048576),
+        "log_level": _integer(0, 7),
+        "trace_janus": _boolean,
+    }),
+}
+
+# Every parser must describe a dataclass field and every field must have a parser.
+for _section, (_cls, _parsers) in _PARSERS.items():
+    assert set(_parsers) == {f.name for f in fields(_cls)}, _section
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True)
+    parser.optionxform = str  # option names are case sensitive, as documented
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as e:
+        raise ConfigError(f"{source}: {e.message}") from None
+    sections: dict[str, Any] = {}
+    for section in parser.sections():
+        if section not in _PARSERS:
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(_PARSERS)})")
+    for section, (cls, parsers) in _PARSERS.items():
+        values = {}
+        if parser.has_section(section):
+            for option, raw in parser.items(section):
+                if option not in parsers:
+                    raise ConfigError(f"{source}: unknown option [{section}] {option} (known: {', '.join(parsers)})")
+                try:
+                    values[option] = parsers[option](raw)
+                except ValueError as e:
+                    raise ConfigError(f"{source}: bad value for [{section}] {option}: {e}") from None
+        sections[section] = cls(**values)
+    config = Config(sections["WebServer"], sections["WebRTCGateway"], sections["Janus"])
+    _check(config, source)
+    return config
+
+
+def _check(config: Config, source: str) -> None:
+    """Checks that involve more than one option."""
+    janus = config.janus
+    if janus.spawn:
+        first, second = janus.rtp_port_range, janus.sip_rtp_port_range
+        if first.first <= second.last and second.first <= first.last:
+            raise ConfigError(f"{source}: [Janus] rtp_port_range {first} overlaps sip_rtp_port_range {second}")
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    return parse_config(text, str(path))

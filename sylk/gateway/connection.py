@@ -1,0 +1,171 @@
+"""Connection: the gateway's state for one browser — its backend session and its accounts.
+
+A connection talks to the browser only through an IConnectionPeer, never to the socket itself, so its state could
+outlive the socket that created it. Requests arrive as model objects and are dispatched by name to `_RH_<name>`;
+a handler returns (ack) or raises APIError (error). Handlers change state at once and leave slow SIP work to the
+accounts, which report its outcome as events; so requests are answered in order and quickly.
+
+    opening --session opened--> ready --close()--> closing --accounts unregistered, session closed--> closed
+    opening --backend failed--> closed (browser disconnected)     ready --backend lost--> closed (disconnected)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sylk.gateway.account import SIPAccount
+from sylk.gateway.config import WebRTCGatewayConfig
+from sylk.gateway.errors import APIError
+from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend, ISIPSession, ISIPSessionObserver
+from sylk.gateway.sip import SIPIdentity
+from sylk.gateway.sylkrtc import model
+from sylk.gateway.util import OneShotObserver
+
+# WebSocket close code sent when the SIP backend cannot serve this connection (any more).
+CLOSE_BACKEND_UNAVAILABLE = 4503
+# How long closing may wait for un-REGISTERs before the backend session is destroyed anyway.
+CLOSE_TIMEOUT = 15.0
+
+
+@implementer(ISIPSessionObserver)
+class Connection:
+    log = Logger()
+
+    def __init__(self, name: str, backend: ISIPBackend, settings: WebRTCGatewayConfig, peer: IConnectionPeer,
+                 clock: IReactorTime) -> None:
+        self.name = name
+        self.state = "opening"
+        self.accounts: dict[str, SIPAccount] = {}
+        self._backend = backend
+        self._settings = settings
+        self._peer = peer
+        self._clock = clock
+        self._session: ISIPSession | None = None
+        self._queued: list[tuple[model.Request, Deferred[None]]] = []  # requests that arrived before `ready`
+        self._releasing: set[Deferred[None]] = set()  # removed accounts still un-REGISTERing
+        self._closed = OneShotObserver()
+
+    def open(self) -> Deferred[None]:
+        """Open the backend session; the browser gets `ready` when it exists, or is disconnected."""
+        return self._backend.open_session(self).addCallbacks(self._opened, self._open_failed)
+
+    def handle(self, request: model.Request) -> Deferred[None]:
+        """Carry out a request; the Deferred fails with APIError when the browser should get an error."""
+        if self.state == "opening":
+            waiter: Deferred[None] = Deferred()
+            self._queued.append((request, waiter))
+            return waiter
+        if self.state != "ready":
+            return fail(APIError(f"Connection is {self.state}"))
+        handler = getattr(self, "_RH_" + request.name.replace("-", "_"))
+        return maybeDeferred(handler, request)
+
+    def close(self) -> Deferred[None]:
+        """Unregister every account and destroy the backend session (bounded by CLOSE_TIMEOUT)."""
+        if self.state in ("opening", "ready"):
+            self._fail_queued("Connection closed")
+            if self.state == "ready":
+                self.state = "closing"
+                closing = Deferred.fromCoroutine(self._shutdown())
+                closing.addErrback(lambda f: self.log.failure("Connection {name}: closing failed", f, name=self.name))
+                closing.addCallback(self._finish_close)
+            else:
+                self._finish_close()  # _opened() closes the session if it arrives after all
+        return self._closed.when_fired()
+
+    # --- ISIPSessionObserver ---
+
+    def session_lost(self, reason: str) -> None:
+        self.log.warn("Connection {name}: backend session lost ({reason})", name=self.name, reason=reason)
+        self._session = None
+        self.accounts.clear()
+        self._fail_queued(f"SIP backend lost: {reason}")
+        self._finish_close()
+        self._peer.disconnect(CLOSE_BACKEND_UNAVAILABLE, f"SIP backend lost: {reason}")
+
+    # --- request handlers ---
+
+    def _RH_account_add(self, request: model.AccountAdd) -> None:
+        if request.account in self.accounts:
+            raise APIError(f"Account {request.account} already added")
+        identity = SIPIdentity(request.account, request.password, request.display_name, request.user_agent)
+        if not self._settings.domain_allowed(identity.domain):
+            raise APIError(f"SIP domain not allowed: {identity.domain}")
+        if len(self.accounts) >= self._settings.max_accounts_per_connection:
+            raise APIError(f"Too many accounts on this connection (at most "
+                           f"{self._settings.max_accounts_per_connection})")
+        assert self._session is not None
+        self.accounts[identity.aor] = SIPAccount(identity, self._session, self._settings, self._peer.send_event,
+                                                 self._clock)
+
+    def _RH_account_remove(self, request: model.AccountRemove) -> None:
+        account = self._account(request, "remove")
+        del self.accounts[account.aor]
+        released = account.shutdown()
+        self._releasing.add(released)
+        released.addBoth(lambda _: self._releasing.discard(released))
+
+    def _RH_account_register(self, request: model.AccountRegister) -> None:
+        self._account(request, "register").register()
+
+    def _RH_account_unregister(self, request: model.AccountUnregister) -> None:
+        self._account(request, "unregister").unregister()
+
+    # --- internals ---
+
+    def _account(self, request: model.AccountRequest, action: str) -> SIPAccount:
+        try:
+            return self.accounts[request.account]
+        except KeyError:
+            raise APIError(f"Unknown account specified for {action}: {request.account}") from None
+
+    def _opened(self, session: ISIPSession) -> None:
+        if self.state != "opening":
+            session.close()  # the browser left while the session was being created
+            return
+        self._session = session
+        self.state = "ready"
+        self._peer.send_event(model.Ready())
+        queued, self._queued = self._queued, []
+        for request, waiter in queued:
+            self.handle(request).chainDeferred(waiter)
+
+    def _open_failed(self, failure: Failure) -> None:
+        self.log.error("Connection {name}: cannot open a backend session: {error}", name=self.name,
+                       error=failure.value)
+        if self.state != "opening":
+            return
+        reason = f"SIP backend unavailable: {failure.value}"
+        self._fail_queued(reason)
+        self._finish_close()
+        self._peer.disconnect(CLOSE_BACKEND_UNAVAILABLE, reason)
+
+    def _fail_queued(self, reason: str) -> None:
+        queued, self._queued = self._queued, []
+        for _, waiter in queued:
+            waiter.errback(APIError(reason))
+
+    async def _shutdown(self) -> None:
+        accounts = list(self.accounts.values())
+        self.accounts.clear()
+        pending: list[Deferred[Any]] = [account.shutdown() for account in accounts] + list(self._releasing)
+        if pending:
+            released = DeferredList(pending, consumeErrors=True)
+            released.addTimeout(CLOSE_TIMEOUT, self._clock)
+            try:
+                await released
+            except Exception as e:  # the timeout: the session's destruction below releases the rest
+                self.log.warn("Connection {name}: accounts not released in time ({error})", name=self.name, error=e)
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _finish_close(self, _: object = None) -> None:
+        self.state = "closed"
+        self._closed.fire()

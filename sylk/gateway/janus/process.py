@@ -1,0 +1,282 @@
+"""JanusProcess: Janus as a supervised child of the gateway (the default, `[Janus] spawn = yes`).
+
+On start it writes a private Janus config folder (WebSocket API on loopback only, with a fresh API secret; every
+plugin but the SIP plugin and every transport but WebSockets disabled), then runs `janus -F <folder>` through
+`sylk.gateway.janus.launcher` (core dumps off, a raised open-files limit, its own session, terminated if the
+gateway dies). If Janus exits it is started again, after a delay that grows while it keeps dying young. On stop it
+gets exactly one SIGTERM (a second one can crash Janus mid-shutdown) and SIGKILL only if it has not exited in time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import error
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from sylk.gateway.config import ConfigError, Config
+
+WANTED_PLUGINS = {"libjanus_sip.so"}
+WANTED_TRANSPORTS = {"libjanus_websockets.so"}
+STOP_TIMEOUT = 10.0
+MIN_RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
+STABLE_AFTER = 10.0  # a Janus that ran this long before dying is restarted at once
+
+# Janus prefixes its log lines with the level; map them onto ours.
+_LEVELS = {"[FATAL]": LogLevel.critical, "[ERR]": LogLevel.error, "[WARN]": LogLevel.warn}
+
+
+def find_library_dir(config: Config) -> Path:
+    """Janus's module folder (holding plugins/ and transports/), with the modules the gateway needs in it."""
+    janus = config.janus
+    if janus.library_dir is not None:
+        candidates = [janus.library_dir]
+    else:
+        candidates = sorted(Path("/usr/lib").glob("*/janus")) + [Path("/usr/lib/janus"), Path("/usr/local/lib/janus")]
+    for folder in candidates:
+        if all((folder / "plugins" / name).exists() for name in WANTED_PLUGINS) and \
+                all((folder / "transports" / name).exists() for name in WANTED_TRANSPORTS):
+            return folder
+    where = janus.library_dir or ", ".join(str(c) for c in candidates)
+    raise ConfigError(f"[Janus] library_dir: no Janus with {', '.join(sorted(WANTED_PLUGINS | WANTED_TRANSPORTS))} "
+                      f"found in {where} (install the Debian package janus, or set library_dir)")
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _disable_all_but(folder: Path, wanted: set[str]) -> str:
+    return _quote(",".join(sorted(p.name for p in folder.glob("*.so") if p.name not in wanted)))
+
+
+def render_janus_config(config: Config, library_dir: Path, config_dir: Path, ws_port: int,
+                        api_secret: str) -> dict[str, str]:
+    """The files of a Janus config folder, by name (libconfig syntax)."""
+    janus, gateway = config.janus, config.gateway
+    interface = janus.interface
+    general = [
+        f"configs_folder = {_quote(str(config_dir))}",
+        f"plugins_folder = {_quote(str(library_dir / 'plugins'))}",
+        f"transports_folder = {_quote(str(library_dir / 'transports'))}",
+        f"events_folder = {_quote(str(library_dir / 'events'))}",
+        f"loggers_folder = {_quote(str(library_dir / 'loggers'))}",
+        "log_to_stdout = true",
+        f"debug_level = {janus.log_level}",
+        "debug_colors = false",
+        "debug_timestamps = false",
+        '''server_name = "sylkgateway"''',
+        "session_timeout = 60",
+        "reclaim_session_timeout = 0",
+        f"api_secret = {_quote(api_secret)}",
+        "event_loops = 2",  # handles share two loops instead of a thread each
+        'protected_folders = ["/bin", "/boot", "/dev", "/etc", "/initrd", "/lib", "/lib32", "/lib64", "/proc", '
+        '"/sbin", "/sys", "/usr", "/var"]',
+    ]
+    nat = ["ignore_mdns = true"]
+    if interface is not None:
+        general.append(f"interface = {_quote(interface)}")
+        nat.append(f"ice_enforce_list = {_quote(interface)}")
+    janus_jcfg = "\n".join([
+        "general: {", *(f"    {line}" for line in general), "}",
+        "media: {", f"    rtp_port_range = {_quote(str(janus.rtp_port_range))}", "}",
+        "nat: {", *(f"    {line}" for line in nat), "}",
+        "plugins: {", f"    disable = {_disable_all_but(library_dir / 'plugins', WANTED_PLUGINS)}", "}",
+        "transports: {", f"    disable = {_disable_all_but(library_dir / 'transports', WANTED_TRANSPORTS)}", "}",
+        "loggers: {", f"    disable = {_disable_all_but(library_dir / 'loggers', set())}", "}",
+        "events: {", "    broadcast = false", f"    disable = {_disable_all_but(library_dir / 'events', set())}", "}",
+        "",
+    ])
+    websockets_jcfg = "\n".join([
+        "general: {",
+        '    json = "compact"',
+        "    ws = true",
+        '    ws_ip = "127.0.0.1"',
+        f"    ws_port = {ws_port}",
+        "    wss = false",
+        "}",
+        "admin: {",
+        "    admin_ws = false",
+        "    admin_wss = false",
+        "}",
+        "",
+    ])
+    sip = [
+        "keepalive_interval = 0",
+        "behind_nat = false",
+        f"user_agent = {_quote(gateway.user_agent)}",
+        f"register_ttl = {gateway.register_ttl}",
+        f"rtp_port_range = {_quote(str(janus.sip_rtp_port_range))}",
+        f"sip_timer_t1x64 = {janus.sip_transaction_timeout * 1000}",
+        "events = false",
+    ]
+    if interface is not None:
+        sip += [f"local_ip = {_quote(interface)}", f"local_media_ip = {_quote(interface)}",
+                f"sdp_ip = {_quote(interface)}"]
+    sip_jcfg = "\n".join(["general: {", *(f"    {line}" for line in sip), "}", ""])
+    return {
+        "janus.jcfg": janus_jcfg,
+        "janus.transport.websockets.jcfg": websockets_jcfg,
+        "janus.plugin.sip.jcfg": sip_jcfg,
+    }
+
+
+class JanusProcess(Service):
+    log = Logger(namespace="sylk.gateway.janus.process")
+    janus_log = Logger(namespace="janus")
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        janus = config.janus
+        if not os.access(janus.binary, os.X_OK):
+            raise ConfigError(f"[Janus] binary: {janus.binary} is not an executable (install the Debian package "
+                              f"janus, or set spawn = no and api_url to use a Janus running elsewhere)")
+        self._config = config
+        self._reactor = reactor
+        self._library_dir = find_library_dir(config)
+        self.ws_port = free_tcp_port()
+        self.api_url = f"ws://127.0.0.1:{self.ws_port}"
+        self.api_secret = secrets.token_hex(16)
+        self._config_dir: Path | None = None
+        self._own_config_dir = False
+        self._protocol: _JanusProcessProtocol | None = None
+        self._restart: IDelayedCall | None = None
+        self._delay = MIN_RESTART_DELAY
+        self._started_at = 0.0
+        self._exited: Deferred[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        transport = self._protocol.transport if self._protocol is not None else None
+        return transport.pid if transport is not None else None
+
+    def startService(self) -> None:
+        super().startService()
+        self._config_dir = self._make_config_dir()
+        files = render_janus_config(self._config, self._library_dir, self._config_dir, self.ws_port,
+                                    self.api_secret)
+        for name, text in files.items():
+            path = self._config_dir / name
+            path.write_text(text, encoding="utf-8")
+            path.chmod(0o600)
+        self._spawn()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._restart is not None and self._restart.active():
+            self._restart.cancel()
+        stopped = self._terminate()
+        stopped.addBoth(self._remove_config_dir)
+        return stopped
+
+    # --- internals ---
+
+    def _make_config_dir(self) -> Path:
+        runtime_dir = self._config.janus.runtime_dir or (
+            Path(os.environ["RUNTIME_DIRECTORY"]) if os.environ.get("RUNTIME_DIRECTORY") else None)
+        if runtime_dir is None:
+            self._own_config_dir = True
+            return Path(tempfile.mkdtemp(prefix="sylkgateway-janus-"))
+        folder = runtime_dir / "janus"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return folder
+
+    def _remove_config_dir(self, result: Any) -> Any:
+        if self._own_config_dir and self._config_dir is not None:
+            shutil.rmtree(self._config_dir, ignore_errors=True)
+        return result
+
+    def _spawn(self) -> None:
+        assert self._config_dir is not None
+        janus = self._config.janus
+        args = [sys.executable, "-m", "sylk.gateway.janus.launcher", "--max-open-files", str(janus.max_open_files),
+                "--", str(janus.binary), "--configs-folder", str(self._config_dir), "--disable-colors"]
+        self._protocol = _JanusProcessProtocol(self)
+        self._started_at = self._reactor.seconds()
+        env = {key: value for key, value in os.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TZ")}
+        env["PYTHONPATH"] = os.pathsep.join(sys.path)
+        self._reactor.spawnProcess(self._protocol, args[0], args, env=env)
+        self.log.info("Started Janus (pid {pid}) with its API on {url}", pid=self.pid, url=self.api_url)
+
+    def _terminate(self) -> Deferred[None]:
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.exited:
+            return succeed(None)
+        self._exited = Deferred()
+        protocol.transport.signalProcess("TERM")
+        kill = self._reactor.callLater(STOP_TIMEOUT, self._kill, protocol)
+        self._exited.addBoth(lambda result: kill.cancel() if kill.active() else None)
+        return self._exited
+
+    def _kill(self, protocol: _JanusProcessProtocol) -> None:
+        self.log.warn("Janus did not exit {timeout:g} s after SIGTERM; killing it", timeout=STOP_TIMEOUT)
+        try:
+            protocol.transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+
+    def process_ended(self, reason: Failure) -> None:
+        self._protocol = None
+        if self._exited is not None:
+            exited, self._exited = self._exited, None
+            exited.callback(None)
+        if not self.running:
+            self.log.info("Janus stopped")
+            return
+        lived = self._reactor.seconds() - self._started_at
+        if lived >= STABLE_AFTER:
+            self._delay = MIN_RESTART_DELAY
+            delay = 0.0
+        else:
+            delay, self._delay = self._delay, min(self._delay * 2, MAX_RESTART_DELAY)
+        self.log.error("Janus exited unexpectedly ({reason}) after {lived:.1f} s; restarting it in {delay:g} s",
+                       reason=reason.value, lived=lived, delay=delay)
+        self._restart = self._reactor.callLater(delay, self._respawn)
+
+    def _respawn(self) -> None:
+        if self.running:
+            self._spawn()
+
+    def janus_output(self, line: str) -> None:
+        level = LogLevel.info
+        for prefix, mapped in _LEVELS.items():
+            if prefix in line[:40]:
+                level = mapped
+                break
+        self.janus_log.emit(level, "{line}", line=line)
+
+
+class _JanusProcessProtocol(ProcessProtocol):
+    def __init__(self, owner: JanusProcess) -> None:
+        self._owner = owner
+        self._partial = {1: b"", 2: b""}  # unfinished last line, per output stream
+        self.exited = False
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        *lines, self._partial[childFD] = (self._partial.get(childFD, b"") + data).split(b"\n")
+        for line in lines:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self._owner.janus_output(text)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.exited = True
+        self._owner.process_ended(reason)

@@ -1,0 +1,119 @@
+"""GatewayService: the whole gateway as one Twisted service, as `twistd sylkgateway` runs it.
+
+Children start in order: the Janus child (when spawned), the connection to Janus, the web server. Stopping goes
+the other way with one extra step: once the web server stops listening, every browser is told goodbye and its
+accounts are unregistered before Janus goes away.
+
+`GatewayService.resource` is the `/webrtcgateway` resource (WebSocket API at `ws` below it), for an existing web
+server (SylkServer) to mount instead of using the gateway's own listener.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from sylk.gateway import __version__
+from sylk.gateway.config import Config, ConfigError, WebServerConfig
+from sylk.gateway.janus.connector import JanusConnector
+from sylk.gateway.janus.process import JanusProcess
+from sylk.gateway.janus.sip import JanusSIPBackend
+from sylk.gateway.sylkrtc.dialects import DIALECTS
+from sylk.gateway.websocket import GatewayWebSocketFactory
+
+
+class GatewayService(MultiService):
+    log = Logger()
+
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.janus_process: JanusProcess | None = None
+        if config.janus.spawn:
+            self.janus_process = JanusProcess(config, reactor)
+            self.janus_process.setServiceParent(self)
+            url, secret = self.janus_process.api_url, self.janus_process.api_secret
+        else:
+            url, secret = config.janus.api_url, config.janus.api_secret
+        self.janus = JanusConnector(url, secret, request_timeout=config.janus.request_timeout,
+                                    trace=config.janus.trace_janus, reactor=reactor)
+        self.janus.setServiceParent(self)
+        self.websocket_factory = GatewayWebSocketFactory(JanusSIPBackend(self.janus), config.gateway, reactor)
+        self.resource = gateway_resource(self.websocket_factory)
+        root = StatusPage()
+        root.putChild(b"webrtcgateway", self.resource)
+        self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server), Site(root))
+        self.web.setServiceParent(self)
+
+    def startService(self) -> None:
+        web = self.config.web_server
+        scheme = "wss" if web.certificate else "ws"
+        self.log.info("sylkgateway {version}: browsers connect to {scheme}://{ip}:{port}/webrtcgateway/ws",
+                      version=__version__, scheme=scheme, ip=web.local_ip, port=web.local_port)
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)
+        steps = [("stop listening", self.web.stopService),
+                 ("close browser connections", lambda: self.websocket_factory.close_all("sylkgateway is shutting down")),
+                 ("disconnect from Janus", self.janus.stopService)]
+        if self.janus_process is not None:
+            steps.append(("stop Janus", self.janus_process.stopService))
+        for what, step in steps:
+            try:
+                await maybeDeferred(step)
+            except Exception:
+                self.log.failure("Shutdown: cannot {what}", what=what)
+
+
+class StatusPage(Resource):
+    """A plain page that says what answers here (the demo page will replace it at `/`)."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self if path == b"" else super().getChild(path, request)
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return (f"sylkgateway {__version__}\nWebSocket API: /webrtcgateway/ws "
+                f"(subprotocols: {', '.join(DIALECTS)})\n").encode()
+
+
+def gateway_resource(factory: GatewayWebSocketFactory) -> Resource:
+    resource = StatusPage()
+    resource.putChild(b"ws", WebSocketResource(factory))
+    return resource
+
+
+def web_endpoint(reactor: Any, web: WebServerConfig) -> Any:
+    if web.certificate is None:
+        return TCP4ServerEndpoint(reactor, web.local_port, interface=web.local_ip)
+    return SSL4ServerEndpoint(reactor, web.local_port, tls_options(web.certificate), interface=web.local_ip)
+
+
+def tls_options(path: Path) -> ssl.CertificateOptions:
+    """TLS settings from one PEM file holding the key, the certificate and optionally its chain."""
+    pem = path.read_bytes()
+    try:
+        certificate = ssl.PrivateCertificate.loadPEM(pem)
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)
+        chain = [ssl.Certificate.loadPEM(block).original for block in blocks[1:]]
+    except Exception as e:
+        raise ConfigError(f"[WebServer] certificate: cannot load a certificate and its key from {path}: {e}") from None
+    return ssl.CertificateOptions(privateKey=certificate.privateKey.original, certificate=certificate.original,
+                                  extraCertChain=chain)

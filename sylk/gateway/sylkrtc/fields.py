@@ -1,0 +1,131 @@
+"""A small declarative schema for sylkRTC messages, in the spirit of SylkServer's jsonobjects.
+
+A `Model` subclass lists its fields as class attributes; `Model.parse(message)` checks a decoded JSON object against
+them and returns an instance, or raises `ValidationError` with a message that names the field. Unknown keys are
+ignored, as in SylkServer, so newer clients can add fields.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Mapping
+
+
+class ValidationError(ValueError):
+    """A message does not match its schema; the text is sent to the client as the error reason."""
+
+
+_MISSING = object()
+
+
+class Field:
+    """One field of a model. Subclasses override `convert` to check and normalise a value."""
+
+    def __init__(self, *, optional: bool = False, default: Any = None) -> None:
+        self.optional = optional
+        self.default = default
+        self.name = "?"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def convert(self, value: Any) -> Any:
+        return value
+
+
+class String(Field):
+    def __init__(self, *, max_length: int = 1024, allow_empty: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length = max_length
+        self.allow_empty = allow_empty
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValidationError(f"must be a string, not {_json_type(value)}")
+        if not value and not self.allow_empty:
+            raise ValidationError("must not be empty")
+        if len(value) > self.max_length:
+            raise ValidationError(f"must be at most {self.max_length} characters long")
+        return value
+
+
+class HA1(String):
+    """An MD5 digest of user:realm:password as 32 hex digits; the password itself never reaches the gateway."""
+
+    def convert(self, value: Any) -> str:
+        value = super().convert(value)
+        if not re.fullmatch(r"[0-9a-fA-F]{32}", value):
+            raise ValidationError("must be an HA1 digest (32 hexadecimal digits), not a plain password")
+        return value.lower()
+
+
+class AOR(String):
+    """A SIP address of record: `user@domain`, optionally with a `sip:` or `sips:` scheme; normalised to `user@domain`."""
+
+    _USER = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+")
+    _DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+                         r"|\[[0-9A-Fa-f:.]+\]")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=512, **kwargs)
+
+    def convert(self, value: Any) -> str:
+        value = super().convert(value)
+        bare = re.sub(r"^sips?:", "", value, flags=re.IGNORECASE)
+        user, at, domain = bare.rpartition("@")
+        if not at or not self._USER.fullmatch(user) or not self._DOMAIN.fullmatch(domain):
+            raise ValidationError(f"must be a SIP address like user@domain, not {value!r}")
+        return f"{user}@{domain.lower()}"
+
+
+class Model:
+    """Base of requests and events: fields declared as class attributes, values as instance attributes."""
+
+    _fields: ClassVar[dict[str, Field]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        inherited = {}
+        for base in reversed(cls.__mro__[1:]):
+            inherited.update(getattr(base, "_fields", {}))
+        inherited.update({name: value for name, value in vars(cls).items() if isinstance(value, Field)})
+        cls._fields = inherited
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(self._fields)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no fields {sorted(unknown)}")
+        for name, spec in self._fields.items():
+            setattr(self, name, values.get(name, spec.default))
+
+    @classmethod
+    def parse(cls, message: Mapping[str, Any]) -> Any:
+        values = {}
+        for name, spec in cls._fields.items():
+            raw = message.get(name, _MISSING)
+            if raw is _MISSING or (raw is None and spec.optional):
+                if not spec.optional:
+                    raise ValidationError(f"missing mandatory field {name!r}")
+                continue
+            try:
+                values[name] = spec.convert(raw)
+            except ValidationError as e:
+                raise ValidationError(f"invalid field {name!r}: {e}") from None
+        return cls(**values)
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._fields}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.values() == self.values()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.values().items() if k != "password")
+        return f"{type(self).__name__}({shown})"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__)

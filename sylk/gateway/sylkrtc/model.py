@@ -1,0 +1,62 @@
+"""The gateway's one internal model of the browser API: requests it accepts and events it sends.
+
+Wire dialects (`dialects.py`) translate between these and JSON messages; everything behind the dialect works only
+with these classes. Request names are the canonical sylkRTC names (`account-add`, ...); the connection dispatches
+each to `_RH_<name with - as _>`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from sylk.gateway.sylkrtc.fields import AOR, HA1, Field, Model, String
+
+
+class Request(Model):
+    name: ClassVar[str]
+    transaction = String(max_length=256)
+
+
+class AccountRequest(Request):
+    account = AOR()
+
+
+class AccountAdd(AccountRequest):
+    name = "account-add"
+    password = HA1()
+    display_name = String(optional=True, allow_empty=True, max_length=256)
+    user_agent = String(optional=True, max_length=256)
+
+
+class AccountRemove(AccountRequest):
+    name = "account-remove"
+
+
+class AccountRegister(AccountRequest):
+    name = "account-register"
+
+
+class AccountUnregister(AccountRequest):
+    name = "account-unregister"
+
+
+class Event(Model):
+    """Something the gateway tells the browser, without a transaction."""
+
+
+class Ready(Event):
+    """The connection is usable: its SIP backend session exists."""
+
+
+class RegistrationState:
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    FAILED = "failed"
+    UNREGISTERED = "unregistered"
+    UNREGISTERING = "unregistering"  # internal only: sylkRTC has no such event
+
+
+class RegistrationStateChanged(Event):
+    account = Field()
+    state = Field()
+    reason = Field(optional=True)  # "<code> <phrase>" (or a plain explanation) with FAILED

@@ -1,0 +1,368 @@
+"""Connection and SIPAccount over the Janus SIP backend and the fake Janus: the registration state machine,
+ownership, closing and backend loss."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from sylk.gateway.account import UNREGISTER_TIMEOUT
+from sylk.gateway.config import SIPProxy, WebRTCGatewayConfig
+from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, CLOSE_TIMEOUT, Connection
+from sylk.gateway.errors import APIError
+from sylk.gateway.janus.sip import JanusSIPBackend
+from sylk.gateway.sylkrtc import model
+from tests.fakejanus import FakeJanus
+from tests.fakes import FakePeer
+
+ALICE = "alice@example.com"
+HA1 = "0123456789abcdef0123456789abcdef"
+
+
+class ConnectionTestCase(SynchronousTestCase):
+    settings = WebRTCGatewayConfig()
+
+    def setUp(self) -> None:
+        self.janus = FakeJanus()
+        self.link = SimpleNamespace(api=self.janus.api)
+        self.backend = JanusSIPBackend(self.link)
+
+    def connect(self, settings: WebRTCGatewayConfig | None = None) -> tuple[Connection, FakePeer]:
+        peer = FakePeer()
+        connection = Connection("test", self.backend, settings or self.settings, peer, self.janus.clock)
+        connection.open()
+        self.janus.flush()
+        return connection, peer
+
+    def request(self, connection: Connection, cls: type[model.Request], **fields: Any) -> str | None:
+        """Send a request and settle Janus; returns None for an ack or the error text."""
+        d = connection.handle(cls(transaction="t", **fields))
+        self.janus.flush()
+        return self.answer(d)
+
+    def answer(self, d: Deferred[None]) -> str | None:
+        results: list[Any] = []
+        d.addBoth(results.append)
+        self.assertEqual(len(results), 1, "the request was not answered")
+        if results[0] is None:
+            return None
+        results[0].trap(APIError)
+        return str(results[0].value)
+
+    def add(self, connection: Connection, account: str = ALICE) -> None:
+        self.assertIsNone(self.request(connection, model.AccountAdd, account=account, password=HA1))
+
+    def registered(self, settings: WebRTCGatewayConfig | None = None) -> tuple[Connection, FakePeer]:
+        connection, peer = self.connect(settings)
+        self.add(connection)
+        self.assertIsNone(self.request(connection, model.AccountRegister, account=ALICE))
+        self.assertEqual(peer.states(), ["registering", "registered"])
+        return connection, peer
+
+
+class OpeningTests(ConnectionTestCase):
+    def test_ready_once_the_backend_session_exists(self) -> None:
+        peer = FakePeer()
+        connection = Connection("test", self.backend, self.settings, peer, self.janus.clock)
+        connection.open()
+        self.assertEqual(peer.events, [])
+        self.janus.flush()
+        self.assertEqual(peer.events, [model.Ready()])
+        self.assertEqual(connection.state, "ready")
+
+    def test_requests_before_ready_are_handled_in_order_after_it(self) -> None:
+        peer = FakePeer()
+        connection = Connection("test", self.backend, self.settings, peer, self.janus.clock)
+        connection.open()
+        first = connection.handle(model.AccountAdd(transaction="1", account=ALICE, password=HA1))
+        second = connection.handle(model.AccountAdd(transaction="2", account=ALICE, password=HA1))
+        self.janus.flush()
+        self.assertIsNone(self.answer(first))
+        self.assertEqual(self.answer(second), f"Account {ALICE} already added")
+
+    def test_backend_unavailable_disconnects_and_answers_queued_requests(self) -> None:
+        self.link.api = None
+        peer = FakePeer()
+        connection = Connection("test", self.backend, self.settings, peer, self.janus.clock)
+        queued = connection.handle(model.AccountAdd(transaction="1", account=ALICE, password=HA1))
+        connection.open()
+        self.assertIn("SIP backend unavailable", self.answer(queued))
+        self.assertEqual(peer.closed[0], CLOSE_BACKEND_UNAVAILABLE)
+        self.assertEqual(connection.state, "closed")
+
+    def test_closed_before_ready_destroys_the_late_session(self) -> None:
+        peer = FakePeer()
+        connection = Connection("test", self.backend, self.settings, peer, self.janus.clock)
+        connection.open()
+        self.successResultOf(connection.close())
+        self.janus.flush()
+        self.assertEqual(self.janus.kinds(), ["create", "destroy"])
+        self.assertEqual(peer.events, [])
+
+
+class AccountManagementTests(ConnectionTestCase):
+    def test_add_and_remove(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.assertEqual(self.request(connection, model.AccountAdd, account=ALICE, password=HA1),
+                         f"Account {ALICE} already added")
+        self.assertIsNone(self.request(connection, model.AccountRemove, account=ALICE))
+        self.assertEqual(self.request(connection, model.AccountRemove, account=ALICE),
+                         f"Unknown account specified for remove: {ALICE}")
+        self.add(connection)  # can be added again
+
+    def test_unknown_account(self) -> None:
+        connection, _ = self.connect()
+        for cls, action in ((model.AccountRegister, "register"), (model.AccountUnregister, "unregister")):
+            self.assertEqual(self.request(connection, cls, account=ALICE),
+                             f"Unknown account specified for {action}: {ALICE}")
+
+    def test_sip_domains_limit_accounts(self) -> None:
+        connection, _ = self.connect(WebRTCGatewayConfig(sip_domains=("example.org",)))
+        self.assertEqual(self.request(connection, model.AccountAdd, account=ALICE, password=HA1),
+                         "SIP domain not allowed: example.com")
+        self.add(connection, "alice@example.org")
+
+    def test_accounts_per_connection_are_limited(self) -> None:
+        connection, _ = self.connect(WebRTCGatewayConfig(max_accounts_per_connection=2))
+        self.add(connection, "a@example.com")
+        self.add(connection, "b@example.com")
+        self.assertIn("Too many accounts", self.request(connection, model.AccountAdd, account="c@example.com",
+                                                        password=HA1))
+
+    def test_adding_does_not_touch_sip(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.assertEqual(self.janus.kinds(), ["create"])
+
+
+class RegistrationTests(ConnectionTestCase):
+    def test_register_sends_the_ha1_and_routes_by_domain(self) -> None:
+        self.registered()
+        (body,) = self.janus.register_bodies.values()
+        self.assertEqual(body["username"], f"sip:{ALICE}")
+        self.assertEqual(body["ha1_secret"], HA1)
+        self.assertEqual(body["authuser"], "alice")
+        self.assertEqual(body["proxy"], "sip:example.com")
+        self.assertNotIn("outbound_proxy", body)
+        self.assertNotIn("secret", body)
+        self.assertEqual(body["register_ttl"], 600)
+
+    def test_register_routes_through_the_outbound_proxy(self) -> None:
+        self.registered(WebRTCGatewayConfig(outbound_sip_proxy=SIPProxy("127.0.0.1", 5070, "tcp")))
+        (body,) = self.janus.register_bodies.values()
+        self.assertEqual(body["proxy"], "sip:127.0.0.1:5070;transport=tcp")
+        self.assertEqual(body["outbound_proxy"], body["proxy"])
+        self.assertIs(body["force_tcp"], True)
+
+    def test_display_name_and_user_agent_are_passed(self) -> None:
+        connection, _ = self.connect()
+        self.request(connection, model.AccountAdd, account=ALICE, password=HA1, display_name="Alice A",
+                     user_agent="Browser 1")
+        self.request(connection, model.AccountRegister, account=ALICE)
+        (body,) = self.janus.register_bodies.values()
+        self.assertEqual((body["display_name"], body["user_agent"]), ("Alice A", "Browser 1"))
+
+    def test_failure_reports_the_registrar_reason_and_releases_the_handle(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.registration_outcome = ("failed", 403, "Forbidden")
+        self.assertIsNone(self.request(connection, model.AccountRegister, account=ALICE))
+        self.assertEqual(peer.states(), ["registering", ("failed", "403 Forbidden")])
+        self.assertEqual(self.janus.handles(), set())
+
+    def test_register_again_after_failure(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.registration_outcome = ("failed", 403, "Forbidden")
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.janus.registration_outcome = ("registered",)
+        self.assertIsNone(self.request(connection, model.AccountRegister, account=ALICE))
+        self.assertEqual(peer.states()[-2:], ["registering", "registered"])
+
+    def test_janus_refusing_the_register_request_is_a_failure(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.answer = False
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.janus.clock.advance(10)  # the attach request times out
+        self.assertEqual(peer.states()[-1][0], "failed")
+        self.assertIn("did not answer 'attach'", peer.states()[-1][1])
+
+    def test_register_in_the_wrong_state_is_an_error(self) -> None:
+        connection, _ = self.registered()
+        self.assertEqual(self.request(connection, model.AccountRegister, account=ALICE),
+                         f"Cannot register account {ALICE}: it is registered")
+        self.janus.hold_registrations = True
+        other, _ = self.connect()
+        self.add(other)
+        self.request(other, model.AccountRegister, account=ALICE)
+        self.assertEqual(self.request(other, model.AccountRegister, account=ALICE),
+                         f"Cannot register account {ALICE}: it is registering")
+
+    def test_no_final_answer_times_out(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.hold_registrations = True
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.janus.clock.advance(self.settings.register_timeout - 1)
+        self.assertEqual(peer.states(), ["registering"])
+        self.janus.clock.advance(1)
+        self.janus.flush()
+        self.assertEqual(peer.states(), ["registering", ("failed", "408 Request Timeout")])
+        self.assertEqual(self.janus.handles(), set())
+        self.janus.finish_registration()  # a late answer changes nothing
+        self.assertEqual(len(peer.states()), 2)
+
+    def test_repeated_registered_events_are_reported_once(self) -> None:
+        connection, peer = self.registered()
+        (handle,) = self.janus.handles()
+        session = next(iter(self.janus.sessions))
+        self.janus.sip_event(session, handle, {"event": "registered", "username": "alice"})
+        self.assertEqual(peer.states(), ["registering", "registered"])
+
+    def test_registration_lost_later_is_reported(self) -> None:
+        connection, peer = self.registered()
+        (handle,) = self.janus.handles()
+        session = next(iter(self.janus.sessions))
+        self.janus.sip_event(session, handle, {"event": "registration_failed", "code": 408,
+                                               "reason": "Request Timeout"})
+        self.assertEqual(peer.states()[-1], ("failed", "408 Request Timeout"))
+
+    def test_janus_detaching_the_handle_is_a_failure(self) -> None:
+        connection, peer = self.registered()
+        (handle,) = self.janus.handles()
+        session = next(iter(self.janus.sessions))
+        self.janus.emit({"janus": "detached", "session_id": session, "sender": handle})
+        self.assertEqual(peer.states()[-1], ("failed", "Janus detached the SIP handle"))
+
+
+class UnregistrationTests(ConnectionTestCase):
+    def test_unregister(self) -> None:
+        connection, peer = self.registered()
+        self.assertIsNone(self.request(connection, model.AccountUnregister, account=ALICE))
+        self.assertEqual(peer.states(), ["registering", "registered", "unregistered"])
+        self.assertEqual(self.janus.handles(), set())
+        self.assertEqual(self.janus.kinds()[-2:], ["message:unregister", "detach"])
+
+    def test_unregister_when_not_registered_is_an_error(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.assertEqual(self.request(connection, model.AccountUnregister, account=ALICE),
+                         f"Cannot unregister account {ALICE}: it is unregistered")
+
+    def test_unregister_while_registering_waits_for_the_binding(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.hold_registrations = True
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.assertIsNone(self.request(connection, model.AccountUnregister, account=ALICE))
+        self.assertIn("already going to unregister",
+                      self.request(connection, model.AccountUnregister, account=ALICE))
+        self.janus.finish_registration()
+        self.assertEqual(peer.states(), ["registering", "registered", "unregistered"])
+        self.assertIn("message:unregister", self.janus.kinds())
+
+    def test_unregister_while_registering_then_failure_ends_unregistered(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.hold_registrations = True
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.request(connection, model.AccountUnregister, account=ALICE)
+        self.janus.finish_registration(("failed", 503, "Service Unavailable"))
+        self.assertEqual(peer.states(), ["registering", "unregistered"])
+
+    def test_unanswered_unregister_is_bounded(self) -> None:
+        connection, peer = self.registered()
+        self.janus.answer = False
+        self.request(connection, model.AccountUnregister, account=ALICE)
+        self.janus.clock.advance(UNREGISTER_TIMEOUT)
+        self.assertEqual(peer.states()[-1], "unregistered")
+
+
+class ClosingTests(ConnectionTestCase):
+    def test_remove_unregisters_quietly(self) -> None:
+        connection, peer = self.registered()
+        self.assertIsNone(self.request(connection, model.AccountRemove, account=ALICE))
+        self.assertEqual(peer.states(), ["registering", "registered"])  # no events for a removed account
+        self.assertEqual(self.janus.kinds()[-2:], ["message:unregister", "detach"])
+        self.assertEqual(self.janus.registered, {})
+
+    def test_close_unregisters_then_destroys_the_session(self) -> None:
+        connection, peer = self.registered()
+        self.add(connection, "bob@example.com")
+        d = connection.close()
+        self.janus.flush()
+        self.successResultOf(d)
+        self.assertEqual(self.janus.kinds()[-3:], ["message:unregister", "detach", "destroy"])
+        self.assertEqual(self.janus.sessions, {})
+        self.assertEqual(connection.state, "closed")
+        self.assertIn("Connection is closed", self.request(connection, model.AccountAdd, account=ALICE,
+                                                           password=HA1))
+
+    def test_close_waits_for_accounts_removed_just_before(self) -> None:
+        connection, _ = self.registered()
+        self.janus.answer = False
+        d = connection.handle(model.AccountRemove(transaction="r", account=ALICE))
+        closed = connection.close()
+        self.assertIsNone(self.answer(d))
+        self.assertNoResult(closed)
+        self.janus.clock.advance(UNREGISTER_TIMEOUT)  # gives up on the un-REGISTER, detaches the handle
+        self.assertNoResult(closed)
+        self.janus.clock.advance(10)  # the detach times out; the session is destroyed
+        self.assertNoResult(closed)
+        self.janus.clock.advance(10)  # and that times out too: every step is bounded
+        self.successResultOf(closed)
+        self.assertEqual(self.janus.kinds()[-1], "destroy")
+
+    def test_close_is_bounded_when_registrations_hang(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.janus.hold_registrations = True
+        self.request(connection, model.AccountRegister, account=ALICE)
+        closed = connection.close()
+        self.janus.flush()
+        self.assertNoResult(closed)
+        self.janus.clock.advance(CLOSE_TIMEOUT)
+        self.janus.flush()
+        self.successResultOf(closed)
+        self.assertEqual(self.janus.kinds()[-1], "destroy")
+
+    def test_close_twice(self) -> None:
+        connection, _ = self.registered()
+        first, second = connection.close(), connection.close()
+        self.janus.flush()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(self.janus.kinds().count("destroy"), 1)
+
+    def test_backend_loss_disconnects_the_browser(self) -> None:
+        connection, peer = self.registered()
+        self.janus.api.connection_lost("Janus went away")
+        self.assertEqual(peer.closed, (CLOSE_BACKEND_UNAVAILABLE, "SIP backend lost: Janus went away"))
+        self.assertEqual(connection.accounts, {})
+        self.successResultOf(connection.close())
+
+
+class OwnershipTests(ConnectionTestCase):
+    def test_same_account_on_two_connections_is_independent(self) -> None:
+        first, first_peer = self.registered()
+        second, second_peer = self.connect()
+        self.add(second)
+        self.assertEqual(second_peer.states(), [])
+        self.janus.registration_outcome = ("failed", 403, "Forbidden")
+        self.request(second, model.AccountRegister, account=ALICE)
+        self.assertEqual(first_peer.states(), ["registering", "registered"])
+        self.assertEqual(second_peer.states(), ["registering", ("failed", "403 Forbidden")])
+        self.request(second, model.AccountRemove, account=ALICE)
+        self.assertEqual(first.accounts[ALICE].state, "registered")
+
+    def test_a_connection_cannot_touch_another_connections_account(self) -> None:
+        first, _ = self.registered()
+        second, _ = self.connect()
+        self.assertEqual(self.request(second, model.AccountUnregister, account=ALICE),
+                         f"Unknown account specified for unregister: {ALICE}")
+        self.assertEqual(first.accounts[ALICE].state, "registered")

@@ -105,6 +105,7 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
             maxFramePayloadSize=hard_limit,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=2,
+            failByDrop=False,  # refuse protocol violations (such as a frame over the hard limit) with a close frame
         )
 
     def close_all(self, reason: str) -> Deferred[Any]:

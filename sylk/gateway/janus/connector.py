@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
@@ -54,22 +55,27 @@ class JanusConnector(Service):
         api = JanusAPI(protocol.send_text, self._reactor, api_secret=self._api_secret,
                        request_timeout=self._request_timeout, trace=self._trace)
         protocol.api = api
-        api.info().addCallbacks(self._checked, self._check_failed, callbackArgs=(api, protocol),
-                                errbackArgs=(protocol,))
+        Deferred.fromCoroutine(self._check(api)).addCallbacks(self._checked, self._check_failed,
+                                                              callbackArgs=(api,), errbackArgs=(protocol,))
 
-    def _checked(self, info: dict[str, Any], api: JanusAPI, protocol: _JanusClientProtocol) -> None:
+    async def _check(self, api: JanusAPI) -> dict[str, Any]:
+        """Make sure this Janus can serve the gateway before offering it: the SIP plugin is loaded and the API
+        secret is right (Janus answers `info` without checking it, so a probe session is created too)."""
+        info = await api.info()
         if SIP_PLUGIN not in (info.get("plugins") or {}):
-            self.log.critical("Janus at {url} has no {plugin} loaded; the gateway cannot work without it",
-                              url=self.url, plugin=SIP_PLUGIN)
-            protocol.dropConnection(abort=True)
-            return
+            raise RuntimeError(f"it has no {SIP_PLUGIN} loaded; the gateway cannot work without it")
+        probe = await api.create_session(lambda reason: None)
+        await probe.destroy()
+        return info
+
+    def _checked(self, info: dict[str, Any], api: JanusAPI) -> None:
         session_timeout = info.get("session-timeout") or 0
         api.keepalive_interval = session_timeout * 0.4 if session_timeout > 0 else None
         self.api = api
         self.log.info("Connected to Janus {version} at {url}", version=info.get("version_string"), url=self.url)
 
     def _check_failed(self, failure: Failure, protocol: _JanusClientProtocol) -> None:
-        self.log.error("Janus at {url} did not answer `info` properly: {error}", url=self.url, error=failure.value)
+        self.log.critical("Janus at {url} cannot be used: {error}", url=self.url, error=failure.value)
         protocol.dropConnection(abort=True)
 
     def _closed(self, protocol: _JanusClientProtocol, reason: str) -> None:

@@ -1,0 +1,214 @@
+"""End-to-end behaviour of the real gateway process and its real Janus that needs no SIP registrar: the WebSocket
+handshake, bad input on a real socket, Janus dying (spawned) or going away (external), TLS, startup errors."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import connect
+
+from sylk.gateway.config import parse_config
+from sylk.gateway.janus.process import find_library_dir, free_tcp_port, render_janus_config
+from tests.integration.gateway import TWISTD, Gateway
+
+ALICE = "alice@sylk.test"
+HA1 = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def gateway(netns: str, tmp_path: Path):
+    with Gateway(tmp_path) as gateway:
+        yield gateway
+
+
+def test_handshake_without_our_subprotocol_is_refused_with_406(gateway: Gateway) -> None:
+    for offered in ([], ["sylkRTC-2-typo"], ["chat"]):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(gateway.url, subprotocols=offered or None, open_timeout=5)
+        assert refused.value.response.status_code == 406
+
+
+def test_the_server_selects_sylkrtc_1(gateway: Gateway) -> None:
+    client = gateway.connect(subprotocols=("other", "sylkRTC-1"))
+    assert client.ws.subprotocol == "sylkRTC-1"
+    client.close()
+
+
+def test_bad_input_gets_errors_and_leaves_the_connection_usable(gateway: Gateway) -> None:
+    client = gateway.connect()
+    bad = [
+        ("not json", "Invalid JSON"),
+        ("[1, 2]", "A message must be a JSON object"),
+        (json.dumps({"transaction": "x1"}), "Missing 'sylkrtc' key"),
+        (json.dumps({"sylkrtc": "fly", "transaction": "x2"}), "unknown request type 'fly'"),
+        (json.dumps({"sylkrtc": "add_account", "transaction": "x3", "account": ALICE, "password": "secret"}),
+         "must be an HA1"),
+        (json.dumps({"sylkrtc": "add_account", "transaction": "x4", "account": "alice", "password": HA1}),
+         "must be a SIP address"),
+        (b"\x00\x01binary", "Binary messages are not supported"),
+        ("x" * 70000, "Message too large"),
+    ]
+    for frame, reason in bad:
+        client.send(frame)
+        sent = json.loads(frame) if isinstance(frame, str) and frame.startswith("{") else {}
+        answer = client.answer(sent.get("transaction"))
+        assert answer["sylkrtc"] == "error"
+        assert reason in answer["error"], (frame[:40], answer)
+    assert client.request("add_account", account=ALICE, password=HA1) == {"sylkrtc": "ack", "transaction": "t1"}
+    # a frame beyond the hard limit is not even read: the socket is closed with 1009
+    client.send("y" * 300000)
+    assert client.wait_closed()[0] == 1009
+    # and nobody else noticed
+    other = gateway.connect()
+    assert other.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+    other.close()
+
+
+def test_connections_cannot_see_each_others_accounts(gateway: Gateway) -> None:
+    first, second = gateway.connect(), gateway.connect()
+    assert first.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+    answer = second.request("remove_account", account=ALICE)
+    assert answer["error"] == f"Unknown account specified for remove: {ALICE}"
+    assert first.request("remove_account", account=ALICE)["sylkrtc"] == "ack"
+
+
+def test_killed_janus_is_restarted_and_browsers_are_told(gateway: Gateway) -> None:
+    client = gateway.connect()
+    (first_janus,) = gateway.janus_pids()
+    os.kill(first_janus, signal.SIGKILL)
+    code, reason = client.wait_closed(timeout=10)
+    assert code == 4503, (code, reason)
+    assert "SIP backend lost" in reason
+    gateway.wait_usable(timeout=20)
+    pids = gateway.janus_pids()
+    assert len(pids) == 2 and pids[1] != first_janus
+    again = gateway.connect()
+    assert again.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+    again.close()
+
+
+def start_janus(workdir: Path, port: int, secret: str) -> subprocess.Popen[bytes]:
+    config = parse_config("[Janus]\ninterface = 127.0.0.1\n")
+    folder = workdir / "external-janus"
+    folder.mkdir(exist_ok=True)
+    for name, text in render_janus_config(config, find_library_dir(config), folder, port, secret).items():
+        (folder / name).write_text(text)
+    log = open(workdir / "external-janus.log", "ab")
+    return subprocess.Popen(["janus", "--configs-folder", str(folder), "--disable-colors"], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def test_external_janus_and_503_while_it_is_away(netns: str, tmp_path: Path) -> None:
+    port, secret = free_tcp_port(), "external-secret"
+    janus = start_janus(tmp_path, port, secret)
+    try:
+        with Gateway(tmp_path, {"Janus": {"spawn": "no", "api_url": f"ws://127.0.0.1:{port}",
+                                          "api_secret": secret}}) as gateway:
+            assert gateway.janus_pids() == []  # nothing spawned
+            client = gateway.connect()
+            stop(janus)
+            assert client.wait_closed()[0] == 4503
+            with pytest.raises(InvalidStatus) as refused:
+                connect(gateway.url, subprotocols=["sylkRTC-1"], open_timeout=5)
+            assert refused.value.response.status_code == 503
+            janus = start_janus(tmp_path, port, secret)
+            gateway.wait_usable(timeout=20)
+            client = gateway.connect()
+            assert client.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+            client.close()
+    finally:
+        stop(janus)
+
+
+def test_wrong_api_secret_keeps_the_gateway_unusable(netns: str, tmp_path: Path) -> None:
+    port = free_tcp_port()
+    janus = start_janus(tmp_path, port, "right")
+    try:
+        gateway = Gateway(tmp_path, {"Janus": {"spawn": "no", "api_url": f"ws://127.0.0.1:{port}",
+                                               "api_secret": "wrong"}})
+        with pytest.raises(AssertionError, match="did not become usable"):
+            gateway.start(timeout=4)
+        gateway.stop()
+        assert "Unauthorized request" in gateway.log()
+    finally:
+        stop(janus)
+
+
+def make_certificate(path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
+                     + certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def test_certificate_turns_on_wss(netns: str, tmp_path: Path) -> None:
+    pem = tmp_path / "gateway.pem"
+    make_certificate(pem)
+    gateway = Gateway(tmp_path, {"WebServer": {"certificate": pem}})
+    gateway.ssl_context = ssl.create_default_context(cafile=str(pem))
+    with gateway:
+        assert gateway.url.startswith("wss://")
+        client = gateway.connect()
+        assert client.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+        client.close()
+        with pytest.raises((OSError, InvalidHandshake)):  # no plain ws on a TLS listener
+            connect(gateway.url.replace("wss:", "ws:"), subprotocols=["sylkRTC-1"], open_timeout=3)
+
+
+def test_twistd_lists_the_options() -> None:
+    result = subprocess.run([TWISTD, "sylkgateway", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "--config=" in result.stdout
+
+
+def test_bad_configuration_fails_at_startup_naming_the_option(tmp_path: Path) -> None:
+    config = tmp_path / "config.ini"
+    config.write_text("[WebRTCGateway]\nregister_ttl = soon\n")
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "sylkgateway", "-c", str(config)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode != 0
+    assert "[WebRTCGateway] register_ttl" in result.stderr + result.stdout
+
+
+def test_stopping_says_goodbye_to_browsers(netns: str, tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path).start()
+    client = gateway.connect()
+    started = time.monotonic()
+    assert gateway.stop() in (0, -signal.SIGTERM)  # twistd re-raises the signal it stopped for
+    assert client.wait_closed()[0] == 4001
+    assert time.monotonic() - started < 10
+    assert "Janus stopped" in gateway.log()
+    with pytest.raises((OSError, ConnectionClosed)):
+        connect(gateway.url, subprotocols=["sylkRTC-1"], open_timeout=2)

@@ -32,7 +32,8 @@ class SIPProxy:
 
     @classmethod
     def parse(cls, text: str) -> SIPProxy:
-        match = re.fullmatch(r"(?:sips?:)?(\[[0-9a-fA-F:.]+\]|[^:;\[\]]+)(?::(\d+))?(?:;transport=(\w+))?", text.strip())
+        match = re.fullmatch(r"(?:sips?:)?(\[[0-9a-fA-F:.]+\]|[^\s:;\[\]]+)(?::(\d+))?(?:;transport=(\w+))?",
+                             text.strip())
         if match is None:
             raise ValueError(f"expected host[:port][;transport=udp|tcp|tls], got {text!r}")
         host, port, transport = match.group(1), match.group(2), (match.group(3) or "udp").lower()
@@ -243,7 +244,9 @@ for _section, (_cls, _parsers) in _PARSERS.items():
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True)
+    # No DEFAULT section: its options would silently apply to every section (default_section names none).
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True,
+                                       default_section="\0")
     parser.optionxform = str  # option names are case sensitive, as documented
     try:
         parser.read_string(text, source=source)
@@ -284,4 +287,7 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read configuration file {path}: not UTF-8 ({e.reason} at byte {e.start})") \
+            from None
     return parse_config(text, str(path))

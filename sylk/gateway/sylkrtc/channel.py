@@ -9,6 +9,7 @@ or `error` with the APIError's text when it fails. Anything unexpected becomes "
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -22,7 +23,14 @@ from sylk.gateway.sylkrtc.model import Event, Request
 
 
 def encode_json(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # backslashreplace: a lone surrogate (valid in JSON input, e.g. an echoed transaction) becomes the JSON escape
+    # it came in as, instead of an exception that would leave the request unanswered.
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
+def _redacted(payload: bytes) -> str:
+    """A frame for the trace log, without the HA1 (as good as a password for its realm)."""
+    return re.sub(r'("password"\s*:\s*")[^"]*"', r'\1***"', payload.decode("utf-8", "replace"))
 
 
 class RequestChannel:
@@ -40,7 +48,7 @@ class RequestChannel:
     def frame_received(self, payload: bytes, is_binary: bool) -> None:
         if self._trace:
             self.log.info("{name} <- {payload}", name=self.name,
-                          payload="<binary frame>" if is_binary else payload.decode("utf-8", "replace"))
+                          payload="<binary frame>" if is_binary else _redacted(payload))
         if is_binary:
             self._reply(self.dialect.error(None, "Binary messages are not supported; send JSON text"))
             return

@@ -32,7 +32,7 @@ class SylkRTC1:
         kind = message["sylkrtc"]
         cls = self.requests.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise ValidationError(f"unknown request type {kind!r}")
+            raise ValidationError(f"unknown request type {kind!r:.80}")
         return cls.parse(message)
 
     def ack(self, transaction: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ ignored, as in SylkServer, so newer clients can add fields.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, ClassVar, Mapping
 
@@ -73,8 +74,9 @@ class AOR(String):
         value = super().convert(value)
         bare = re.sub(r"^sips?:", "", value, flags=re.IGNORECASE)
         user, at, domain = bare.rpartition("@")
-        if not at or not self._USER.fullmatch(user) or not self._DOMAIN.fullmatch(domain):
-            raise ValidationError(f"must be a SIP address like user@domain, not {value!r}")
+        if not at or not self._USER.fullmatch(user) or not self._DOMAIN.fullmatch(domain) or \
+                (domain.startswith("[") and not _is_ipv6(domain[1:-1])):
+            raise ValidationError(f"must be a SIP address like user@domain, not {value!r:.80}")
         return f"{user}@{domain.lower()}"
 
 
@@ -122,6 +124,14 @@ class Model:
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.values().items() if k != "password")
         return f"{type(self).__name__}({shown})"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:

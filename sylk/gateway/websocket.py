@@ -8,8 +8,10 @@ Handshake: the browser must offer a sylkRTC subprotocol we speak (else HTTP 406)
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 from typing import Any
+from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -46,6 +48,9 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         else:
             raise ConnectionDeny(ConnectionDeny.NOT_ACCEPTABLE,
                                  f"No compatible protocol specified (offer one of: {', '.join(DIALECTS)})")
+        origin = request.headers.get("origin")
+        if not origin_allowed(origin, self.factory.settings.web_origins):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, f"Origin {origin} is not allowed")
         if not self.factory.backend.available:
             raise ConnectionDeny(SERVICE_UNAVAILABLE, "SIP backend (Janus) is not available; try again later")
         self.dialect = DIALECTS[name]
@@ -84,6 +89,33 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             self.sendClose(code, reason[:120])  # a close reason must fit in a control frame
 
 
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a page from `origin` may connect. Patterns are origins with optional `*` wildcards, compared without
+    default ports (autobahn's own check wants explicit ports, so `https://example.com` would never match).
+    Clients that send no Origin are not browsers and are let through: an Origin header protects users' browsers,
+    it does not authenticate anyone."""
+    if "*" in allowed or origin is None:
+        return True
+    normalized = _normalize_origin(origin)
+    return normalized is not None and any(
+        fnmatch.fnmatchcase(normalized, _normalize_origin(pattern) or pattern.lower()) for pattern in allowed)
+
+
+def _normalize_origin(origin: str) -> str | None:
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = parts.netloc.rpartition("@")[2]
+    if port is not None and port == default:
+        host = host.rpartition(":")[0]
+    return f"{parts.scheme}://{host}"
+
+
 class GatewayWebSocketFactory(WebSocketServerFactory):
     protocol = GatewayWebSocketProtocol
 
@@ -97,8 +129,6 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
         hard_limit = settings.max_message_size * HARD_LIMIT_FACTOR
         ping = settings.websocket_ping_interval
         self.setProtocolOptions(
-            allowedOrigins=list(settings.web_origins),
-            allowNullOrigin="*" in settings.web_origins,
             autoPingInterval=ping,
             autoPingTimeout=ping / 2,
             maxMessagePayloadSize=hard_limit,

@@ -74,6 +74,14 @@ def test_bad_input_gets_errors_and_leaves_the_connection_usable(gateway: Gateway
     other.close()
 
 
+def test_web_origins_limit_which_pages_may_connect(netns: str, tmp_path: Path) -> None:
+    with Gateway(tmp_path, {"WebRTCGateway": {"web_origins": "https://phone.example.com"}}) as gateway:
+        gateway.connect(origin="https://phone.example.com").close()
+        with pytest.raises(InvalidStatus) as refused:
+            connect(gateway.url, subprotocols=["sylkRTC-1"], origin="https://evil.example.net", open_timeout=5)
+        assert refused.value.response.status_code == 403
+
+
 def test_connections_cannot_see_each_others_accounts(gateway: Gateway) -> None:
     first, second = gateway.connect(), gateway.connect()
     assert first.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"

@@ -35,6 +35,9 @@ MIN_RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 10.0  # a Janus that ran this long before dying is restarted at once
 
+# Janus's own output, relayed line by line under its own namespace (a module-level Logger keeps it: one on a class
+# would be re-bound to the class's namespace on every access).
+janus_log = Logger(namespace="janus")
 # Janus prefixes its log lines with the level; map them onto ours.
 _LEVELS = {"[FATAL]": LogLevel.critical, "[ERR]": LogLevel.error, "[WARN]": LogLevel.warn}
 
@@ -141,8 +144,7 @@ def render_janus_config(config: Config, library_dir: Path, config_dir: Path, ws_
 
 
 class JanusProcess(Service):
-    log = Logger(namespace="sylk.gateway.janus.process")
-    janus_log = Logger(namespace="janus")
+    log = Logger()
 
     def __init__(self, config: Config, reactor: Any) -> None:
         janus = config.janus
@@ -261,7 +263,7 @@ class JanusProcess(Service):
             if prefix in line[:40]:
                 level = mapped
                 break
-        self.janus_log.emit(level, "{line}", line=line)
+        janus_log.emit(level, "{line}", line=line)
 
 
 class _JanusProcessProtocol(ProcessProtocol):

@@ -1,0 +1,229 @@
+"""The Janus child: the generated config folder, supervision (restarts, one SIGTERM, SIGKILL fallback) with a fake
+reactor, and the launcher's process settings (run for real: it is a few milliseconds)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted.logger import Logger
+
+from sylk.gateway.config import ConfigError, parse_config
+from sylk.gateway.janus import process
+from sylk.gateway.janus.process import (MAX_RESTART_DELAY, MIN_RESTART_DELAY, STABLE_AFTER, STOP_TIMEOUT,
+                                        JanusProcess, find_library_dir, render_janus_config)
+
+
+def fake_janus_install(root: Path) -> Path:
+    """A folder shaped like Debian's /usr/lib/<arch>/janus with a few modules in it."""
+    modules = {"plugins": ["libjanus_sip.so", "libjanus_videoroom.so", "libjanus_echotest.so"],
+               "transports": ["libjanus_websockets.so", "libjanus_http.so"],
+               "loggers": ["libjanus_jsonlog.so"], "events": ["libjanus_sampleevh.so"]}
+    for folder, names in modules.items():
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            (root / folder / name).touch()
+    return root
+
+
+class ConfigFolderTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = Path(tempfile.mkdtemp())
+        self.addCleanup(subprocess.run, ["rm", "-rf", str(self.root)])
+        self.library = fake_janus_install(self.root / "janus")
+
+    def render(self, text: str = "") -> dict[str, str]:
+        config = parse_config(text)
+        return render_janus_config(config, self.library, self.root / "conf", 18188, "the-secret")
+
+    def test_only_the_sip_plugin_and_websockets_stay_enabled(self) -> None:
+        janus = self.render()["janus.jcfg"]
+        self.assertIn('disable = "libjanus_echotest.so,libjanus_videoroom.so"', janus)
+        self.assertIn('disable = "libjanus_http.so"', janus)
+        self.assertIn('disable = "libjanus_jsonlog.so"', janus)
+        self.assertIn('api_secret = "the-secret"', janus)
+        self.assertIn("reclaim_session_timeout = 0", janus)
+        self.assertIn(f'plugins_folder = "{self.library}/plugins"', janus)
+
+    def test_websocket_api_on_loopback_only(self) -> None:
+        transport = self.render()["janus.transport.websockets.jcfg"]
+        self.assertIn('ws_ip = "127.0.0.1"', transport)
+        self.assertIn("ws_port = 18188", transport)
+        self.assertIn("admin_ws = false", transport)
+        self.assertIn('json = "compact"', transport)
+
+    def test_interface_sets_ice_and_sip_addresses(self) -> None:
+        files = self.render("[Janus]\ninterface = 192.0.2.7\n")
+        self.assertIn('ice_enforce_list = "192.0.2.7"', files["janus.jcfg"])
+        self.assertIn('interface = "192.0.2.7"', files["janus.jcfg"])
+        for option in ("local_ip", "local_media_ip", "sdp_ip"):
+            self.assertIn(f'{option} = "192.0.2.7"', files["janus.plugin.sip.jcfg"])
+
+    def test_without_interface_janus_detects_addresses(self) -> None:
+        files = self.render()
+        self.assertNotIn("ice_enforce_list", files["janus.jcfg"])
+        self.assertNotIn("local_ip", files["janus.plugin.sip.jcfg"])
+
+    def test_sip_plugin_settings(self) -> None:
+        sip = self.render("[WebRTCGateway]\nregister_ttl = 300\nuser_agent = Test \"UA\"\n"
+                          "[Janus]\nsip_transaction_timeout = 4\nsip_rtp_port_range = 40000-40999\n"
+                          )["janus.plugin.sip.jcfg"]
+        self.assertIn("register_ttl = 300", sip)
+        self.assertIn("sip_timer_t1x64 = 4000", sip)
+        self.assertIn('rtp_port_range = "40000-40999"', sip)
+        self.assertIn('user_agent = "Test \\"UA\\""', sip)  # quotes escaped for libconfig
+        self.assertIn("keepalive_interval = 0", sip)
+
+    def test_library_dir_must_hold_what_the_gateway_needs(self) -> None:
+        (self.library / "plugins" / "libjanus_sip.so").unlink()
+        with self.assertRaises(ConfigError) as raised:
+            find_library_dir(parse_config(f"[Janus]\nlibrary_dir = {self.library}\n"))
+        self.assertIn("[Janus] library_dir", str(raised.exception))
+        self.assertIn("libjanus_sip.so", str(raised.exception))
+
+    def test_missing_binary_is_a_config_error(self) -> None:
+        config = parse_config(f"[Janus]\nbinary = {self.root}/nope\nlibrary_dir = {self.library}\n")
+        with self.assertRaises(ConfigError) as raised:
+            JanusProcess(config, Clock())
+        self.assertIn("[Janus] binary", str(raised.exception))
+
+
+class FakeProcessTransport:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[str] = []
+
+    def signalProcess(self, signal: str) -> None:
+        self.signals.append(signal)
+
+
+class FakeProcessReactor(Clock):
+    """A Clock that also records spawnProcess calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[Any, list[str], FakeProcessTransport]] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: list[str], env: Any = None, **kwargs: Any) -> Any:
+        transport = FakeProcessTransport(1000 + len(self.spawned))
+        protocol.makeConnection(transport)
+        self.spawned.append((protocol, args, transport))
+        return transport
+
+
+class SupervisionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = Path(tempfile.mkdtemp())
+        self.addCleanup(subprocess.run, ["rm", "-rf", str(self.root)])
+        library = fake_janus_install(self.root / "janus")
+        self.reactor = FakeProcessReactor()
+        config = parse_config(f"[Janus]\nbinary = /bin/true\nlibrary_dir = {library}\n"
+                              f"runtime_dir = {self.root / 'run'}\n")
+        self.janus = JanusProcess(config, self.reactor)
+        self.janus.startService()
+
+    def die(self, index: int = -1) -> None:
+        protocol, _, _ = self.reactor.spawned[index]
+        protocol.processEnded(Failure(ProcessTerminated(signal=9)))
+
+    def test_start_writes_the_config_and_runs_janus_through_the_launcher(self) -> None:
+        ((_, args, _),) = self.reactor.spawned
+        self.assertEqual(args[1:3], ["-m", "sylk.gateway.janus.launcher"])
+        self.assertEqual(args[-4:], ["/bin/true", "--configs-folder", str(self.root / "run" / "janus"),
+                                     "--disable-colors"])
+        folder = self.root / "run" / "janus"
+        self.assertEqual(sorted(p.name for p in folder.iterdir()),
+                         ["janus.jcfg", "janus.plugin.sip.jcfg", "janus.transport.websockets.jcfg"])
+        self.assertEqual(oct(folder.stat().st_mode & 0o777), "0o700")
+        self.assertIn(f'api_secret = "{self.janus.api_secret}"', (folder / "janus.jcfg").read_text())
+        self.assertEqual(self.janus.pid, 1000)
+
+    def test_a_janus_that_dies_young_is_restarted_with_growing_delays(self) -> None:
+        delays = []
+        for _ in range(8):
+            self.die()
+            before = len(self.reactor.spawned)
+            waited = 0.0
+            while len(self.reactor.spawned) == before:
+                self.reactor.advance(0.25)
+                waited += 0.25
+            delays.append(waited)
+        self.assertEqual(delays[0], MIN_RESTART_DELAY)
+        self.assertEqual(delays[1], MIN_RESTART_DELAY * 2)
+        self.assertEqual(delays[-1], MAX_RESTART_DELAY)
+        self.flushLoggedErrors()
+
+    def test_a_janus_that_ran_a_while_is_restarted_at_once(self) -> None:
+        self.die()
+        self.reactor.advance(MIN_RESTART_DELAY)
+        self.reactor.advance(STABLE_AFTER)
+        self.die()
+        self.reactor.advance(0)
+        self.assertEqual(len(self.reactor.spawned), 3)
+
+    def test_output_lines_are_logged_with_janus_levels(self) -> None:
+        logged: list[dict[str, Any]] = []
+        self.patch(process, "janus_log", Logger(namespace="janus", observer=logged.append))
+        protocol, _, _ = self.reactor.spawned[0]
+        protocol.childDataReceived(1, b"Starting Meetecho Janus\n[ERR] [sip] something\nhalf a ")
+        protocol.childDataReceived(2, b"[WARN] on stderr\n")
+        protocol.childDataReceived(1, b"line\n")
+        self.assertEqual([(e["line"], e["log_level"].name) for e in logged],
+                         [("Starting Meetecho Janus", "info"), ("[ERR] [sip] something", "error"),
+                          ("[WARN] on stderr", "warn"), ("half a line", "info")])
+
+    def test_stop_sends_one_sigterm_and_waits_for_the_exit(self) -> None:
+        _, _, transport = self.reactor.spawned[0]
+        stopped = self.janus.stopService()
+        self.assertEqual(transport.signals, ["TERM"])
+        self.assertNoResult(stopped)
+        self.reactor.advance(STOP_TIMEOUT - 1)
+        self.assertEqual(transport.signals, ["TERM"])
+        self.reactor.spawned[0][0].processEnded(Failure(ProcessDone(0)))
+        self.successResultOf(stopped)
+        self.reactor.advance(100)
+        self.assertEqual(transport.signals, ["TERM"])
+        self.assertEqual(len(self.reactor.spawned), 1)  # not restarted
+
+    def test_stop_kills_a_janus_that_does_not_exit(self) -> None:
+        _, _, transport = self.reactor.spawned[0]
+        stopped = self.janus.stopService()
+        self.reactor.advance(STOP_TIMEOUT)
+        self.assertEqual(transport.signals, ["TERM", "KILL"])
+        self.die(0)
+        self.successResultOf(stopped)
+
+    def test_stop_while_waiting_to_restart(self) -> None:
+        self.die()
+        self.successResultOf(self.janus.stopService())
+        self.reactor.advance(MAX_RESTART_DELAY)
+        self.assertEqual(len(self.reactor.spawned), 1)
+        self.flushLoggedErrors()
+
+
+class LauncherTests(SynchronousTestCase):
+    def test_janus_runs_without_core_dumps_in_its_own_session_with_more_files(self) -> None:
+        script = 'ulimit -c; ulimit -n; ps -o sid= -p $$; echo $$'
+        result = subprocess.run([sys.executable, "-m", "sylk.gateway.janus.launcher", "--max-open-files", "4096",
+                                 "--", "/bin/sh", "-c", script], capture_output=True, text=True, timeout=30,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        core, files, session, pid = result.stdout.split()
+        self.assertEqual(core, "0")
+        self.assertGreaterEqual(int(files), 4096)
+        self.assertEqual(session, pid)  # the shell leads its own session
+
+    def test_without_a_command_it_refuses(self) -> None:
+        result = subprocess.run([sys.executable, "-m", "sylk.gateway.janus.launcher"], capture_output=True,
+                                text=True, timeout=30, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("no command given", result.stderr)

@@ -8,6 +8,7 @@ startup instead of misbehaving later. The options are documented in docs/configu
 from __future__ import annotations
 
 import configparser
+import fnmatch
 import ipaddress
 import re
 from dataclasses import dataclass, field, fields
@@ -36,7 +37,8 @@ class SIPProxy:
                              text.strip())
         if match is None:
             raise ValueError(f"expected host[:port][;transport=udp|tcp|tls], got {text!r}")
-        host, port, transport = match.group(1), match.group(2), (match.group(3) or "udp").lower()
+        default_transport = "tls" if text.strip().lower().startswith("sips:") else "udp"
+        host, port, transport = match.group(1), match.group(2), (match.group(3) or default_transport).lower()
         if transport not in ("udp", "tcp", "tls"):
             raise ValueError(f"transport must be udp, tcp or tls, got {transport!r}")
         if port is not None and not 0 < int(port) < 65536:
@@ -92,7 +94,7 @@ class WebRTCGatewayConfig:
     user_agent: str = f"sylkgateway {__version__}"
 
     def domain_allowed(self, domain: str) -> bool:
-        return "*" in self.sip_domains or domain.lower() in self.sip_domains
+        return any(fnmatch.fnmatchcase(domain.lower(), pattern) for pattern in self.sip_domains)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class JanusConfig:
     api_url: str = "ws://127.0.0.1:8188"
     api_secret: str = ""
     interface: str | None = None
+    public_ip: str | None = None  # the address peers see when the host is behind 1:1 NAT (cloud machines)
     rtp_port_range: PortRange = PortRange(20000, 29999)
     sip_rtp_port_range: PortRange = PortRange(30000, 39999)
     sip_transaction_timeout: int = 32
@@ -202,6 +205,12 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
 _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
     "WebServer": (WebServerConfig, {
         "local_ip": _ip_address,
@@ -218,16 +227,17 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "max_accounts_per_connection": _integer(1, 10000),
         "register_ttl": _integer(60, 86400),
         "register_timeout": _seconds(1, 3600),
-        "user_agent": _text,
+        "user_agent": _nonempty,
     }),
     "Janus": (JanusConfig, {
         "spawn": _boolean,
-        "binary": lambda text: Path(text.strip()),
+        "binary": lambda text: Path(_nonempty(text)),
         "library_dir": _optional(lambda text: Path(text.strip())),
         "runtime_dir": _optional(lambda text: Path(text.strip())),
         "api_url": _janus_url,
         "api_secret": _text,
         "interface": _optional(_ip_address),
+        "public_ip": _optional(_ip_address),
         "rtp_port_range": PortRange.parse,
         "sip_rtp_port_range": PortRange.parse,
         "sip_transaction_timeout": _integer(1, 300),
@@ -274,7 +284,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 def _check(config: Config, source: str) -> None:
     """Checks that involve more than one option."""
-    janus = config.janus
+    janus, gateway = config.janus, config.gateway
+    if gateway.register_timeout <= janus.sip_transaction_timeout:
+        raise ConfigError(f"{source}: [WebRTCGateway] register_timeout ({gateway.register_timeout:g} s) must be "
+                          f"longer than [Janus] sip_transaction_timeout ({janus.sip_transaction_timeout} s), "
+                          f"or the gateway gives up before SIP does")
     if janus.spawn:
         first, second = janus.rtp_port_range, janus.sip_rtp_port_range
         if first.first <= second.last and second.first <= first.last:
@@ -284,7 +298,7 @@ def _check(config: Config, source: str) -> None:
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark from Windows editors
     except OSError as e:
         raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:

@@ -94,7 +94,8 @@ class Connection:
     def _RH_account_add(self, request: model.AccountAdd) -> None:
         if request.account in self.accounts:
             raise APIError(f"Account {request.account} already added")
-        identity = SIPIdentity(request.account, request.password, request.display_name, request.user_agent)
+        identity = SIPIdentity(request.account, request.password, request.display_name,
+                               request.user_agent or self._settings.user_agent)
         if not self._settings.domain_allowed(identity.domain):
             raise APIError(f"SIP domain not allowed: {identity.domain}")
         if len(self.accounts) >= self._settings.max_accounts_per_connection:

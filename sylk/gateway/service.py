@@ -61,8 +61,9 @@ class GatewayService(MultiService):
     def startService(self) -> None:
         web = self.config.web_server
         scheme = "wss" if web.certificate else "ws"
-        self.log.info("sylkgateway {version}: browsers connect to {scheme}://{ip}:{port}/webrtcgateway/ws",
-                      version=__version__, scheme=scheme, ip=web.local_ip, port=web.local_port)
+        host = f"[{web.local_ip}]" if ":" in web.local_ip else web.local_ip
+        self.log.info("sylkgateway {version}: browsers connect to {scheme}://{host}:{port}/webrtcgateway/ws",
+                      version=__version__, scheme=scheme, host=host, port=web.local_port)
         super().startService()
 
     def stopService(self) -> Deferred[None]:

@@ -122,7 +122,11 @@ class Gateway:
             self.process = subprocess.Popen([TWISTD, "-n", "--pidfile=", "sylkgateway", "-c", str(self.config_path)],
                                             stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                             start_new_session=True)
-        self.wait_usable(timeout)
+        try:
+            self.wait_usable(timeout)
+        except BaseException:
+            self.stop()  # never leave a gateway behind, whatever went wrong
+            raise
         return self
 
     def wait_usable(self, timeout: float = 20) -> None:

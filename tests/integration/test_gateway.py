@@ -154,8 +154,7 @@ def test_wrong_api_secret_keeps_the_gateway_unusable(netns: str, tmp_path: Path)
         gateway = Gateway(tmp_path, {"Janus": {"spawn": "no", "api_url": f"ws://127.0.0.1:{port}",
                                                "api_secret": "wrong"}})
         with pytest.raises(AssertionError, match="did not become usable"):
-            gateway.start(timeout=4)
-        gateway.stop()
+            gateway.start(timeout=4)  # stops the gateway when it fails
         assert "Unauthorized request" in gateway.log()
     finally:
         stop(janus)
@@ -210,8 +209,7 @@ def test_bad_configuration_fails_at_startup_naming_the_option(tmp_path: Path) ->
     assert "[WebRTCGateway] register_ttl" in result.stderr + result.stdout
 
 
-def test_stopping_says_goodbye_to_browsers(netns: str, tmp_path: Path) -> None:
-    gateway = Gateway(tmp_path).start()
+def test_stopping_says_goodbye_to_browsers(gateway: Gateway) -> None:
     client = gateway.connect()
     started = time.monotonic()
     assert gateway.stop() in (0, -signal.SIGTERM)  # twistd re-raises the signal it stopped for

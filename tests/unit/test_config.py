@@ -306,7 +306,8 @@ class GatewayTests(ConfigErrorAssertions, SynchronousTestCase):
         self.assertBadOption("WebRTCGateway", "register_ttl", "86401")
 
     def test_register_timeout_bounds(self) -> None:
-        self.assertEqual(parse_config(ini("WebRTCGateway", register_timeout="1")).gateway.register_timeout, 1.0)
+        text = ini("WebRTCGateway", register_timeout="1.5") + ini("Janus", sip_transaction_timeout="1")
+        self.assertEqual(parse_config(text).gateway.register_timeout, 1.5)
         self.assertBadOption("WebRTCGateway", "register_timeout", "0.5")
         self.assertBadOption("WebRTCGateway", "register_timeout", "3601")
 
@@ -315,7 +316,30 @@ class GatewayTests(ConfigErrorAssertions, SynchronousTestCase):
         self.assertEqual(config.gateway.user_agent, "My Gateway 1.0")
 
 
+class CrossOptionTests(SynchronousTestCase, ConfigErrorAssertions):
+    def test_gateway_must_wait_longer_than_sip(self) -> None:
+        self.assertConfigError(ini("WebRTCGateway", register_timeout="30") + ini("Janus", sip_transaction_timeout="32"),
+                               "[WebRTCGateway] register_timeout", "[Janus] sip_transaction_timeout")
+
+    def test_empty_user_agent_and_binary_are_refused(self) -> None:
+        self.assertBadOption("WebRTCGateway", "user_agent", "")
+        self.assertBadOption("Janus", "binary", "")
+
+    def test_byte_order_mark_is_tolerated(self) -> None:
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        (folder / "bom.ini").write_bytes("\ufeff[WebRTCGateway]\nregister_ttl = 300\n".encode("utf-8"))
+        self.assertEqual(load_config(folder / "bom.ini").gateway.register_ttl, 300)
+
+
 class DomainAllowedTests(SynchronousTestCase):
+    def test_wildcard_patterns(self) -> None:
+        settings = WebRTCGatewayConfig(sip_domains=("*.example.com", "sylk.test"))
+        self.assertTrue(settings.domain_allowed("pbx.example.com"))
+        self.assertTrue(settings.domain_allowed("SYLK.test"))
+        self.assertFalse(settings.domain_allowed("example.com"))
+        self.assertFalse(settings.domain_allowed("evil.net"))
+
     def test_wildcard_allows_any_domain(self) -> None:
         self.assertTrue(WebRTCGatewayConfig().domain_allowed("anything.example"))
 
@@ -430,7 +454,8 @@ class JanusTests(ConfigErrorAssertions, SynchronousTestCase):
         self.assertBadOption("Janus", "log_level", "8")
 
     def test_integer_values(self) -> None:
-        config = parse_config(ini("Janus", sip_transaction_timeout="300", max_open_files="1024", log_level="0"))
+        config = parse_config(ini("Janus", sip_transaction_timeout="300", max_open_files="1024", log_level="0")
+                              + ini("WebRTCGateway", register_timeout="310"))
         self.assertEqual(config.janus.sip_transaction_timeout, 300)
         self.assertEqual(config.janus.max_open_files, 1024)
         self.assertEqual(config.janus.log_level, 0)
@@ -463,7 +488,9 @@ class SIPProxyTests(SynchronousTestCase):
 
     def test_sip_and_sips_scheme_are_accepted(self) -> None:
         self.assertEqual(SIPProxy.parse("sip:proxy.example.com:5060"), SIPProxy("proxy.example.com", 5060))
-        self.assertEqual(SIPProxy.parse("sips:proxy.example.com"), SIPProxy("proxy.example.com"))
+        self.assertEqual(SIPProxy.parse("sips:proxy.example.com"), SIPProxy("proxy.example.com", transport="tls"))
+        self.assertEqual(SIPProxy.parse("sips:proxy.example.com;transport=tcp"),
+                         SIPProxy("proxy.example.com", transport="tcp"))
 
     def test_surrounding_whitespace_is_ignored(self) -> None:
         self.assertEqual(SIPProxy.parse("  proxy.example.com:5060  "), SIPProxy("proxy.example.com", 5060))
@@ -598,3 +625,21 @@ class DataclassTests(SynchronousTestCase):
         self.assertEqual(Config().web_server, WebServerConfig())
         self.assertEqual(Config().gateway, WebRTCGatewayConfig())
         self.assertEqual(Config().janus, JanusConfig())
+
+
+class SampleTests(SynchronousTestCase):
+    """config.ini.sample documents every option at its default, so it must stay in step with the code."""
+
+    sample = (Path(__file__).resolve().parents[2] / "config.ini.sample").read_text(encoding="utf-8")
+
+    def test_sample_runs_as_is_with_the_defaults(self) -> None:
+        self.assertEqual(parse_config(self.sample), Config())
+
+    def test_sample_lists_every_option_at_its_default(self) -> None:
+        import re
+        uncommented = re.sub(r"^;(\w+ =)", r"\1", self.sample, flags=re.MULTILINE)
+        self.assertEqual(parse_config(uncommented), Config())
+        from sylk.gateway.config import _PARSERS
+        for section, (_, parsers) in _PARSERS.items():
+            for option in parsers:
+                self.assertRegex(self.sample, rf"(?m)^;{option} =", f"[{section}] {option} missing from the sample")

@@ -158,6 +158,17 @@ class RegistrationTests(ConnectionTestCase):
         self.assertEqual(body["outbound_proxy"], body["proxy"])
         self.assertIs(body["force_tcp"], True)
 
+    def test_tls_proxy_asks_janus_for_a_tls_transport(self) -> None:
+        self.registered(WebRTCGatewayConfig(outbound_sip_proxy=SIPProxy("proxy.example.com", 5061, "tls")))
+        (body,) = self.janus.register_bodies.values()
+        self.assertEqual(body["proxy"], "sips:proxy.example.com:5061")
+        self.assertIs(body["sips"], True)
+
+    def test_the_configured_user_agent_is_the_default(self) -> None:
+        self.registered(WebRTCGatewayConfig(user_agent="Gateway 9"))
+        (body,) = self.janus.register_bodies.values()
+        self.assertEqual(body["user_agent"], "Gateway 9")
+
     def test_display_name_and_user_agent_are_passed(self) -> None:
         connection, _ = self.connect()
         self.request(connection, model.AccountAdd, account=ALICE, password=HA1, display_name="Alice A",

@@ -190,6 +190,18 @@ class JanusAPITests(SynchronousTestCase):
         self.assertEqual(self.lost, [])  # destroying is not losing
         self.successResultOf(session.destroy())  # twice is harmless
 
+    def test_traces_leave_out_secrets(self) -> None:
+        from twisted.logger import Logger
+        from sylk.gateway.janus.client import JanusAPI
+        logged: list[dict[str, Any]] = []
+        api = JanusAPI(lambda text: None, self.janus.clock, api_secret="topsecret", trace=True)
+        api.log = Logger(observer=logged.append)
+        api.request({"janus": "message", "body": {"request": "register", "ha1_secret": "0" * 32}})
+        (event,) = logged
+        self.assertNotIn("topsecret", event["text"])
+        self.assertNotIn("0" * 32, event["text"])
+        self.assertIn('"ha1_secret":"***"', event["text"])
+
     def test_frames_are_compact_json(self) -> None:
         sent: list[str] = []
         from sylk.gateway.janus.client import JanusAPI

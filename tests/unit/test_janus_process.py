@@ -68,6 +68,21 @@ class ConfigFolderTests(SynchronousTestCase):
         for option in ("local_ip", "local_media_ip", "sdp_ip"):
             self.assertIn(f'{option} = "192.0.2.7"', files["janus.plugin.sip.jcfg"])
 
+    def test_public_ip_is_announced_behind_1_to_1_nat(self) -> None:
+        files = self.render("[Janus]\ninterface = 10.0.0.5\npublic_ip = 203.0.113.9\n")
+        self.assertIn('nat_1_1_mapping = "203.0.113.9"', files["janus.jcfg"])
+        sip = files["janus.plugin.sip.jcfg"]
+        self.assertIn('local_ip = "10.0.0.5"', sip)
+        self.assertIn('sdp_ip = "203.0.113.9"', sip)
+
+    def test_unusable_runtime_dir_is_a_config_error(self) -> None:
+        (self.root / "file").touch()
+        config = parse_config(f"[Janus]\nbinary = /bin/true\nlibrary_dir = {self.library}\n"
+                              f"runtime_dir = {self.root / 'file'}\n")
+        with self.assertRaises(ConfigError) as raised:
+            JanusProcess(config, Clock())
+        self.assertIn("[Janus] runtime_dir", str(raised.exception))
+
     def test_without_interface_janus_detects_addresses(self) -> None:
         files = self.render()
         self.assertNotIn("ice_enforce_list", files["janus.jcfg"])
@@ -190,6 +205,7 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(transport.signals, ["TERM"])
         self.reactor.spawned[0][0].processEnded(Failure(ProcessDone(0)))
         self.successResultOf(stopped)
+        self.assertFalse((self.root / "run" / "janus").exists())  # the API secret does not outlive Janus
         self.reactor.advance(100)
         self.assertEqual(transport.signals, ["TERM"])
         self.assertEqual(len(self.reactor.spawned), 1)  # not restarted

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -23,6 +24,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+
+# Values kept out of traces: the API secret and the accounts' HA1s.
+_SECRETS = re.compile(r'("(?:apisecret|ha1_secret|secret)":)"[^"]*"')
 
 
 class JanusError(Exception):
@@ -113,7 +118,7 @@ class JanusAPI:
         self._pending[transaction] = _Pending(deferred, payload["janus"], plugin_reply, handle_id, timer)
         text = json.dumps(message, separators=(",", ":"))
         if self._trace:
-            self.log.info("janus <- {text}", text=text)
+            self.log.info("janus <- {text}", text=_SECRETS.sub(r'\1"***"', text))
         self._send(text)
         return deferred
 

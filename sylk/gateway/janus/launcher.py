@@ -27,6 +27,9 @@ def prepare(max_open_files: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
     except (ValueError, OSError):  # not allowed to raise the hard limit: go as far as it allows
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+        if hard < wanted:
+            print(f"[WARN] sylkgateway: Janus may open only {hard} files, not {wanted} ([Janus] max_open_files): "
+                  f"about {hard // 8} registered accounts", file=sys.stderr, flush=True)
     os.setsid()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -99,6 +99,8 @@ def render_janus_config(config: Config, library_dir: Path, config_dir: Path, ws_
     if interface is not None:
         general.append(f"interface = {_quote(interface)}")
         nat.append(f"ice_enforce_list = {_quote(interface)}")
+    if janus.public_ip is not None:
+        nat.append(f"nat_1_1_mapping = {_quote(janus.public_ip)}")
     janus_jcfg = "\n".join([
         "general: {", *(f"    {line}" for line in general), "}",
         "media: {", f"    rtp_port_range = {_quote(str(janus.rtp_port_range))}", "}",
@@ -133,8 +135,10 @@ def render_janus_config(config: Config, library_dir: Path, config_dir: Path, ws_
         "events = false",
     ]
     if interface is not None:
-        sip += [f"local_ip = {_quote(interface)}", f"local_media_ip = {_quote(interface)}",
-                f"sdp_ip = {_quote(interface)}"]
+        sip += [f"local_ip = {_quote(interface)}", f"local_media_ip = {_quote(interface)}"]
+    sdp_ip = janus.public_ip or interface
+    if sdp_ip is not None:
+        sip.append(f"sdp_ip = {_quote(sdp_ip)}")
     sip_jcfg = "\n".join(["general: {", *(f"    {line}" for line in sip), "}", ""])
     return {
         "janus.jcfg": janus_jcfg,
@@ -157,8 +161,7 @@ class JanusProcess(Service):
         self.ws_port = free_tcp_port()
         self.api_url = f"ws://127.0.0.1:{self.ws_port}"
         self.api_secret = secrets.token_hex(16)
-        self._config_dir: Path | None = None
-        self._own_config_dir = False
+        self._config_dir = self._make_config_dir()
         self._protocol: _JanusProcessProtocol | None = None
         self._restart: IDelayedCall | None = None
         self._delay = MIN_RESTART_DELAY
@@ -172,7 +175,7 @@ class JanusProcess(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._config_dir = self._make_config_dir()
+        self._config_dir.mkdir(mode=0o700, exist_ok=True)
         files = render_janus_config(self._config, self._library_dir, self._config_dir, self.ws_port,
                                     self.api_secret)
         for name, text in files.items():
@@ -192,18 +195,21 @@ class JanusProcess(Service):
     # --- internals ---
 
     def _make_config_dir(self) -> Path:
-        runtime_dir = self._config.janus.runtime_dir or (
-            Path(os.environ["RUNTIME_DIRECTORY"]) if os.environ.get("RUNTIME_DIRECTORY") else None)
-        if runtime_dir is None:
-            self._own_config_dir = True
-            return Path(tempfile.mkdtemp(prefix="sylkgateway-janus-"))
-        folder = runtime_dir / "janus"
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return folder
+        """The folder for Janus's config: `runtime_dir`/janus, or systemd's RuntimeDirectory, or a private
+        temporary one. Made now, so a bad `runtime_dir` stops the gateway at startup with a clear message."""
+        systemd = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        runtime_dir = self._config.janus.runtime_dir or (Path(systemd) if systemd else None)
+        try:
+            if runtime_dir is None:
+                return Path(tempfile.mkdtemp(prefix="sylkgateway-janus-"))
+            folder = runtime_dir / "janus"
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return folder
+        except OSError as e:
+            raise ConfigError(f"[Janus] runtime_dir: cannot create a folder for Janus's configuration: {e}") from None
 
     def _remove_config_dir(self, result: Any) -> Any:
-        if self._own_config_dir and self._config_dir is not None:
-            shutil.rmtree(self._config_dir, ignore_errors=True)
+        shutil.rmtree(self._config_dir, ignore_errors=True)  # it holds the API secret
         return result
 
     def _spawn(self) -> None:

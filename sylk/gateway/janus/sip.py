@@ -148,6 +148,8 @@ class JanusSIPUserAgent:
             body["proxy"] = body["outbound_proxy"] = sip_uri(route)
             if route.transport == "tcp":
                 body["force_tcp"] = True  # Janus >= 0.11.7 needs it for TCP proxies (janus-gateway#2868)
+            elif route.transport == "tls":
+                body["sips"] = True  # without it the account's Sofia stack has no TLS transport (416)
         return body
 
     def _detach_failed(self, failure: Failure) -> None:

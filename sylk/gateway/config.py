@@ -136,28 +136,25 @@ def _boolean(text: str) -> bool:
     raise ValueError(f"expected yes or no, got {text!r}")
 
 
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+def _number(convert: Callable[[str], Any], low: float, high: float, what: str) -> Callable[[str], Any]:
+    """A parser for a number of type `convert` (int or float) between low and high, e.g. 'a number of seconds'."""
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise ValueError(f"expected a whole number, got {text!r}") from None
+            raise ValueError(f"expected {what}, got {text!r}") from None
         if not low <= value <= high:
-            raise ValueError(f"expected a number from {low} to {high}, got {value}")
+            raise ValueError(f"expected {what} from {low:g} to {high:g}, got {value:g}")
         return value
     return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    return _number(int, low, high, "a whole number")
 
 
 def _seconds(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"expected a number of seconds, got {text!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected {low:g} to {high:g} seconds, got {value:g}")
-        return value
-    return parse
+    return _number(float, low, high, "a number of seconds")
 
 
 def _ip_address(text: str) -> str:

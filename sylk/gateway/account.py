@@ -45,6 +45,7 @@ class SIPAccount:
         self._clock = clock
         self._user_agent = session.create_user_agent(identity, self)
         self._timer: IDelayedCall | None = None
+        self._operation = 0  # counts backend operations, so a late failure of an abandoned one is ignored
         self._unregister_when_registered = False
         self._released: OneShotObserver | None = None  # set by shutdown(): fired once the backend is released
 
@@ -60,7 +61,8 @@ class SIPAccount:
         self._unregister_when_registered = False
         self._enter(State.REGISTERING, timeout=self._settings.register_timeout)
         registration = Registration(ttl=self._settings.register_ttl, route=self._settings.outbound_sip_proxy)
-        self._user_agent.register(registration).addErrback(self._request_failed, State.REGISTERING)
+        self._operation += 1
+        self._user_agent.register(registration).addErrback(self._request_failed, self._operation)
 
     def unregister(self) -> None:
         if self.state == State.REGISTERING:
@@ -76,14 +78,20 @@ class SIPAccount:
     def shutdown(self) -> Deferred[None]:
         """Stop reporting to the browser, remove the binding if there is one, release the backend."""
         self._notify = None
+        if self.state not in (State.REGISTERED, State.REGISTERING, State.UNREGISTERING):
+            return self._user_agent.close()
+        self._released = OneShotObserver()  # before anything below can reach _finish()
         if self.state == State.REGISTERED:
             self._start_unregister()
         elif self.state == State.REGISTERING:
             self._unregister_when_registered = True
-        elif self.state != State.UNREGISTERING:
-            return self._user_agent.close()
-        self._released = OneShotObserver()
         return self._released.when_fired()
+
+    def abandon(self) -> None:
+        """The backend is gone (and the registration with it): stop timers and reporting, release nothing."""
+        self._notify = None
+        self._operation += 1
+        self._cancel_timer()
 
     # --- IUserAgentObserver ---
 
@@ -114,10 +122,11 @@ class SIPAccount:
     def _start_unregister(self) -> None:
         self._unregister_when_registered = False
         self._enter(State.UNREGISTERING, timeout=UNREGISTER_TIMEOUT, report=False)
-        self._user_agent.unregister().addErrback(self._request_failed, State.UNREGISTERING)
+        self._operation += 1
+        self._user_agent.unregister().addErrback(self._request_failed, self._operation)
 
-    def _request_failed(self, failure: Failure, state: str) -> None:
-        if self.state == state:
+    def _request_failed(self, failure: Failure, operation: int) -> None:
+        if operation == self._operation:
             self.registration_failed(str(failure.value))
 
     def _enter(self, state: str, timeout: float | None = None, report: bool = True, reason: str | None = None) -> None:

@@ -48,7 +48,7 @@ class Connection:
         self._clock = clock
         self._session: ISIPSession | None = None
         self._queued: list[tuple[model.Request, Deferred[None]]] = []  # requests that arrived before `ready`
-        self._releasing: set[Deferred[None]] = set()  # removed accounts still un-REGISTERing
+        self._releasing: dict[SIPAccount, Deferred[None]] = {}  # removed accounts still un-REGISTERing
         self._closed = OneShotObserver()
 
     def open(self) -> Deferred[None]:
@@ -84,6 +84,8 @@ class Connection:
     def session_lost(self, reason: str) -> None:
         self.log.warn("Connection {name}: backend session lost ({reason})", name=self.name, reason=reason)
         self._session = None
+        for account in self.accounts.values():
+            account.abandon()
         self.accounts.clear()
         self._fail_queued(f"SIP backend lost: {reason}")
         self._finish_close()
@@ -98,9 +100,11 @@ class Connection:
                                request.user_agent or self._settings.user_agent)
         if not self._settings.domain_allowed(identity.domain):
             raise APIError(f"SIP domain not allowed: {identity.domain}")
-        if len(self.accounts) >= self._settings.max_accounts_per_connection:
+        # Removed accounts still un-REGISTERing count too: each holds SIP resources in the backend until done.
+        if len(self.accounts) + len(self._releasing) >= self._settings.max_accounts_per_connection:
             raise APIError(f"Too many accounts on this connection (at most "
-                           f"{self._settings.max_accounts_per_connection})")
+                           f"{self._settings.max_accounts_per_connection}, counting removed ones still "
+                           f"unregistering)")
         assert self._session is not None
         self.accounts[identity.aor] = SIPAccount(identity, self._session, self._settings, self._peer.send_event,
                                                  self._clock)
@@ -108,9 +112,12 @@ class Connection:
     def _RH_account_remove(self, request: model.AccountRemove) -> None:
         account = self._account(request, "remove")
         del self.accounts[account.aor]
-        released = account.shutdown()
-        self._releasing.add(released)
-        released.addBoth(lambda _: self._releasing.discard(released))
+        released = maybeDeferred(account.shutdown)
+        self._releasing[account] = released
+        released.addBoth(self._released, account)
+
+    def _released(self, _: object, account: SIPAccount) -> None:
+        del self._releasing[account]  # (returning the popped Deferred here would chain it onto itself)
 
     def _RH_account_register(self, request: model.AccountRegister) -> None:
         self._account(request, "register").register()
@@ -153,9 +160,10 @@ class Connection:
             waiter.errback(APIError(reason))
 
     async def _shutdown(self) -> None:
-        accounts = list(self.accounts.values())
+        accounts = list(self.accounts.values()) + list(self._releasing)
+        pending: list[Deferred[Any]] = [maybeDeferred(account.shutdown) for account in self.accounts.values()]
+        pending += self._releasing.values()
         self.accounts.clear()
-        pending: list[Deferred[Any]] = [account.shutdown() for account in accounts] + list(self._releasing)
         if pending:
             released = DeferredList(pending, consumeErrors=True)
             released.addTimeout(CLOSE_TIMEOUT, self._clock)
@@ -163,6 +171,8 @@ class Connection:
                 await released
             except Exception as e:  # the timeout: the session's destruction below releases the rest
                 self.log.warn("Connection {name}: accounts not released in time ({error})", name=self.name, error=e)
+                for account in accounts:
+                    account.abandon()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

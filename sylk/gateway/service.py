@@ -56,6 +56,7 @@ class GatewayService(MultiService):
         root = StatusPage()
         root.putChild(b"webrtcgateway", self.resource)
         self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server), Site(root))
+        self.web._raiseSynchronously = True  # a port that cannot be bound stops twistd (as strports.service does)
         self.web.setServiceParent(self)
 
     def startService(self) -> None:

@@ -51,6 +51,8 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         origin = request.headers.get("origin")
         if not origin_allowed(origin, self.factory.settings.web_origins):
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, f"Origin {origin} is not allowed")
+        if self.factory.shutting_down:
+            raise ConnectionDeny(SERVICE_UNAVAILABLE, "sylkgateway is shutting down")
         if not self.factory.backend.available:
             raise ConnectionDeny(SERVICE_UNAVAILABLE, "SIP backend (Janus) is not available; try again later")
         self.dialect = DIALECTS[name]
@@ -60,7 +62,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         factory = self.factory
         name = f"{self.peer}#{next(factory.serial)}"
         self.connection = Connection(name, factory.backend, factory.settings, self, factory.reactor)
-        self.channel = RequestChannel(name, self.dialect, self.sendMessage, self.connection.handle,
+        self.channel = RequestChannel(name, self.dialect, self._send_frame, self.connection.handle,
                                       factory.settings.max_message_size, factory.settings.trace_client)
         factory.connections[self.connection] = self
         self.log.info("Connection {name} opened ({dialect})", name=name, dialect=self.dialect.subprotocol)
@@ -78,10 +80,16 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             closed = connection.close()
             closed.addBoth(lambda _: self.factory.connections.pop(connection, None))
 
+    def _send_frame(self, data: bytes) -> None:
+        # Answers can come after the socket started closing (autobahn still delivers frames then); they have
+        # nowhere to go, and sendMessage would raise.
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(data)
+
     # --- IConnectionPeer ---
 
     def send_event(self, event: Event) -> None:
-        if self.channel is not None and self.state == self.STATE_OPEN:
+        if self.channel is not None:
             self.channel.send_event(event)
 
     def disconnect(self, code: int, reason: str) -> None:
@@ -125,6 +133,7 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
         self.settings = settings
         self.reactor = reactor
         self.connections: dict[Connection, GatewayWebSocketProtocol] = {}  # until their close() is done
+        self.shutting_down = False
         self.serial = itertools.count(1)
         hard_limit = settings.max_message_size * HARD_LIMIT_FACTOR
         ping = settings.websocket_ping_interval
@@ -140,8 +149,9 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
 
     def close_all(self, reason: str) -> Deferred[Any]:
         """Say goodbye to every browser and wait until their accounts are unregistered."""
+        self.shutting_down = True  # handshakes still under way are refused from now on
         closing = []
         for connection, socket in list(self.connections.items()):
+            closing.append(connection.close())  # first, so queued requests are answered on the open socket
             socket.disconnect(CLOSE_SHUTTING_DOWN, reason)
-            closing.append(connection.close())
         return DeferredList(closing, consumeErrors=True)

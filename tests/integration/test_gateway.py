@@ -209,6 +209,17 @@ def test_bad_configuration_fails_at_startup_naming_the_option(tmp_path: Path) ->
     assert "[WebRTCGateway] register_ttl" in result.stderr + result.stdout
 
 
+def test_a_web_port_in_use_stops_the_gateway_at_startup(netns: str, tmp_path: Path) -> None:
+    import socket
+    with socket.create_server(("127.0.0.1", 10888)):
+        gateway = Gateway(tmp_path)
+        gateway.write_config()
+        result = subprocess.run([TWISTD, "-n", "--pidfile=", "sylkgateway", "-c", str(gateway.config_path)],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "Address already in use" in result.stdout + result.stderr
+
+
 def test_stopping_says_goodbye_to_browsers(gateway: Gateway) -> None:
     client = gateway.connect()
     started = time.monotonic()

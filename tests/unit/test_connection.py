@@ -133,6 +133,18 @@ class AccountManagementTests(ConnectionTestCase):
         self.assertIn("Too many accounts", self.request(connection, model.AccountAdd, account="c@example.com",
                                                         password=HA1))
 
+    def test_removed_accounts_still_unregistering_count_towards_the_limit(self) -> None:
+        # add/register/remove in a loop must not pile up SIP handles in Janus
+        connection, _ = self.connect(WebRTCGatewayConfig(max_accounts_per_connection=1))
+        self.janus.hold_registrations = True
+        self.add(connection)
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.request(connection, model.AccountRemove, account=ALICE)
+        self.assertIn("Too many accounts", self.request(connection, model.AccountAdd, account=ALICE, password=HA1))
+        self.assertEqual(len(self.janus.handles()), 1)
+        self.janus.finish_registration()  # registered, then unregistered at once, released
+        self.add(connection)
+
     def test_adding_does_not_touch_sip(self) -> None:
         connection, _ = self.connect()
         self.add(connection)
@@ -227,6 +239,23 @@ class RegistrationTests(ConnectionTestCase):
         self.assertEqual(self.janus.handles(), set())
         self.janus.finish_registration()  # a late answer changes nothing
         self.assertEqual(len(peer.states()), 2)
+
+    def test_a_late_failure_of_an_abandoned_attempt_does_not_fail_the_next(self) -> None:
+        connection, peer = self.connect(WebRTCGatewayConfig(register_timeout=5))  # shorter than Janus's 10 s
+        self.add(connection)
+        self.janus.answer = False  # the first attempt's requests are never answered
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.janus.clock.advance(5)  # the gateway gives up: 408
+        self.assertEqual(peer.states()[-1], ("failed", "408 Request Timeout"))
+        self.janus.answer = True
+        self.janus.hold_registrations = True
+        self.janus.clock.advance(1)
+        self.assertIsNone(self.request(connection, model.AccountRegister, account=ALICE))  # times out at t=11
+        self.assertEqual(peer.states()[-1], "registering")
+        self.janus.clock.advance(4.5)  # t=10.5: the first attempt's attach timed out while the second registers
+        self.assertEqual(peer.states()[-1], "registering")
+        self.janus.finish_registration()
+        self.assertEqual(peer.states()[-1], "registered")
 
     def test_repeated_registered_events_are_reported_once(self) -> None:
         connection, peer = self.registered()
@@ -352,10 +381,33 @@ class ClosingTests(ConnectionTestCase):
 
     def test_backend_loss_disconnects_the_browser(self) -> None:
         connection, peer = self.registered()
+        self.add(connection, "bob@example.com")
+        self.janus.hold_registrations = True
+        self.request(connection, model.AccountRegister, account="bob@example.com")
         self.janus.api.connection_lost("Janus went away")
         self.assertEqual(peer.closed, (CLOSE_BACKEND_UNAVAILABLE, "SIP backend lost: Janus went away"))
         self.assertEqual(connection.accounts, {})
         self.successResultOf(connection.close())
+        self.assertEqual(self.janus.clock.getDelayedCalls(), [])  # no timers left behind
+        events = len(peer.events)
+        self.janus.clock.advance(100)
+        self.assertEqual(len(peer.events), events)
+
+    def test_shutdown_of_an_account_whose_unregister_fails_at_once(self) -> None:
+        from sylk.gateway.account import SIPAccount
+        from twisted.internet.defer import fail, succeed
+
+        class FailingUserAgent:
+            def register(self, registration): return succeed(None)
+            def unregister(self): return fail(RuntimeError("no handle"))
+            def close(self): return succeed(None)
+        session = SimpleNamespace(create_user_agent=lambda identity, observer: FailingUserAgent())
+        from sylk.gateway.sip import SIPIdentity
+        account = SIPAccount(SIPIdentity(ALICE, HA1), session, self.settings, lambda event: None, self.janus.clock)
+        account.register()
+        account.registration_succeeded()
+        self.successResultOf(account.shutdown())
+        self.assertEqual(account.state, "unregistered")
 
 
 class OwnershipTests(ConnectionTestCase):

@@ -190,6 +190,22 @@ class JanusAPITests(SynchronousTestCase):
         self.assertEqual(self.lost, [])  # destroying is not losing
         self.successResultOf(session.destroy())  # twice is harmless
 
+    def test_a_send_that_raises_fails_the_request(self) -> None:
+        from sylk.gateway.janus.client import JanusAPI
+
+        def closing(text: str) -> None:
+            raise RuntimeError("Attempt to send on a closed protocol")
+        api = JanusAPI(closing, self.janus.clock)
+        self.failureResultOf(api.info(), JanusDisconnected)
+        self.assertEqual(self.janus.clock.getDelayedCalls(), [])
+
+    def test_cancelling_a_request_stops_its_timer(self) -> None:
+        self.janus.answer = False
+        d = self.api.info()
+        d.cancel()
+        self.failureResultOf(d)
+        self.assertEqual(self.janus.clock.getDelayedCalls(), [])
+
     def test_traces_leave_out_secrets(self) -> None:
         from twisted.logger import Logger
         from sylk.gateway.janus.client import JanusAPI

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -209,6 +209,21 @@ class SupervisionTests(SynchronousTestCase):
         self.reactor.advance(100)
         self.assertEqual(transport.signals, ["TERM"])
         self.assertEqual(len(self.reactor.spawned), 1)  # not restarted
+
+    def test_janus_output_never_shows_an_ha1(self) -> None:
+        logged: list[dict[str, Any]] = []
+        self.patch(process, "janus_log", Logger(namespace="janus", observer=logged.append))
+        self.janus.janus_output("[sip] Registering user sip:a@b (auth=feedfacecafebeef0123456789abcdef, secret a)")
+        self.assertEqual(logged[0]["line"], "[sip] Registering user sip:a@b (auth=***, secret a)")
+
+    def test_stop_when_janus_was_reaped_but_not_yet_reported(self) -> None:
+        _, _, transport = self.reactor.spawned[0]
+
+        def gone(signal: str) -> None:
+            raise ProcessExitedAlready()
+        transport.signalProcess = gone
+        self.successResultOf(self.janus.stopService())
+        self.assertFalse((self.root / "run" / "janus").exists())
 
     def test_stop_kills_a_janus_that_does_not_exit(self) -> None:
         _, _, transport = self.reactor.spawned[0]

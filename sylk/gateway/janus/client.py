@@ -113,13 +113,17 @@ class JanusAPI:
             message["session_id"] = session_id
         if handle_id is not None:
             message["handle_id"] = handle_id
-        deferred: Deferred[dict[str, Any]] = Deferred(lambda _: self._pending.pop(transaction, None))
+        deferred: Deferred[dict[str, Any]] = Deferred(lambda _: self._forget(transaction))
         timer = self._clock.callLater(self._request_timeout, self._timed_out, transaction)
         self._pending[transaction] = _Pending(deferred, payload["janus"], plugin_reply, handle_id, timer)
         text = json.dumps(message, separators=(",", ":"))
         if self._trace:
             self.log.info("janus <- {text}", text=_SECRETS.sub(r'\1"***"', text))
-        self._send(text)
+        try:
+            self._send(text)
+        except Exception as e:  # the socket is closing: the request cannot go out
+            self._forget(transaction)
+            return fail(JanusDisconnected(str(e)))
         return deferred
 
     # --- input from the connection ---
@@ -171,6 +175,11 @@ class JanusAPI:
             entry.deferred.errback(error)
         else:
             entry.deferred.callback(message)
+
+    def _forget(self, transaction: str) -> None:
+        entry = self._pending.pop(transaction, None)
+        if entry is not None and entry.timer.active():
+            entry.timer.cancel()
 
     def _timed_out(self, transaction: str) -> None:
         entry = self._pending.pop(transaction, None)

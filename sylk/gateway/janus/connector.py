@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sylk.gateway import __version__
-from sylk.gateway.janus.client import JanusAPI
+from sylk.gateway.janus.client import JanusAPI, JanusDisconnected
 from sylk.gateway.janus.sip import SIP_PLUGIN
 
 JANUS_SUBPROTOCOL = "janus-protocol"
@@ -75,6 +75,9 @@ class JanusConnector(Service):
         self.log.info("Connected to Janus {version} at {url}", version=info.get("version_string"), url=self.url)
 
     def _check_failed(self, failure: Failure, protocol: _JanusClientProtocol) -> None:
+        if failure.check(JanusDisconnected):  # the connection went away (or we are stopping): just reconnect
+            self.log.info("Janus at {url} went away while being checked", url=self.url)
+            return
         self.log.critical("Janus at {url} cannot be used: {error}", url=self.url, error=failure.value)
         protocol.dropConnection(abort=True)
 

@@ -10,6 +10,7 @@ gets exactly one SIGTERM (a second one can crash Janus mid-shutdown) and SIGKILL
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -38,6 +39,8 @@ STABLE_AFTER = 10.0  # a Janus that ran this long before dying is restarted at o
 # Janus's own output, relayed line by line under its own namespace (a module-level Logger keeps it: one on a class
 # would be re-bound to the class's namespace on every access).
 janus_log = Logger(namespace="janus")
+# 32 hex digits: an HA1 (the SIP plugin logs it at debug_level 5 and up) or the API secret this module makes.
+_HEX_SECRET = re.compile(r"\b[0-9a-fA-F]{32}\b")
 # Janus prefixes its log lines with the level; map them onto ours.
 _LEVELS = {"[FATAL]": LogLevel.critical, "[ERR]": LogLevel.error, "[WARN]": LogLevel.warn}
 
@@ -188,7 +191,10 @@ class JanusProcess(Service):
         super().stopService()
         if self._restart is not None and self._restart.active():
             self._restart.cancel()
-        stopped = self._terminate()
+        try:
+            stopped = self._terminate()
+        except error.ProcessExitedAlready:  # reaped, but processEnded() has not been delivered yet
+            stopped = succeed(None)
         stopped.addBoth(self._remove_config_dir)
         return stopped
 
@@ -264,6 +270,7 @@ class JanusProcess(Service):
             self._spawn()
 
     def janus_output(self, line: str) -> None:
+        line = _HEX_SECRET.sub("***", line)
         level = LogLevel.info
         for prefix, mapped in _LEVELS.items():
             if prefix in line[:40]:

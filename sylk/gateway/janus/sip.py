@@ -124,7 +124,8 @@ class JanusSIPUserAgent:
                 raise BackendUnavailable("closed while attaching")
             self._handle = handle
         reply = await self._handle.message(self._register_body(registration))
-        self.handle_event(reply)  # normally `registering`; a final answer here must not be lost
+        if generation == self._generation:  # (not closed meanwhile)
+            self.handle_event(reply)  # normally `registering`; a final answer here must not be lost
 
     def _register_body(self, registration: Registration) -> dict[str, Any]:
         identity = self._identity

@@ -4,9 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-# Debian packages: the SIP/media engine, the demo registrar and (tests) SIP user agents.
+# Debian packages: the SIP/media engine and the demo registrar; for tests also SIP phones (sipp, baresip) and a
+# browser (Chromium, driven by Playwright from PyPI, which never downloads a browser of its own here).
 RUN_PACKAGES := janus kamailio
-TEST_PACKAGES := $(RUN_PACKAGES) iproute2
+TEST_PACKAGES := $(RUN_PACKAGES) iproute2 sip-tester baresip chromium
 
 .PHONY: run test unit integration system-packages system-test-packages venv clean
 

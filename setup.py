@@ -19,7 +19,7 @@ setup(
     # `sylk` is a namespace package (no __init__.py) so this installs beside SylkServer's own `sylk`.
     packages=find_namespace_packages(include=["sylk.*"]) + ["twisted.plugins"],
     install_requires=["twisted[tls]>=22.4", "autobahn>=22.7", "zope.interface>=5.5"],
-    extras_require={"test": ["pytest", "pytest-timeout", "websockets>=12"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "websockets>=12", "playwright"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

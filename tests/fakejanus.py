@@ -1,9 +1,12 @@
 """An in-memory Janus 1.1.2 for unit tests.
 
-It answers the core API (info, create, attach, message, keepalive, detach, destroy) and the SIP plugin's register
-and unregister with the message shapes the real one sends (recorded against janus 1.1.2; see the Janus notes,
-§1.2-1.4 and §2.2): plugin messages get an `ack`, then the answering event with the same transaction, and the
-registration outcome later as an event with no transaction, routed by `sender`.
+It answers the core API (info, create, attach, message, trickle, keepalive, detach, destroy) and the SIP plugin's
+register (real, identity-only with `send_register: false`, and helpers bound by `master_id`), unregister, call,
+accept, decline and hangup with the message shapes the real one sends (recorded against janus 1.1.2; see the
+Janus notes, §1.2-1.4 and §2.2-2.4): plugin messages get an `ack`, then the answering event with the same
+transaction; registration outcomes and call progress come later as events routed by `sender`. As in Janus,
+`master_id` is an id of its own, not the handle's; calls need a registered (or identity-only, or helper) handle;
+unregistering detaches the master's helpers.
 
 Nothing happens re-entrantly: the gateway's requests are answered only when the test calls `flush()`, in order, so
 tests decide exactly what the gateway sees and when. `hold_registrations` keeps the outcome of registrations back
@@ -31,8 +34,17 @@ class FakeJanus:
         self.requests: list[dict[str, Any]] = []  # everything the gateway sent, decoded
         self.sessions: dict[int, set[int]] = {}  # session id -> handle ids
         self.registered: dict[int, str] = {}  # handle id -> username of a registered handle
-        self.register_bodies: dict[int, dict[str, Any]] = {}
+        self.register_bodies: dict[int, dict[str, Any]] = {}  # real registrations only
+        self.status: dict[int, str] = {}  # handle -> identity | registered | helper (absent: nothing set)
+        self.master_ids: dict[int, int] = {}  # master_id -> master handle
+        self.helpers: dict[int, int] = {}  # helper handle -> master handle
+        self.calls: dict[int, str] = {}  # handle -> Call-ID of its call
+        self.call_bodies: dict[int, dict[str, Any]] = {}  # handle -> the last `call` body
+        self.answered: set[int] = set()  # handles whose call was answered (by either side)
+        self.trickles: list[dict[str, Any]] = []
+        self.call_outcome: tuple[Any, ...] = ()  # () ring forever; ("accepted",); ("hangup", 486, "Busy Here")
         self.answer = True  # False: stay silent (to test timeouts)
+        self.unanswered: set[str] = set()  # SIP requests (register, call, ...) to stay silent about
         self.registration_outcome: tuple[Any, ...] = ("registered",)  # or ("failed", 403, "Forbidden") or ()
         self.hold_registrations = False
         self._held: list[tuple[int, int]] = []  # (session, handle) whose registration outcome is held back
@@ -64,6 +76,48 @@ class FakeJanus:
         self._registration_outcome(session, handle, outcome)
         self.flush()
 
+    def incoming_call(self, session: int, master: int, caller: str = "sip:bob@example.com",
+                      displayname: str | None = '"Bob"', call_id: str = "call-1", sdp: str | None = "v=0 offer") -> int:
+        """An INVITE for the account of `master`: to the master if idle, else to an idle helper, else 486 and
+        `missed_call`. Returns the handle that got it (or the master)."""
+        lines = [master] + [h for h, m in self.helpers.items() if m == master]
+        idle = [h for h in lines if h not in self.calls]
+        result: dict[str, Any] = {"event": "incomingcall", "username": caller, "callee": "sip:alice@example.com",
+                                  "call_id": call_id}
+        if displayname is not None:
+            result["displayname"] = displayname
+        if not idle:
+            self.sip_event(session, master, {"event": "missed_call", "caller": caller, "displayname": displayname})
+            return master
+        handle = idle[0]
+        self.calls[handle] = call_id
+        message = self._event(session, handle, result)
+        if sdp is not None:
+            message["jsep"] = {"type": "offer", "sdp": sdp}
+        self.emit(message)
+        return handle
+
+    def remote_hangup(self, session: int, handle: int, code: int = 200, reason: str = "Session Terminated") -> None:
+        call_id = self.calls.pop(handle)
+        self.answered.discard(handle)
+        self.sip_event(session, handle, {"event": "hangup", "code": code, "reason": reason, "call_id": call_id})
+        self.emit({"janus": "hangup", "session_id": session, "sender": handle, "reason": "Close PC"})
+
+    def webrtcup(self, session: int, handle: int) -> None:
+        self.emit({"janus": "webrtcup", "session_id": session, "sender": handle})
+
+    def answer_call(self, session: int, handle: int, sdp: str | None = "v=0 answer") -> None:
+        self.answered.add(handle)
+        message = self._event(session, handle, {"event": "accepted", "username": "sip:bob@example.com"})
+        if sdp is not None:
+            message["jsep"] = {"type": "answer", "sdp": sdp}
+        self.emit(message)
+
+    def early_media(self, session: int, handle: int, sdp: str = "v=0 early") -> None:
+        message = self._event(session, handle, {"event": "progress", "username": "sip:bob@example.com"})
+        message["jsep"] = {"type": "answer", "sdp": sdp}
+        self.emit(message)
+
     def kinds(self) -> list[str]:
         """The verbs (and SIP requests) the gateway sent, in order, e.g. ['create', 'attach', 'message:register']."""
         return [f"message:{r['body']['request']}" if r["janus"] == "message" else r["janus"] for r in self.requests]
@@ -77,7 +131,7 @@ class FakeJanus:
         assert text == text.strip(), "Janus 1.1.2 rejects frames with trailing whitespace"
         request = json.loads(text)
         self.requests.append(request)
-        if not self.answer:
+        if not self.answer or request.get("body", {}).get("request") in self.unanswered:
             return
         transaction = request["transaction"]
         verb = request["janus"]
@@ -108,14 +162,17 @@ class FakeJanus:
         elif verb == "keepalive":
             self._reply(request, {"janus": "ack", "session_id": session})
         elif verb == "detach":
-            self.sessions[session].discard(handle)
-            self.registered.pop(handle, None)
+            self._forget_handle(session, handle)
             self._reply(request, {"janus": "success", "session_id": session})
             self._outbox.append({"janus": "detached", "session_id": session, "sender": handle})
         elif verb == "destroy":
-            for gone in self.sessions.pop(session):
-                self.registered.pop(gone, None)
+            for gone in list(self.sessions[session]):
+                self._forget_handle(session, gone)
+            del self.sessions[session]
             self._reply(request, {"janus": "success", "session_id": session})
+        elif verb == "trickle":
+            self.trickles.append(request)
+            self._reply(request, {"janus": "ack", "session_id": session})
         elif verb == "message":
             self._reply(request, {"janus": "ack", "session_id": session})
             self._sip_request(session, handle, request["body"], transaction)
@@ -129,32 +186,122 @@ class FakeJanus:
         self._outbox.append({"janus": "event", "session_id": session, "sender": handle, "transaction": transaction,
                              "plugindata": {"plugin": "janus.plugin.sip", "data": data}})
 
+    def _forget_handle(self, session: int, handle: int) -> None:
+        self.sessions[session].discard(handle)
+        for table in (self.registered, self.status, self.helpers, self.calls):
+            table.pop(handle, None)
+        self.answered.discard(handle)
+        for master_id, master in list(self.master_ids.items()):
+            if master == handle:
+                del self.master_ids[master_id]
+
+    def _sip_error(self, session: int, handle: int, transaction: str, code: int, error: str) -> None:
+        self._sip_reply(session, handle, transaction, {"sip": "event", "error_code": code, "error": error})
+
     def _sip_request(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
         request = body.get("request")
-        if request == "register":
-            if handle in self.registered:
-                return self._sip_reply(session, handle, transaction, {"sip": "event", "error_code": 445,
-                                                                      "error": "Already registered"})
-            if not str(body.get("username", "")).startswith("sip:"):
-                return self._sip_reply(session, handle, transaction, {"sip": "event", "error_code": 446,
-                                                                      "error": "Invalid user address"})
-            self.register_bodies[handle] = body
-            self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "registering"}})
-            if self.hold_registrations:
-                self._held.append((session, handle))
-            else:
-                self._registration_outcome(session, handle, self.registration_outcome)
-        elif request == "unregister":
-            if handle not in self.registered:
-                return self._sip_reply(session, handle, transaction, {"sip": "event", "error_code": 447,
-                                                                      "error": "Wrong state (not registered)"})
-            self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "unregistering"}})
-            user = self.registered.pop(handle)
-            self._outbox.append(self._event(session, handle, {"event": "unregistered", "username": user,
-                                                              "register_sent": True}))
+        handler = getattr(self, f"_sip_{request}", None)
+        if handler is None:
+            return self._sip_error(session, handle, transaction, 442, f"Unknown request ({request})")
+        handler(session, handle, body, transaction)
+
+    def _master_id(self, handle: int) -> int:
+        for master_id, master in self.master_ids.items():
+            if master == handle:
+                return master_id
+        master_id = handle + 777  # like Janus: not the handle id
+        self.master_ids[master_id] = handle
+        return master_id
+
+    def _sip_register(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle in self.registered:
+            return self._sip_error(session, handle, transaction, 445, "Already registered")
+        if not str(body.get("username", "")).startswith("sip:"):
+            return self._sip_error(session, handle, transaction, 446, "Invalid user address")
+        user = body["username"][4:].partition("@")[0]
+        if body.get("type") == "helper":
+            master = self.master_ids.get(body.get("master_id"))  # type: ignore[arg-type]
+            if master is None:
+                return self._sip_error(session, handle, transaction, 453,
+                                       f"No such master session ({body.get('master_id')})")
+            self.helpers[handle] = master
+            self.status[handle] = "helper"
+            return self._sip_reply(session, handle, transaction, {"sip": "event", "result": {
+                "event": "registered", "username": user, "register_sent": False, "helper": True,
+                "master_id": body["master_id"]}})
+        if body.get("send_register") is False:
+            self.status[handle] = "identity"
+            return self._sip_reply(session, handle, transaction, {"sip": "event", "result": {
+                "event": "registered", "username": user, "register_sent": False,
+                "master_id": self._master_id(handle)}})
+        self.register_bodies[handle] = body
+        self.status.pop(handle, None)  # registering: no calls until the outcome
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "registering"}})
+        if self.hold_registrations:
+            self._held.append((session, handle))
         else:
-            self._sip_reply(session, handle, transaction, {"sip": "event", "error_code": 442,
-                                                           "error": f"Unknown request ({request})"})
+            self._registration_outcome(session, handle, self.registration_outcome)
+
+    def _sip_unregister(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.registered:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (not registered)")
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "unregistering"}})
+        user = self.registered.pop(handle)
+        self.status.pop(handle, None)
+        self._outbox.append(self._event(session, handle, {"event": "unregistered", "username": user,
+                                                          "register_sent": True}))
+        for helper, master in list(self.helpers.items()):
+            if master == handle:  # Janus lets the helpers go with the registration
+                self._forget_handle(session, helper)
+                self._outbox.append({"janus": "detached", "session_id": session, "sender": helper})
+
+    def _sip_call(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.status:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (not registered)")
+        if handle in self.calls:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (already in a call?)")
+        call_id = f"call-{transaction}"
+        self.calls[handle] = call_id
+        self.call_bodies[handle] = body
+        self._sip_reply(session, handle, transaction, {"sip": "event", "call_id": call_id,
+                                                       "result": {"event": "calling", "call_id": call_id}})
+        if self.call_outcome[:1] == ("accepted",):
+            self.answered.add(handle)
+            message = self._event(session, handle, {"event": "accepted", "username": body["uri"]})
+            message["jsep"] = {"type": "answer", "sdp": "v=0 answer"}
+            message["transaction"] = transaction  # later events of a call reuse its transaction
+            self._outbox.append(message)
+        elif self.call_outcome[:1] == ("hangup",):
+            self.calls.pop(handle)
+            self._outbox.append(self._event(session, handle, {"event": "hangup", "code": self.call_outcome[1],
+                                                              "reason": self.call_outcome[2], "call_id": call_id}))
+
+    def _sip_accept(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.calls:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (no call to accept)")
+        self.answered.add(handle)
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "accepted"}})
+
+    def _sip_decline(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.calls:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (no call to decline)")
+        call_id = self.calls.pop(handle)
+        code = body.get("code", 486)
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "declining",
+                                                                                  "code": code}})
+        self._outbox.append(self._event(session, handle, {"event": "hangup", "code": code, "reason": "Busy Here",
+                                                          "call_id": call_id}))
+
+    def _sip_hangup(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.calls:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (not in a call?)")
+        call_id = self.calls.pop(handle)
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "hangingup"}})
+        code, reason = (200, "to BYE") if handle in self.answered else (487, "Request Terminated")  # BYE / CANCEL
+        self.answered.discard(handle)
+        self._outbox.append(self._event(session, handle, {"event": "hangup", "code": code, "reason": reason,
+                                                          "call_id": call_id}))
+        self._outbox.append({"janus": "hangup", "session_id": session, "sender": handle, "reason": "Close PC"})
 
     def _registration_outcome(self, session: int, handle: int, outcome: tuple[Any, ...]) -> None:
         if not outcome or handle not in self.sessions.get(session, ()):
@@ -162,8 +309,10 @@ class FakeJanus:
         user = self.register_bodies[handle]["username"][4:].partition("@")[0]
         if outcome[0] == "registered":
             self.registered[handle] = user
+            self.status[handle] = "registered"
             self._outbox.append(self._event(session, handle, {"event": "registered", "username": user,
-                                                              "register_sent": True, "master_id": handle}))
+                                                              "register_sent": True,
+                                                              "master_id": self._master_id(handle)}))
         else:
             _, code, reason = outcome
             self._outbox.append(self._event(session, handle, {"event": "registration_failed", "code": code,

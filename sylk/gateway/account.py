@@ -1,29 +1,34 @@
-"""SIPAccount: one account on one connection, and its registration state machine.
+"""SIPAccount: one account on one connection: its registration state machine and its calls.
 
     unregistered --register--> registering --ok--> registered --unregister--> unregistering --ok--> unregistered
                                registering/registered --failure--> failed --register--> registering ...
 
-Every change of state is reported to the browser once, as a RegistrationStateChanged event. Requests that make no
-sense in the current state raise APIError naming the state. Waits on the backend are bounded by timers, so an
-account always reaches a final state. `shutdown()` (account removed, connection closed) removes the binding at
-the registrar before the backend resources are released.
+Every change of registration state is reported to the browser once, as a RegistrationStateChanged event. Requests
+that make no sense in the current state raise APIError naming the state. Waits on the backend are bounded by
+timers, so an account always reaches a final state. Calls (`call.py`) are placed and received through the same
+backend user agent, registered or not, up to `max_calls_per_account` at once. `shutdown()` (account removed,
+connection closed) ends the calls and removes the binding at the registrar before the backend is released.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import hashlib
+import uuid
+from typing import Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sylk.gateway.call import Call
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.errors import APIError
-from sylk.gateway.interfaces import ISIPSession, IUserAgentObserver
-from sylk.gateway.sip import Registration, SIPIdentity
-from sylk.gateway.sylkrtc.model import Event, RegistrationState, RegistrationStateChanged
+from sylk.gateway.interfaces import ISIPCall, ISIPSession, IUserAgentObserver
+from sylk.gateway.sip import Originator, Registration, SIPIdentity
+from sylk.gateway.sylkrtc.model import (Event, IncomingSession, MissedSession, RegistrationState,
+                                        RegistrationStateChanged)
 from sylk.gateway.util import OneShotObserver
 
 # How long an un-REGISTER may take before the account gives up waiting and releases the backend anyway.
@@ -32,16 +37,31 @@ UNREGISTER_TIMEOUT = 10.0
 State = RegistrationState
 
 
+class AccountOwner(Protocol):
+    """What an account needs from its connection."""
+
+    def account_event(self, event: Event) -> None: ...
+
+    def session_exists(self, session_id: str) -> bool: ...
+
+    def call_started(self, call: Call) -> None: ...
+
+    def call_ended(self, call: Call) -> None: ...
+
+
 @implementer(IUserAgentObserver)
 class SIPAccount:
     log = Logger()
 
     def __init__(self, identity: SIPIdentity, session: ISIPSession, settings: WebRTCGatewayConfig,
-                 notify: Callable[[Event], None], clock: IReactorTime) -> None:
+                 owner: AccountOwner, clock: IReactorTime) -> None:
         self.identity = identity
         self.state = State.UNREGISTERED
+        self.calls: dict[str, Call] = {}
         self._settings = settings
-        self._notify: Callable[[Event], None] | None = notify
+        self._owner: AccountOwner | None = owner  # None once the backend is gone
+        self._quiet = False  # after shutdown(): no more account events, only the ends of its calls
+        self._releasing = False  # shutdown() has ended the calls and is releasing the backend
         self._clock = clock
         self._user_agent = session.create_user_agent(identity, self)
         self._timer: IDelayedCall | None = None
@@ -59,10 +79,12 @@ class SIPAccount:
         if self.state in (State.REGISTERING, State.REGISTERED, State.UNREGISTERING):
             raise APIError(f"Cannot register account {self.aor}: it is {self.state}")
         self._unregister_when_registered = False
-        self._enter(State.REGISTERING, timeout=self._settings.register_timeout)
-        registration = Registration(ttl=self._settings.register_ttl, route=self._settings.outbound_sip_proxy)
+        self._enter(State.REGISTERING)
+        registration = Registration(ttl=self._settings.register_ttl)
         self._operation += 1
-        self._user_agent.register(registration).addErrback(self._request_failed, self._operation)
+        self._user_agent.register(registration).addCallbacks(
+            self._registration_sent, self._request_failed, callbackArgs=(self._operation,),
+            errbackArgs=(self._operation,))
 
     def unregister(self) -> None:
         if self.state == State.REGISTERING:
@@ -75,21 +97,26 @@ class SIPAccount:
         else:
             raise APIError(f"Cannot unregister account {self.aor}: it is {self.state}")
 
+    def call(self, session_id: str, uri: str, sdp: str) -> Call:
+        """Place a call; its progress is reported as session events."""
+        self._check_call_limit()
+        call = self._new_call(session_id, "outgoing")
+        call.sip_call = self._user_agent.call(uri, sdp, call)
+        return call
+
     def shutdown(self) -> Deferred[None]:
-        """Stop reporting to the browser, remove the binding if there is one, release the backend."""
-        self._notify = None
-        if self.state not in (State.REGISTERED, State.REGISTERING, State.UNREGISTERING):
-            return self._user_agent.close()
-        self._released = OneShotObserver()  # before anything below can reach _finish()
-        if self.state == State.REGISTERED:
-            self._start_unregister()
-        elif self.state == State.REGISTERING:
-            self._unregister_when_registered = True
+        """Stop reporting to the browser, end the calls, remove the binding if there is one, release the backend."""
+        self._quiet = True
+        self._released = OneShotObserver()
+        ending = [call.end() for call in list(self.calls.values())]
+        DeferredList(ending).addCallback(lambda _: self._release())
         return self._released.when_fired()
 
     def abandon(self) -> None:
-        """The backend is gone (and the registration with it): stop timers and reporting, release nothing."""
-        self._notify = None
+        """The backend is gone (and the registration and calls with it): stop timers and reporting."""
+        for call in list(self.calls.values()):
+            call.call_terminated("SIP backend lost")
+        self._owner = None
         self._operation += 1
         self._cancel_timer()
 
@@ -117,13 +144,65 @@ class SIPAccount:
         if self.state in (State.UNREGISTERING, State.REGISTERED):
             self._finish(State.UNREGISTERED)
 
+    def incoming_call(self, sip_call: ISIPCall, originator: Originator, sdp: str) -> None:
+        if self._quiet or self._owner is None:
+            sip_call.terminate()  # going away: refuse it (the caller hears the decline code)
+            return
+        if len(self.calls) >= self._settings.max_calls_per_account:
+            sip_call.terminate()
+            self.missed_call(originator)  # as when Janus itself answers busy
+            return
+        session_id = _session_id(getattr(sip_call, "call_id", None))
+        if self._owner.session_exists(session_id):  # a forking proxy rang two accounts of this connection
+            session_id = _session_id(None)
+        call = self._new_call(session_id, "incoming", originator)
+        call.sip_call = sip_call
+        sip_call.set_observer(call)
+        self._event(IncomingSession(account=self.aor, session=call.id, originator=originator, sdp=sdp))
+
+    def missed_call(self, originator: Originator) -> None:
+        self._event(MissedSession(account=self.aor, originator=originator))
+
     # --- internals ---
+
+    def _check_call_limit(self) -> None:
+        if len(self.calls) >= self._settings.max_calls_per_account:
+            raise APIError(f"Too many calls for account {self.aor} (at most "
+                           f"{self._settings.max_calls_per_account})")
+
+    def _new_call(self, session_id: str, direction: str, originator: Originator | None = None) -> Call:
+        call = Call(session_id, self.aor, direction, self._call_event, self._clock, self._call_ended)
+        call.originator = originator
+        self.calls[session_id] = call
+        if self._owner is not None:
+            self._owner.call_started(call)
+        return call
+
+    def _call_ended(self, call: Call, reason: str) -> None:
+        self.calls.pop(call.id, None)
+        if self._owner is not None:
+            self._owner.call_ended(call)
+        if call.direction == "incoming" and not call.answered and reason.startswith("487"):
+            self._event(MissedSession(account=self.aor, originator=call.originator))  # the caller gave up
+
+    def _event(self, event: Event) -> None:
+        if self._owner is not None and not self._quiet:
+            self._owner.account_event(event)
+
+    def _call_event(self, event: Event) -> None:
+        if self._owner is not None:
+            self._owner.account_event(event)
 
     def _start_unregister(self) -> None:
         self._unregister_when_registered = False
         self._enter(State.UNREGISTERING, timeout=UNREGISTER_TIMEOUT, report=False)
         self._operation += 1
         self._user_agent.unregister().addErrback(self._request_failed, self._operation)
+
+    def _registration_sent(self, _: object, operation: int) -> None:
+        """The REGISTER is on its way (the backend may have queued it first): from now its answer is awaited."""
+        if operation == self._operation and self.state == State.REGISTERING:
+            self._start_timer(self._settings.register_timeout)
 
     def _request_failed(self, failure: Failure, operation: int) -> None:
         if operation == self._operation:
@@ -133,21 +212,47 @@ class SIPAccount:
         self.state = state
         self._cancel_timer()
         if timeout is not None:
-            self._timer = self._clock.callLater(timeout, self.registration_failed, "408 Request Timeout")
-        if report and self._notify is not None:
-            self._notify(RegistrationStateChanged(account=self.aor, state=state, reason=reason))
+            self._start_timer(timeout)
+        if report:
+            self._event(RegistrationStateChanged(account=self.aor, state=state, reason=reason))
 
     def _finish(self, state: str, reason: str | None = None) -> None:
-        """Reach a final state: the backend's resources are released until the next register()."""
+        """Reach a final registration state; without calls, the backend is released until it is needed again."""
         self._enter(state, reason=reason)
         self._unregister_when_registered = False
+        if self._releasing:
+            self._close_user_agent().addCallback(self._released.fire)  # type: ignore[union-attr]
+        elif not self.calls:
+            self._close_user_agent()
+
+    def _release(self) -> None:
+        """After shutdown() ended the calls: unregister if needed, then release the backend."""
+        self._releasing = True
+        if self.state == State.REGISTERED:
+            self._start_unregister()
+        elif self.state == State.REGISTERING:
+            self._unregister_when_registered = True
+        elif self.state != State.UNREGISTERING:
+            self._close_user_agent().addCallback(self._released.fire)  # type: ignore[union-attr]
+
+    def _close_user_agent(self) -> Deferred[None]:
         closed = self._user_agent.close()
         closed.addErrback(lambda f: self.log.failure("Releasing {aor} failed", f, aor=self.aor))
-        if self._released is not None:
-            closed.addCallback(self._released.fire)
+        return closed
+
+    def _start_timer(self, timeout: float) -> None:
+        self._cancel_timer()
+        self._timer = self._clock.callLater(timeout, self.registration_failed, "408 Request Timeout")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
+
+def _session_id(call_id: str | None) -> str:
+    """Incoming sessions are named after the SIP Call-ID (as SylkServer does, so push notifications carrying the
+    Call-ID can be matched), or at random without one."""
+    if call_id:
+        return str(uuid.UUID(bytes=hashlib.md5(call_id.encode()).digest()))
+    return str(uuid.uuid4())

@@ -89,6 +89,8 @@ class WebRTCGatewayConfig:
     trace_client: bool = False
     max_message_size: int = 65536
     max_accounts_per_connection: int = 20
+    max_calls_per_account: int = 4
+    sip_srtp: str = "optional"  # SDES-SRTP towards SIP: no, optional (offered, RTP accepted) or mandatory
     register_ttl: int = 600
     register_timeout: float = 45.0
     user_agent: str = f"sylkgateway {__version__}"
@@ -113,6 +115,7 @@ class JanusConfig:
     sip_rtp_port_range: PortRange = PortRange(30000, 39999)
     sip_transaction_timeout: int = 32
     request_timeout: float = 30.0
+    decline_code: int = 486  # the SIP answer when a browser rejects an incoming call
     max_open_files: int = 65536
     log_level: int = 4
     trace_janus: bool = False
@@ -155,6 +158,15 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
 
 def _seconds(low: float, high: float) -> Callable[[str], float]:
     return _number(float, low, high, "a number of seconds")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return value
+    return parse
 
 
 def _ip_address(text: str) -> str:
@@ -222,6 +234,8 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "trace_client": _boolean,
         "max_message_size": _integer(1024, 16 * 1024 * 1024),
         "max_accounts_per_connection": _integer(1, 10000),
+        "max_calls_per_account": _integer(1, 32),
+        "sip_srtp": _choice("no", "optional", "mandatory"),
         "register_ttl": _integer(60, 86400),
         "register_timeout": _seconds(1, 3600),
         "user_agent": _nonempty,
@@ -239,6 +253,7 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "sip_rtp_port_range": PortRange.parse,
         "sip_transaction_timeout": _integer(1, 300),
         "request_timeout": _seconds(1, 600),
+        "decline_code": _integer(400, 699),
         "max_open_files": _integer(1024, 1048576),
         "log_level": _integer(0, 7),
         "trace_janus": _boolean,

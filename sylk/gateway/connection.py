@@ -11,6 +11,7 @@ accounts, which report its outcome as events; so requests are answered in order 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred
@@ -20,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sylk.gateway.account import SIPAccount
+from sylk.gateway.call import Call
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.errors import APIError
 from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend, ISIPSession, ISIPSessionObserver
@@ -29,8 +31,10 @@ from sylk.gateway.util import OneShotObserver
 
 # WebSocket close code sent when the SIP backend cannot serve this connection (any more).
 CLOSE_BACKEND_UNAVAILABLE = 4503
-# How long closing may wait for un-REGISTERs before the backend session is destroyed anyway.
+# How long closing may wait for calls to end and un-REGISTERs before the backend session is destroyed anyway.
 CLOSE_TIMEOUT = 15.0
+# Ended sessions remembered, so late requests about them get "terminated" rather than "unknown" errors.
+ENDED_SESSIONS_KEPT = 64
 
 
 @implementer(ISIPSessionObserver)
@@ -42,6 +46,8 @@ class Connection:
         self.name = name
         self.state = "opening"
         self.accounts: dict[str, SIPAccount] = {}
+        self.sessions: dict[str, Call] = {}  # calls not yet terminated, by session id
+        self._ended: OrderedDict[str, Call] = OrderedDict()
         self._backend = backend
         self._settings = settings
         self._peer = peer
@@ -106,8 +112,7 @@ class Connection:
                            f"{self._settings.max_accounts_per_connection}, counting removed ones still "
                            f"unregistering)")
         assert self._session is not None
-        self.accounts[identity.aor] = SIPAccount(identity, self._session, self._settings, self._peer.send_event,
-                                                 self._clock)
+        self.accounts[identity.aor] = SIPAccount(identity, self._session, self._settings, self, self._clock)
 
     def _RH_account_remove(self, request: model.AccountRemove) -> None:
         account = self._account(request, "remove")
@@ -125,6 +130,40 @@ class Connection:
     def _RH_account_unregister(self, request: model.AccountUnregister) -> None:
         self._account(request, "unregister").unregister()
 
+    def _RH_session_create(self, request: model.SessionCreate) -> None:
+        account = self._account(request, "call")
+        if request.session in self.sessions:
+            raise APIError(f"Session ID {request.session} already in use")
+        account.call(request.session, request.uri, request.sdp)
+
+    def _RH_session_answer(self, request: model.SessionAnswer) -> None:
+        self._call(request).answer(request.sdp)
+
+    def _RH_session_trickle(self, request: model.SessionTrickle) -> None:
+        self._call(request).trickle(request.candidates)
+
+    def _RH_session_terminate(self, request: model.SessionTerminate) -> None:
+        self._call(request).terminate()
+
+    # --- AccountOwner ---
+
+    def account_event(self, event: model.Event) -> None:
+        self._peer.send_event(event)
+
+    def session_exists(self, session_id: str) -> bool:
+        return session_id in self.sessions
+
+    def call_started(self, call: Call) -> None:
+        self._ended.pop(call.id, None)  # an id may be used again once its call is over
+        self.sessions[call.id] = call
+
+    def call_ended(self, call: Call) -> None:
+        if self.sessions.get(call.id) is call:
+            del self.sessions[call.id]
+            self._ended[call.id] = call
+            while len(self._ended) > ENDED_SESSIONS_KEPT:
+                self._ended.popitem(last=False)
+
     # --- internals ---
 
     def _account(self, request: model.AccountRequest, action: str) -> SIPAccount:
@@ -132,6 +171,13 @@ class Connection:
             return self.accounts[request.account]
         except KeyError:
             raise APIError(f"Unknown account specified for {action}: {request.account}") from None
+
+    def _call(self, request: model.SessionRequest) -> Call:
+        """A session of this connection (or one that ended lately, whose methods say so)."""
+        call = self.sessions.get(request.session) or self._ended.get(request.session)
+        if call is None:
+            raise APIError(f"Unknown session {request.session}")
+        return call
 
     def _opened(self, session: ISIPSession) -> None:
         if self.state != "opening":

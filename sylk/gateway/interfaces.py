@@ -46,7 +46,7 @@ class ISIPSession(Interface):
 
 
 class ISIPUserAgent(Interface):
-    """One SIP identity in the backend: registers (and, later, calls) on behalf of an account."""
+    """One SIP identity in the backend: registers and calls on behalf of an account."""
 
     def register(registration):
         """Start registering with a `sylk.gateway.sip.Registration`. The Deferred fires once the REGISTER is on
@@ -55,8 +55,13 @@ class ISIPUserAgent(Interface):
     def unregister():
         """Remove the registration at the registrar; the outcome arrives at the observer."""
 
+    def call(uri, sdp, observer):
+        """Place a call to `uri` (user@domain) with the browser's SDP offer; returns an ISIPCall at once, whose
+        progress and outcome arrive at the ICallObserver."""
+
     def close():
-        """Release the backend resources (a later register() acquires them again); returns a Deferred."""
+        """Release the backend resources (a later register() or call() acquires them again); returns a Deferred.
+        Calls still up are dropped without signalling: end them first."""
 
 
 class IUserAgentObserver(Interface):
@@ -68,3 +73,40 @@ class IUserAgentObserver(Interface):
 
     def unregistered():
         """The binding was removed at the registrar."""
+
+    def incoming_call(call, originator, sdp):
+        """A call arrived: an ISIPCall, a `sylk.gateway.sip.Originator` and the SDP offer for the browser. The
+        observer answers or terminates it, and must call `call.set_observer()` at once."""
+
+    def missed_call(originator):
+        """A call the account could not take arrived and was refused (every line busy)."""
+
+
+class ISIPCall(Interface):
+    """One call in the backend, in either direction."""
+
+    def set_observer(observer):
+        """Who hears about this call (an ICallObserver); set by whoever got it from incoming_call()."""
+
+    def trickle(candidates):
+        """Pass the browser's ICE candidates ([] = no more); may be called before the call is placed."""
+
+    def answer(sdp):
+        """Accept an incoming call with the browser's SDP answer; returns a Deferred."""
+
+    def terminate():
+        """End the call: cancel, reject or hang up, as its state requires. The end arrives at the observer."""
+
+
+class ICallObserver(Interface):
+    def call_progress():
+        """Outgoing: the INVITE is on its way."""
+
+    def call_accepted(sdp):
+        """The call was answered; `sdp` is the far end's answer for outgoing calls, None for incoming ones."""
+
+    def call_established():
+        """Media between the browser and the backend are up (ICE and DTLS)."""
+
+    def call_terminated(reason):
+        """The call is over: "<code> <phrase>" from SIP, or an explanation."""

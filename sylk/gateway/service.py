@@ -28,7 +28,7 @@ from sylk.gateway import __version__
 from sylk.gateway.config import Config, ConfigError, WebServerConfig
 from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
-from sylk.gateway.janus.sip import JanusSIPBackend
+from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.sylkrtc.dialects import DIALECTS
 from sylk.gateway.websocket import GatewayWebSocketFactory
 
@@ -51,7 +51,8 @@ class GatewayService(MultiService):
         self.janus = JanusConnector(url, secret, request_timeout=config.janus.request_timeout,
                                     trace=config.janus.trace_janus, reactor=reactor)
         self.janus.setServiceParent(self)
-        self.websocket_factory = GatewayWebSocketFactory(JanusSIPBackend(self.janus), config.gateway, reactor)
+        backend = JanusSIPBackend(self.janus, line_settings(config), reactor)
+        self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor)
         self.resource = gateway_resource(self.websocket_factory)
         root = StatusPage()
         root.putChild(b"webrtcgateway", self.resource)
@@ -82,6 +83,12 @@ class GatewayService(MultiService):
                 await maybeDeferred(step)
             except Exception:
                 self.log.failure("Shutdown: cannot {what}", what=what)
+
+
+def line_settings(config: Config) -> LineSettings:
+    gateway = config.gateway
+    return LineSettings(max_lines=gateway.max_calls_per_account, srtp=gateway.sip_srtp,
+                        decline_code=config.janus.decline_code, route=gateway.outbound_sip_proxy)
 
 
 class StatusPage(Resource):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sylk.gateway.config import SIPProxy
 
 
 @dataclass(frozen=True)
@@ -26,8 +25,15 @@ class SIPIdentity:
 
 
 @dataclass(frozen=True)
+class Originator:
+    """Who is calling: a SIP address (bare, user@domain) and the display name they gave, if any."""
+
+    uri: str
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Registration:
-    """How to register: for how long and by which route (None: the account's domain, located per RFC 3263)."""
+    """How to register: for how long (the route is the backend's setting, as it is for calls)."""
 
     ttl: int
-    route: SIPProxy | None = None

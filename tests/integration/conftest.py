@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
+from tests.integration.gateway import Gateway
+from tests.integration.kamailio import Kamailio
 from tests.integration.netns import network_namespace
 
 
@@ -20,3 +23,24 @@ def netns() -> Iterator[str]:
         pytest.skip("integration tests need iproute2 (make test installs it)")
     with network_namespace() as name:
         yield name
+
+
+@pytest.fixture
+def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
+    with Kamailio(tmp_path / "kamailio") as registrar:
+        yield registrar
+
+
+def start_gateway(tmp_path: Path, proxy: str, **gateway_options: Any) -> Gateway:
+    """The gateway with its Janus, sending all SIP to `proxy` (short SIP timeouts, for tests)."""
+    workdir = tmp_path / "gateway"
+    workdir.mkdir(exist_ok=True)
+    options = {"outbound_sip_proxy": proxy, **gateway_options}
+    return Gateway(workdir, {"WebRTCGateway": options, "Janus": {"sip_transaction_timeout": 4}}).start()
+
+
+@pytest.fixture
+def gateway(kamailio: Kamailio, tmp_path: Path) -> Iterator[Gateway]:
+    gateway = start_gateway(tmp_path, kamailio.proxy)
+    yield gateway
+    gateway.stop()

@@ -185,3 +185,25 @@ class Gateway:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+def eventually(condition: Callable[[], Any], timeout: float = 10, what: str = "the condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.1)
+
+
+def register(client: Client, registrar: Any, account: str, ha1: str | None = None) -> dict[str, Any]:
+    """add_account + register; returns the final registration state (after `registering`). The HA1 comes from
+    the registrar harness (its `ha1(user)`) unless given."""
+    user = account.partition("@")[0]
+    answer = client.request("add_account", account=account, password=ha1 or registrar.ha1(user))
+    assert answer["sylkrtc"] == "ack", answer
+    assert client.request("register", account=account)["sylkrtc"] == "ack"
+    assert client.registration_state(account) == {"state": "registering"}
+    return client.registration_state(account, timeout=15)

@@ -12,51 +12,11 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.integration.gateway import Client, Gateway
+from tests.integration.conftest import start_gateway
+from tests.integration.gateway import Client, Gateway, eventually, register
 from tests.integration.kamailio import Kamailio
 
 ALICE, BOB = "alice@sylk.test", "bob@sylk.test"
-
-
-@pytest.fixture
-def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
-    with Kamailio(tmp_path / "kamailio") as registrar:
-        yield registrar
-
-
-def start_gateway(tmp_path: Path, proxy: str, **gateway_options: Any) -> Gateway:
-    workdir = tmp_path / "gateway"
-    workdir.mkdir(exist_ok=True)
-    options = {"outbound_sip_proxy": proxy, **gateway_options}
-    return Gateway(workdir, {"WebRTCGateway": options, "Janus": {"sip_transaction_timeout": 4}}).start()
-
-
-@pytest.fixture
-def gateway(kamailio: Kamailio, tmp_path: Path) -> Iterator[Gateway]:
-    gateway = start_gateway(tmp_path, kamailio.proxy)
-    yield gateway
-    gateway.stop()
-
-
-def eventually(condition: Callable[[], Any], timeout: float = 10, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.1)
-
-
-def register(client: Client, kamailio: Kamailio, account: str, ha1: str | None = None) -> dict[str, Any]:
-    """add_account + register; returns the final registration state (after `registering`)."""
-    user = account.partition("@")[0]
-    answer = client.request("add_account", account=account, password=ha1 or kamailio.ha1(user))
-    assert answer["sylkrtc"] == "ack", answer
-    assert client.request("register", account=account)["sylkrtc"] == "ack"
-    assert client.registration_state(account) == {"state": "registering"}
-    return client.registration_state(account, timeout=15)
 
 
 def test_right_ha1_registers_and_the_binding_is_at_the_registrar(gateway: Gateway, kamailio: Kamailio) -> None:

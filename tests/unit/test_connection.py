@@ -13,7 +13,7 @@ from sylk.gateway.account import UNREGISTER_TIMEOUT
 from sylk.gateway.config import SIPProxy, WebRTCGatewayConfig
 from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, CLOSE_TIMEOUT, Connection
 from sylk.gateway.errors import APIError
-from sylk.gateway.janus.sip import JanusSIPBackend
+from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.sylkrtc import model
 from tests.fakejanus import FakeJanus
 from tests.fakes import FakePeer
@@ -28,11 +28,17 @@ class ConnectionTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.janus = FakeJanus()
         self.link = SimpleNamespace(api=self.janus.api)
-        self.backend = JanusSIPBackend(self.link)
+        self.backend = self.backend_for(self.settings)
+
+    def backend_for(self, settings: WebRTCGatewayConfig) -> JanusSIPBackend:
+        lines = LineSettings(max_lines=settings.max_calls_per_account, srtp=settings.sip_srtp,
+                             route=settings.outbound_sip_proxy)
+        return JanusSIPBackend(self.link, lines, self.janus.clock)
 
     def connect(self, settings: WebRTCGatewayConfig | None = None) -> tuple[Connection, FakePeer]:
         peer = FakePeer()
-        connection = Connection("test", self.backend, settings or self.settings, peer, self.janus.clock)
+        settings = settings or self.settings
+        connection = Connection("test", self.backend_for(settings), settings, peer, self.janus.clock)
         connection.open()
         self.janus.flush()
         return connection, peer
@@ -51,6 +57,12 @@ class ConnectionTestCase(SynchronousTestCase):
             return None
         results[0].trap(APIError)
         return str(results[0].value)
+
+    def master(self) -> tuple[int, int]:
+        """(session, handle) of the one account's master SIP handle in the fake Janus."""
+        (session,) = self.janus.sessions if len(self.janus.sessions) == 1 else [next(iter(self.janus.sessions))]
+        (handle,) = [h for h in self.janus.sessions[session] if h not in self.janus.helpers]
+        return session, handle
 
     def add(self, connection: Connection, account: str = ALICE) -> None:
         self.assertIsNone(self.request(connection, model.AccountAdd, account=account, password=HA1))
@@ -154,7 +166,7 @@ class AccountManagementTests(ConnectionTestCase):
 class RegistrationTests(ConnectionTestCase):
     def test_register_sends_the_ha1_and_routes_by_domain(self) -> None:
         self.registered()
-        (body,) = self.janus.register_bodies.values()
+        (body,) = self.janus.register_bodies.values()  # the helpers' registers are not kept
         self.assertEqual(body["username"], f"sip:{ALICE}")
         self.assertEqual(body["ha1_secret"], HA1)
         self.assertEqual(body["authuser"], "alice")
@@ -165,20 +177,20 @@ class RegistrationTests(ConnectionTestCase):
 
     def test_register_routes_through_the_outbound_proxy(self) -> None:
         self.registered(WebRTCGatewayConfig(outbound_sip_proxy=SIPProxy("127.0.0.1", 5070, "tcp")))
-        (body,) = self.janus.register_bodies.values()
+        (body,) = self.janus.register_bodies.values()  # the helpers' registers are not kept
         self.assertEqual(body["proxy"], "sip:127.0.0.1:5070;transport=tcp")
         self.assertEqual(body["outbound_proxy"], body["proxy"])
         self.assertIs(body["force_tcp"], True)
 
     def test_tls_proxy_asks_janus_for_a_tls_transport(self) -> None:
         self.registered(WebRTCGatewayConfig(outbound_sip_proxy=SIPProxy("proxy.example.com", 5061, "tls")))
-        (body,) = self.janus.register_bodies.values()
+        (body,) = self.janus.register_bodies.values()  # the helpers' registers are not kept
         self.assertEqual(body["proxy"], "sips:proxy.example.com:5061")
         self.assertIs(body["sips"], True)
 
     def test_the_configured_user_agent_is_the_default(self) -> None:
         self.registered(WebRTCGatewayConfig(user_agent="Gateway 9"))
-        (body,) = self.janus.register_bodies.values()
+        (body,) = self.janus.register_bodies.values()  # the helpers' registers are not kept
         self.assertEqual(body["user_agent"], "Gateway 9")
 
     def test_display_name_and_user_agent_are_passed(self) -> None:
@@ -186,7 +198,7 @@ class RegistrationTests(ConnectionTestCase):
         self.request(connection, model.AccountAdd, account=ALICE, password=HA1, display_name="Alice A",
                      user_agent="Browser 1")
         self.request(connection, model.AccountRegister, account=ALICE)
-        (body,) = self.janus.register_bodies.values()
+        (body,) = self.janus.register_bodies.values()  # the helpers' registers are not kept
         self.assertEqual((body["display_name"], body["user_agent"]), ("Alice A", "Browser 1"))
 
     def test_failure_reports_the_registrar_reason_and_releases_the_handle(self) -> None:
@@ -240,42 +252,61 @@ class RegistrationTests(ConnectionTestCase):
         self.janus.finish_registration()  # a late answer changes nothing
         self.assertEqual(len(peer.states()), 2)
 
-    def test_a_late_failure_of_an_abandoned_attempt_does_not_fail_the_next(self) -> None:
-        connection, peer = self.connect(WebRTCGatewayConfig(register_timeout=5))  # shorter than Janus's 10 s
-        self.add(connection)
-        self.janus.answer = False  # the first attempt's requests are never answered
-        self.request(connection, model.AccountRegister, account=ALICE)
-        self.janus.clock.advance(5)  # the gateway gives up: 408
-        self.assertEqual(peer.states()[-1], ("failed", "408 Request Timeout"))
+    def test_a_late_failure_of_an_abandoned_operation_does_not_fail_the_next(self) -> None:
+        from sylk.gateway import account
+        self.patch(account, "UNREGISTER_TIMEOUT", 3.0)  # shorter than Janus's request timeout (10 s here)
+        connection, peer = self.registered()
+        self.janus.answer = False
+        self.request(connection, model.AccountUnregister, account=ALICE)
+        self.janus.clock.advance(3)  # the account gives up on the un-REGISTER; its request is still pending
+        self.assertEqual(peer.states()[-1], "unregistered")
         self.janus.answer = True
         self.janus.hold_registrations = True
         self.janus.clock.advance(1)
-        self.assertIsNone(self.request(connection, model.AccountRegister, account=ALICE))  # times out at t=11
+        self.assertIsNone(self.request(connection, model.AccountRegister, account=ALICE))
         self.assertEqual(peer.states()[-1], "registering")
-        self.janus.clock.advance(4.5)  # t=10.5: the first attempt's attach timed out while the second registers
+        self.janus.clock.advance(6)  # t=10: the abandoned unregister request times out now
         self.assertEqual(peer.states()[-1], "registering")
         self.janus.finish_registration()
         self.assertEqual(peer.states()[-1], "registered")
 
+    def test_new_sip_stacks_enter_janus_two_at_a_time(self) -> None:
+        from sylk.gateway.janus.sip import NEW_STACKS_AT_ONCE
+        connection, peer = self.connect()
+        accounts = [f"user{n}@example.com" for n in range(NEW_STACKS_AT_ONCE + 2)]
+        for account in accounts:
+            self.add(connection, account)
+        self.janus.unanswered = {"register"}  # Janus busy starting stacks: those requests stay unanswered
+        for account in accounts:
+            self.request(connection, model.AccountRegister, account=account)
+        self.assertEqual(self.janus.kinds().count("message:register"), NEW_STACKS_AT_ONCE)  # the rest wait here
+        self.janus.clock.advance(10)  # those time out in Janus; the next ones go in
+        self.assertEqual(self.janus.kinds().count("message:register"), 2 * NEW_STACKS_AT_ONCE)
+
+    def test_the_register_timeout_runs_from_when_the_register_is_sent(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.answer = False  # the REGISTER never leaves: Janus's request timeout is what fails it
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.janus.clock.advance(10)
+        self.assertEqual(peer.states(), ["registering", ("failed", "Janus did not answer 'attach' within 10 s")])
+
     def test_repeated_registered_events_are_reported_once(self) -> None:
         connection, peer = self.registered()
-        (handle,) = self.janus.handles()
-        session = next(iter(self.janus.sessions))
+        session, handle = self.master()
         self.janus.sip_event(session, handle, {"event": "registered", "username": "alice"})
         self.assertEqual(peer.states(), ["registering", "registered"])
 
     def test_registration_lost_later_is_reported(self) -> None:
         connection, peer = self.registered()
-        (handle,) = self.janus.handles()
-        session = next(iter(self.janus.sessions))
+        session, handle = self.master()
         self.janus.sip_event(session, handle, {"event": "registration_failed", "code": 408,
                                                "reason": "Request Timeout"})
         self.assertEqual(peer.states()[-1], ("failed", "408 Request Timeout"))
 
     def test_janus_detaching_the_handle_is_a_failure(self) -> None:
         connection, peer = self.registered()
-        (handle,) = self.janus.handles()
-        session = next(iter(self.janus.sessions))
+        session, handle = self.master()
         self.janus.emit({"janus": "detached", "session_id": session, "sender": handle})
         self.assertEqual(peer.states()[-1], ("failed", "Janus detached the SIP handle"))
 
@@ -350,11 +381,9 @@ class ClosingTests(ConnectionTestCase):
         closed = connection.close()
         self.assertIsNone(self.answer(d))
         self.assertNoResult(closed)
-        self.janus.clock.advance(UNREGISTER_TIMEOUT)  # gives up on the un-REGISTER, detaches the handle
+        self.janus.clock.advance(UNREGISTER_TIMEOUT)  # gives up on the un-REGISTER; destroys the session
         self.assertNoResult(closed)
-        self.janus.clock.advance(10)  # the detach times out; the session is destroyed
-        self.assertNoResult(closed)
-        self.janus.clock.advance(10)  # and that times out too: every step is bounded
+        self.janus.clock.advance(10)  # which Janus does not answer either: every step is bounded
         self.successResultOf(closed)
         self.assertEqual(self.janus.kinds()[-1], "destroy")
 
@@ -402,8 +431,10 @@ class ClosingTests(ConnectionTestCase):
             def unregister(self): return fail(RuntimeError("no handle"))
             def close(self): return succeed(None)
         session = SimpleNamespace(create_user_agent=lambda identity, observer: FailingUserAgent())
+        owner = SimpleNamespace(account_event=lambda event: None, session_exists=lambda session_id: False,
+                                call_started=lambda call: None, call_ended=lambda call: None)
         from sylk.gateway.sip import SIPIdentity
-        account = SIPAccount(SIPIdentity(ALICE, HA1), session, self.settings, lambda event: None, self.janus.clock)
+        account = SIPAccount(SIPIdentity(ALICE, HA1), session, self.settings, owner, self.janus.clock)
         account.register()
         account.registration_succeeded()
         self.successResultOf(account.shutdown())

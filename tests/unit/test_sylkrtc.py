@@ -409,10 +409,12 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
             self.assertIs(type(results[0]), cls, seed_name)
             self.assertEqual(results[0], results[1], seed_name)
 
-    def test_request_table_holds_exactly_the_eight_names(self) -> None:
+    def test_request_table_holds_exactly_the_sixteen_names(self) -> None:
         self.assertEqual(set(SylkRTC1.requests), {
             "add_account", "remove_account", "register", "unregister",
-            "account-add", "account-remove", "account-register", "account-unregister"})
+            "account-add", "account-remove", "account-register", "account-unregister",
+            "call", "answer", "trickle", "terminate",
+            "session-create", "session-answer", "session-trickle", "session-terminate"})
 
     def test_decoded_request_is_normalised(self) -> None:
         request = self.dialect.decode({"sylkrtc": "register", "transaction": "t", "account": "sip:alice@EXAMPLE.com"})
@@ -423,7 +425,7 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
         self.assertIn("bogus", str(error))
 
     def test_later_and_other_protocol_names_are_unknown(self) -> None:
-        for name in ("ping", "session-create", "call", "ack", "event", "ready-event", "Add_Account", "account_add"):
+        for name in ("ping", "session-update", "bind", "ack", "event", "ready-event", "Add_Account", "account_add"):
             error = self.assertRaises(ValidationError, self.dialect.decode, {"sylkrtc": name, "transaction": "t"})
             self.assertIn(repr(name), str(error))
 

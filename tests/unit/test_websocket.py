@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from sylk.gateway.config import WebRTCGatewayConfig
-from sylk.gateway.janus.sip import JanusSIPBackend
+from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.websocket import CLOSE_SHUTTING_DOWN, GatewayWebSocketFactory, GatewayWebSocketProtocol
 from tests.fakejanus import FakeJanus
 
@@ -93,7 +93,8 @@ class WebSocketTests(SynchronousTestCase):
         self.janus = FakeJanus()
         self.link = SimpleNamespace(api=self.janus.api)
         self.settings = WebRTCGatewayConfig(websocket_ping_interval=0, web_origins=("https://phone.example.com",))
-        self.factory = GatewayWebSocketFactory(JanusSIPBackend(self.link), self.settings, self.janus.clock)
+        backend = JanusSIPBackend(self.link, LineSettings(), self.janus.clock)
+        self.factory = GatewayWebSocketFactory(backend, self.settings, self.janus.clock)
 
     def ready_browser(self) -> Browser:
         browser = Browser(self.factory)

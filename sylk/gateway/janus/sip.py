@@ -1,26 +1,57 @@
-"""ISIPBackend on Janus's SIP plugin: one Janus session per connection, one SIP handle per account.
+"""ISIPBackend on Janus's SIP plugin: one Janus session per connection; per account, a master SIP handle and helpers.
 
-Each registering account attaches its own `janus.plugin.sip` handle (which runs its own Sofia-SIP stack) and
-registers with `ha1_secret`, so the browser's password never reaches the gateway. SIP-plugin events are dispatched
-by name to `_EH_<event>`.
+A `janus.plugin.sip` handle carries one call at a time, so an account's user agent keeps a set of *lines*:
+- the **master** handle runs the account's own Sofia-SIP stack (its port, its credentials). It registers with
+  `ha1_secret` when the account registers; before that, a `register` with `send_register: false` only sets the
+  identity, which is enough to place calls. Janus answers that one directly with `registered` (`register_sent`
+  false), which is not a registration.
+- **helper** handles (`type: helper`, the master's `master_id`) share the master's stack. Janus gives an incoming
+  INVITE to the master, or to the first idle helper when the master is busy, so a registered account always keeps
+  one idle helper (attaching another whenever a line gets busy, up to the call limit): a call arriving while busy
+  still rings (without an idle line, Janus answers 486 by itself and reports `missed_call`). Outgoing calls go on
+  idle helpers, attached as needed (~2 ms each; a handle with a stack of its own would cost ~100 ms of the SIP
+  plugin's single thread). One spare rather than a full set: every handle costs Janus, and a full set per
+  account made tearing down hundreds of accounts at once overrun the un-REGISTER timeouts.
+Outgoing calls never use the master: Janus 1.1.2 cancels an INVITE that has had a provisional response without
+ever reporting the end, and leaves that handle unable to call again. Such a helper is retired (detached) and
+replaced; the master, which holds the registration, must not be. Unregistering makes Janus detach every helper
+(their calls end); they are attached again when needed.
+
+SIP-plugin events are dispatched by name: account-level ones to `JanusSIPUserAgent._EH_<event>`, call-level ones
+to `JanusSIPCall._EH_<event>`.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sylk.gateway.config import SIPProxy
 from sylk.gateway.errors import BackendUnavailable
-from sylk.gateway.interfaces import ISIPBackend, ISIPSession, ISIPSessionObserver, ISIPUserAgent, IUserAgentObserver
-from sylk.gateway.janus.client import JanusAPI, JanusDisconnected, JanusHandle, JanusSession, plugin_data
-from sylk.gateway.sip import Registration, SIPIdentity
+from sylk.gateway.interfaces import (ICallObserver, ISIPBackend, ISIPCall, ISIPSession, ISIPSessionObserver,
+                                     ISIPUserAgent, IUserAgentObserver)
+from sylk.gateway.janus.client import (JanusAPI, JanusDisconnected, JanusError, JanusHandle, JanusSession,
+                                      plugin_data)
+from sylk.gateway.sip import Originator, Registration, SIPIdentity
+from sylk.gateway.util import OneShotObserver
 
 SIP_PLUGIN = "janus.plugin.sip"
+# How long a call waits for the master to leave a transient state (registering, ...) before it gives up.
+MASTER_WAIT = 15.0
+# New Sofia stacks let into Janus at once. Janus starts them one at a time on the SIP plugin's single thread
+# (~100 ms each), so more only queue up inside Janus, where every request's timeout keeps running; queued here,
+# a burst of registrations (a reconnect storm) proceeds at Janus's pace instead of timing out.
+NEW_STACKS_AT_ONCE = 2
+# Delay before trying again to attach the spare helper line a registered account should have.
+HELPER_RETRY = 5.0
+_SRTP = {"no": None, "optional": "sdes_optional", "mandatory": "sdes_mandatory"}
 
 
 class JanusLink(Protocol):
@@ -29,10 +60,21 @@ class JanusLink(Protocol):
     api: JanusAPI | None
 
 
+@dataclass(frozen=True)
+class LineSettings:
+    max_lines: int = 4  # calls at once per account: the master and max_lines - 1 helpers
+    srtp: str = "optional"  # towards SIP: no, optional or mandatory (SDES)
+    decline_code: int = 486
+    route: SIPProxy | None = None  # every request through this proxy; None: to the domain, per RFC 3263
+
+
 @implementer(ISIPBackend)
 class JanusSIPBackend:
-    def __init__(self, link: JanusLink) -> None:
+    def __init__(self, link: JanusLink, settings: LineSettings, clock: IReactorTime) -> None:
         self._link = link
+        self._settings = settings
+        self._clock = clock
+        self._new_stacks = DeferredSemaphore(NEW_STACKS_AT_ONCE)
 
     @property
     def available(self) -> bool:
@@ -42,121 +84,536 @@ class JanusSIPBackend:
         api = self._link.api
         if api is None:
             return fail(BackendUnavailable("Janus is not connected"))
-        return api.create_session(observer.session_lost).addCallback(JanusSIPSession)
+        return api.create_session(observer.session_lost).addCallback(JanusSIPSession, self._settings,
+                                                                     self._clock, self._new_stacks)
 
 
 @implementer(ISIPSession)
 class JanusSIPSession:
-    def __init__(self, session: JanusSession) -> None:
+    def __init__(self, session: JanusSession, settings: LineSettings, clock: IReactorTime,
+                 new_stacks: DeferredSemaphore) -> None:
         self._session = session
+        self._settings = settings
+        self._clock = clock
+        self._new_stacks = new_stacks
 
     def create_user_agent(self, identity: SIPIdentity, observer: IUserAgentObserver) -> ISIPUserAgent:
-        return JanusSIPUserAgent(self._session, identity, observer)
+        return JanusSIPUserAgent(self._session, identity, observer, self._settings, self._clock, self._new_stacks)
 
     def close(self) -> Deferred[None]:
         return self._session.destroy()
 
 
+class _Line:
+    """One SIP-plugin handle of an account, and the call it carries."""
+
+    def __init__(self, agent: JanusSIPUserAgent, helper: bool) -> None:
+        self.agent = agent
+        self.helper = helper
+        self.handle: JanusHandle | None = None
+        self.call: JanusSIPCall | None = None
+        self.idle_since = 0.0
+
+    def handle_event(self, message: dict[str, Any]) -> None:
+        kind = message.get("janus")
+        if kind == "event":
+            result = plugin_data(message).get("result")
+            if isinstance(result, dict):
+                self.agent.line_event(self, result, message.get("jsep"))
+        elif self.call is not None:
+            self.call.core_event(kind, message)
+
+    def handle_detached(self) -> None:
+        self.agent.line_detached(self)
+
+
 @implementer(ISIPUserAgent)
 class JanusSIPUserAgent:
-    """An account's SIP identity in Janus: a SIP-plugin handle, attached by register() and detached by close()."""
-
     log = Logger()
 
-    def __init__(self, session: JanusSession, identity: SIPIdentity, observer: IUserAgentObserver) -> None:
+    def __init__(self, session: JanusSession, identity: SIPIdentity, observer: IUserAgentObserver,
+                 settings: LineSettings, clock: IReactorTime, new_stacks: DeferredSemaphore) -> None:
         self._session = session
         self._identity = identity
         self._observer = observer
-        self._handle: JanusHandle | None = None
-        self._generation = 0  # bumped by close(), so a handle attached meanwhile is let go
+        self._settings = settings
+        self._clock = clock
+        self._new_stacks = new_stacks
+        self._has_stack = False  # the master's Sofia stack exists (its first register request was answered)
+        self._master: _Line | None = None
+        self._master_id: int | None = None  # Janus's id for the master's stack, which helpers name
+        self._status = "none"  # the master's plugin state: none, identity, registering, registered, unregistered
+        self._status_changed = OneShotObserver()
+        self._helpers: list[_Line] = []
+        self._generation = 0  # bumped by close(): work started before it is dropped
+
+    # --- ISIPUserAgent ---
 
     def register(self, registration: Registration) -> Deferred[None]:
         return Deferred.fromCoroutine(self._register(registration))
 
     def unregister(self) -> Deferred[None]:
-        if self._handle is None:
+        if self._master is None or self._master.handle is None:
             return fail(BackendUnavailable("not registered"))
-        return self._handle.message({"request": "unregister"}).addCallback(self.handle_event)
+        return self._master.handle.message({"request": "unregister"}).addCallback(self._reply, self._master)
+
+    def call(self, uri: str, sdp: str, observer: ICallObserver) -> ISIPCall:
+        call = JanusSIPCall(self, "outgoing", observer)
+        Deferred.fromCoroutine(self._place(call, uri, sdp)).addErrback(call.failed)
+        return call
 
     def close(self) -> Deferred[None]:
         self._generation += 1
-        handle, self._handle = self._handle, None
-        if handle is None:
-            return succeed(None)
-        return handle.detach().addCallbacks(lambda _: None, self._detach_failed)
+        lines = ([self._master] if self._master else []) + self._helpers
+        self._master, self._helpers, self._master_id = None, [], None
+        self._has_stack = False
+        self._set_status("none")
+        for line in lines:
+            if line.handle is not None:
+                line.handle.detach().addErrback(self._detach_failed)
+        return succeed(None)
 
-    # --- HandleListener ---
+    # --- events from the lines ---
 
-    def handle_event(self, message: dict[str, Any]) -> None:
-        if message.get("janus") != "event":
-            return
-        data = plugin_data(message)
-        result = data.get("result")
-        if not isinstance(result, dict):
-            return
-        handler = getattr(self, f"_EH_{result.get('event')}", None)
+    def line_event(self, line: _Line, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
+        event = result.get("event")
+        handler = getattr(self, f"_EH_{event}", None)
         if handler is not None:
-            handler(result)
+            handler(line, result, jsep)
+        elif line.call is not None:
+            line.call.plugin_event(event, result, jsep)
 
-    def handle_detached(self) -> None:
-        self._handle = None
-        self._observer.registration_failed("Janus detached the SIP handle")
+    def line_detached(self, line: _Line) -> None:
+        """Janus let a line go by itself (it does so with the helpers when the master unregisters)."""
+        if line.call is not None:
+            line.call.ended("Janus released the line (the account unregistered)")
+        if line is self._master:
+            self._master, self._master_id = None, None
+            self._has_stack = False
+            self._set_status("none")
+            self._observer.registration_failed("Janus detached the SIP handle")
+        elif line in self._helpers:
+            self._helpers.remove(line)
 
-    # --- SIP plugin events ---
+    def line_freed(self, line: _Line) -> None:
+        line.call = None
+        line.idle_since = self._clock.seconds()
 
-    def _EH_registered(self, result: dict[str, Any]) -> None:
+    def retire(self, line: _Line) -> None:
+        """Let go of a helper Janus left in a state it cannot call from again."""
+        if line in self._helpers:
+            self._helpers.remove(line)
+            if line.handle is not None:
+                line.handle.detach().addErrback(self._detach_failed)
+
+    # --- SIP plugin events about the account ---
+
+    def _EH_registered(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
+        if line.helper:
+            return
+        self._master_id = result.get("master_id", self._master_id)
+        if result.get("register_sent") is False:
+            self._set_status("identity")  # not a registration: the identity for calls is set
+            return
+        self._set_status("registered")
         self._observer.registration_succeeded()
+        self._ensure_spare_line()
 
-    def _EH_registration_failed(self, result: dict[str, Any]) -> None:
+    def _EH_registration_failed(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
+        if line.helper:
+            return
+        self._set_status("unregistered")
         self._observer.registration_failed(f"{result.get('code', '')} {result.get('reason', '')}".strip())
 
-    def _EH_unregistered(self, result: dict[str, Any]) -> None:
+    def _EH_unregistered(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
+        if line.helper:
+            return
+        helpers, self._helpers = self._helpers, []  # Janus detaches them itself, right after this event
+        for helper in helpers:
+            if helper.call is not None:
+                helper.call.ended("Janus released the line (the account unregistered)")
+        self._set_status("unregistered")
         self._observer.unregistered()
+
+    def _EH_incomingcall(self, line: _Line, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
+        if line.call is not None:
+            self.log.warn("Ignoring an INVITE for {aor} on a line that is in a call", aor=self._identity.aor)
+            return
+        call = JanusSIPCall(self, "incoming", None, line)
+        call.call_id = result.get("call_id")
+        line.call = call
+        self._ensure_spare_line()
+        if not jsep or jsep.get("type") != "offer":
+            # sylkRTC has no way to ask the browser for an offer: refuse calls without SDP
+            line.handle.message({"request": "decline", "code": 488}).addErrback(call.request_failed)  # type: ignore[union-attr]
+            return
+        self._observer.incoming_call(call, _originator(result), jsep["sdp"])
+
+    def _EH_missed_call(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
+        self._observer.missed_call(_originator(result))
 
     # --- internals ---
 
+    def _set_status(self, status: str) -> None:
+        self._status = status
+        observer, self._status_changed = self._status_changed, OneShotObserver()
+        observer.fire()
+
     async def _register(self, registration: Registration) -> None:
+        line = await self._master_line()
         generation = self._generation
-        if self._handle is None:
-            handle = await self._session.attach(SIP_PLUGIN, self)
+        await self._master_request(line, self._identity_body(ttl=registration.ttl), "registering", generation)
+
+    def _reply(self, reply: dict[str, Any], line: _Line) -> None:
+        """A plugin's direct answer can already be final (`registered` for an identity, say): handle it as an
+        event too; the answers that are only acknowledgements (`registering`, ...) have no handlers."""
+        line.handle_event(reply)
+
+    async def _master_request(self, line: _Line, body: dict[str, Any], busy_status: str, generation: int) -> None:
+        """A register request on the master; `busy_status` holds other work off until its answer is in. The first
+        one starts the account's Sofia stack, so it waits for its turn among new stacks (NEW_STACKS_AT_ONCE)."""
+        previous = self._status
+        self._set_status(busy_status)
+        new_stack = not self._has_stack
+        try:
+            if new_stack:
+                await self._new_stacks.acquire()
+                if generation != self._generation:
+                    raise BackendUnavailable("closed while waiting to start")
+            try:
+                reply = await line.handle.message(body)  # type: ignore[union-attr]
+            finally:
+                if new_stack:
+                    self._new_stacks.release()
+        except Exception:
+            if generation == self._generation and self._status == busy_status:
+                self._set_status(previous if previous != "registered" else "unregistered")
+            raise
+        if generation == self._generation:
+            self._has_stack = True
+            self._reply(reply, line)
+
+    async def _wait(self, generation: int) -> None:
+        """Until the master's state changes (bounded); fails if the user agent is closed meanwhile."""
+        changed = self._status_changed.when_fired()
+        changed.addTimeout(MASTER_WAIT, self._clock)
+        try:
+            await changed
+        except Exception:
+            raise BackendUnavailable(f"the account's SIP line stayed {self._status} for {MASTER_WAIT:g} s") \
+                from None
+        if generation != self._generation:
+            raise BackendUnavailable("closed")
+
+    async def _master_line(self) -> _Line:
+        generation = self._generation
+        while self._master is not None and self._master.handle is None:  # someone else is attaching it
+            await self._wait(generation)
+        if self._master is None:
+            self._master = line = _Line(self, helper=False)
+            try:
+                handle = await self._session.attach(SIP_PLUGIN, line)
+            except Exception:
+                if self._master is line:
+                    self._master = None
+                self._status_changed.fire()
+                raise
             if generation != self._generation:
                 handle.detach().addErrback(self._detach_failed)
                 raise BackendUnavailable("closed while attaching")
-            self._handle = handle
-        reply = await self._handle.message(self._register_body(registration))
-        if generation == self._generation:  # (not closed meanwhile)
-            self.handle_event(reply)  # normally `registering`; a final answer here must not be lost
+            line.handle = handle
+            self._status_changed.fire()  # the handle exists now
+        return self._master
 
-    def _register_body(self, registration: Registration) -> dict[str, Any]:
+    async def _callable_master(self) -> _Line:
+        """The master, in a state that allows calls and helpers: registered, or with its identity set."""
+        generation = self._generation
+        while True:
+            line = await self._master_line()
+            if self._status in ("identity", "registered"):
+                return line
+            if self._status in ("registering", "identifying"):
+                await self._wait(generation)
+                continue
+            await self._master_request(line, self._identity_body(), "identifying", generation)
+            if self._status not in ("identity", "registered"):
+                raise BackendUnavailable(f"Janus did not accept the account's identity ({self._status})")
+
+    async def _place(self, call: JanusSIPCall, uri: str, sdp: str) -> None:
+        line = await self._free_line(call)
+        if call.is_ended:  # terminated while a line was being found
+            self.line_freed(line)
+            return
+        body: dict[str, Any] = {"request": "call", "uri": f"sip:{uri}"}
+        srtp = _SRTP[self._settings.srtp]
+        if srtp is not None:
+            body["srtp"] = srtp
+        reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
+        call.placed(reply)
+
+    async def _free_line(self, call: JanusSIPCall) -> _Line:
+        """An idle helper for an outgoing call, attached if needed (the master must be callable for that)."""
+        await self._callable_master()
+        idle = [line for line in self._helpers if line.call is None and line.handle is not None]
+        if idle:
+            line = min(idle, key=lambda line: line.idle_since)  # idle the longest: Janus may still be cleaning up
+        elif len(self._helpers) < self._settings.max_lines:
+            line = self._new_helper()
+        else:
+            raise BackendUnavailable("every line of the account is busy")
+        line.call = call  # taken now, before anything else can await
+        call.line = line
+        if line.handle is None:
+            await self._attach_helper(line)
+        self._ensure_spare_line()
+        return line
+
+    def _new_helper(self) -> _Line:
+        line = _Line(self, helper=True)
+        line.idle_since = self._clock.seconds()
+        self._helpers.append(line)
+        return line
+
+    async def _attach_helper(self, line: _Line) -> None:
+        generation = self._generation
+        handle = await self._session.attach(SIP_PLUGIN, line)
+        if generation != self._generation or line not in self._helpers:
+            handle.detach().addErrback(self._detach_failed)
+            raise BackendUnavailable("closed while attaching a line")
+        line.handle = handle
+        await handle.message({"request": "register", "type": "helper", "username": f"sip:{self._identity.aor}",
+                              "master_id": self._master_id})
+
+    def _ensure_spare_line(self) -> None:
+        """While registered: one idle helper for the next incoming call (tried again later if Janus could not
+        attach it)."""
+        if self._status != "registered" or len(self._helpers) >= self._settings.max_lines or \
+                any(line.call is None for line in self._helpers):
+            return
+        generation = self._generation
+        line = self._new_helper()
+        Deferred.fromCoroutine(self._attach_helper(line)).addErrback(self._spare_failed, line, generation)
+
+    def _identity_body(self, ttl: int | None = None) -> dict[str, Any]:
+        """A `register` request: a real one with a TTL, else one that only sets the identity for calls."""
         identity = self._identity
         body: dict[str, Any] = {
             "request": "register",
             "username": f"sip:{identity.aor}",
             "authuser": identity.user,
             "ha1_secret": identity.ha1,
-            "register_ttl": registration.ttl,
         }
+        if ttl is None:
+            body["send_register"] = False
+        else:
+            body["register_ttl"] = ttl
         if identity.display_name:
             body["display_name"] = identity.display_name
         if identity.user_agent:
             body["user_agent"] = identity.user_agent
-        route = registration.route
-        if route is None:
-            body["proxy"] = f"sip:{identity.domain}"
-        else:
-            # `proxy` only targets the REGISTER; `outbound_proxy` also routes later requests (and spares Sofia
-            # DNS lookups of the account's domain, which may not resolve).
-            body["proxy"] = body["outbound_proxy"] = sip_uri(route)
-            if route.transport == "tcp":
-                body["force_tcp"] = True  # Janus >= 0.11.7 needs it for TCP proxies (janus-gateway#2868)
-            elif route.transport == "tls":
-                body["sips"] = True  # without it the account's Sofia stack has no TLS transport (416)
+        body.update(self._route_params())
         return body
 
+    def _route_params(self) -> dict[str, Any]:
+        route = self._settings.route
+        if route is None:
+            return {"proxy": f"sip:{self._identity.domain}"}
+        # `proxy` only targets the REGISTER; `outbound_proxy` also routes calls (and spares Sofia DNS lookups of
+        # the account's domain, which may not resolve).
+        params: dict[str, Any] = {"proxy": sip_uri(route), "outbound_proxy": sip_uri(route)}
+        if route.transport == "tcp":
+            params["force_tcp"] = True  # Janus >= 0.11.7 needs it for TCP proxies (janus-gateway#2868)
+        elif route.transport == "tls":
+            params["sips"] = True  # without it the account's Sofia stack has no TLS transport (416)
+        return params
+
+    def _spare_failed(self, failure: Failure, line: _Line, generation: int) -> None:
+        if line in self._helpers:
+            self._helpers.remove(line)
+        if generation != self._generation or failure.check(JanusDisconnected, BackendUnavailable):
+            return  # closed meanwhile: nothing to add a line to
+        self.log.warn("Adding a line for {aor} failed ({error}); trying again in {delay:g} s", aor=self._identity.aor,
+                      error=failure.value, delay=HELPER_RETRY)
+        self._clock.callLater(HELPER_RETRY, lambda: generation == self._generation and self._ensure_spare_line())
+
     def _detach_failed(self, failure: Failure) -> None:
+        if failure.check(JanusError) and failure.value.code == 459:
+            return  # no such handle: Janus had let it go already
         if not failure.check(JanusDisconnected):
-            self.log.warn("Detaching the SIP handle of {aor} failed: {error}", aor=self._identity.aor,
+            self.log.warn("Detaching a SIP handle of {aor} failed: {error}", aor=self._identity.aor,
                           error=failure.value)
+
+
+@implementer(ISIPCall)
+class JanusSIPCall:
+    """A call on one line. Candidates that arrive before the call (or the answer) has gone to Janus wait."""
+
+    log = Logger()
+
+    def __init__(self, agent: JanusSIPUserAgent, direction: str, observer: ICallObserver | None,
+                 line: _Line | None = None) -> None:
+        self.agent = agent
+        self.direction = direction
+        self.line = line
+        self.call_id: str | None = None
+        self._observer = observer
+        self._sent = False  # our SDP (offer or answer) is with Janus: candidates can follow
+        self._waiting_candidates: list[list[dict[str, Any]]] = []
+        self._early_sdp: str | None = None
+        self._answered = False
+        self._accepted = False
+        self.is_ended = False
+
+    # --- ISIPCall ---
+
+    def set_observer(self, observer: ICallObserver) -> None:
+        self._observer = observer
+
+    def trickle(self, candidates: list[dict[str, Any]]) -> None:
+        if self._sent:
+            self._send_candidates(candidates)
+        else:
+            self._waiting_candidates.append(candidates)
+
+    def answer(self, sdp: str) -> Deferred[None]:
+        self._answered = True
+        handle = self._handle()
+        answer = handle.message({"request": "accept"}, {"type": "answer", "sdp": sdp})
+        self._sent = True
+        self._flush_candidates()
+        return answer.addCallback(self._reply)
+
+    def terminate(self) -> None:
+        if self.is_ended:
+            return
+        if self.line is None or self.line.handle is None:
+            self.ended("487 Request Terminated")  # not placed yet: nothing went out
+            return
+        if self.direction == "incoming" and not self._answered:
+            body = {"request": "decline", "code": self.agent._settings.decline_code}
+        else:
+            body = {"request": "hangup"}  # a CANCEL while inviting, else a BYE
+        request = self.line.handle.message(body)
+        if self.direction == "outgoing" and not self._accepted:
+            request.addCallback(self._cancelled)  # Janus 1.1.2 may never report this call's end
+        request.addErrback(self.request_failed)
+
+    # --- from the user agent ---
+
+    def placed(self, reply: dict[str, Any]) -> None:
+        """The `call` request was accepted (`calling`)."""
+        self.call_id = plugin_data(reply).get("call_id") or self.call_id
+        self._sent = True
+        self._flush_candidates()
+        self._reply(reply)
+
+    def failed(self, failure: Failure) -> None:
+        """Placing or answering the call failed before SIP could say anything."""
+        self.log.info("Call failed in Janus: {error}", error=failure.value)
+        self.ended(str(failure.value))
+
+    def request_failed(self, failure: Failure) -> None:
+        if not self.is_ended:
+            self.log.warn("A request about a call was refused: {error}", error=failure.value)
+
+    def _cancelled(self, reply: dict[str, Any]) -> None:
+        """Janus accepted to cancel the INVITE (`hangingup`): the CANCEL is out. After a provisional response,
+        Janus 1.1.2 reports nothing more and leaves the line stuck, so end the call here and retire the line."""
+        line = self.line
+        self.ended("487 Request Terminated")
+        if line is not None:
+            self.agent.retire(line)
+
+    def plugin_event(self, event: str, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
+        handler = getattr(self, f"_EH_{event}", None)
+        if handler is not None:
+            handler(result, jsep)
+
+    def core_event(self, kind: str | None, message: dict[str, Any]) -> None:
+        if kind == "webrtcup" and not self.is_ended:
+            self._observer_call("call_established")
+        elif kind == "hangup" and not self.is_ended:
+            # The PeerConnection is gone (ICE or DTLS failed, the browser vanished) while SIP thinks the call is
+            # still up: end the SIP side too.
+            reason = str(message.get("reason") or "Media closed")
+            self._handle().message({"request": "hangup"}).addErrback(self.request_failed)
+            self.ended(reason)
+
+    def ended(self, reason: str) -> None:
+        if self.is_ended:
+            return
+        self.is_ended = True
+        if self.line is not None and self.line.call is self:
+            self.agent.line_freed(self.line)
+        self._observer_call("call_terminated", reason)
+
+    # --- SIP plugin events about the call ---
+
+    def _EH_calling(self, result: dict[str, Any], jsep: Any) -> None:
+        self._observer_call("call_progress")
+
+    def _EH_progress(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
+        if jsep and jsep.get("sdp"):
+            self._early_sdp = jsep["sdp"]  # 183 with SDP: the later 200 comes without it
+
+    def _EH_accepted(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
+        self._accepted = True
+        if self.direction == "outgoing":
+            self._observer_call("call_accepted", (jsep or {}).get("sdp") or self._early_sdp)
+        else:
+            self._observer_call("call_accepted", None)
+
+    def _EH_hangup(self, result: dict[str, Any], jsep: Any) -> None:
+        if result.get("call_id") not in (None, self.call_id) and self.call_id is not None:
+            return  # Janus 1.1.2 sends stray hangups for INVITEs it refused as busy
+        self.ended(_sip_reason(result.get("code"), result.get("reason")))
+
+    # --- internals ---
+
+    def _reply(self, reply: dict[str, Any]) -> None:
+        result = plugin_data(reply).get("result")
+        if isinstance(result, dict):
+            self.plugin_event(str(result.get("event")), result, reply.get("jsep"))
+
+    def _handle(self) -> JanusHandle:
+        if self.line is None or self.line.handle is None:
+            raise BackendUnavailable("the call has no line")
+        return self.line.handle
+
+    def _flush_candidates(self) -> None:
+        waiting, self._waiting_candidates = self._waiting_candidates, []
+        for candidates in waiting:
+            self._send_candidates(candidates)
+
+    def _send_candidates(self, candidates: list[dict[str, Any]]) -> None:
+        if self.is_ended or self.line is None or self.line.handle is None:
+            return
+        handle = self.line.handle
+        if candidates:
+            payload: dict[str, Any] = {"candidates": [{k: v for k, v in c.items() if v is not None}
+                                                      for c in candidates]}
+        else:
+            payload = {"candidate": {"completed": True}}
+        handle.session.request({"janus": "trickle", **payload}, handle_id=handle.id).addErrback(
+            self.request_failed)
+
+    def _observer_call(self, method: str, *args: Any) -> None:
+        if self._observer is not None:
+            getattr(self._observer, method)(*args)
+
+
+def _originator(result: dict[str, Any]) -> Originator:
+    uri = re.sub(r"^sips?:", "", str(result.get("username") or ""), flags=re.IGNORECASE)
+    display_name = str(result.get("displayname") or "").strip().strip('"').strip()  # Janus 1.1.2 adds quotes
+    return Originator(uri=uri, display_name=display_name or None)
+
+
+def _sip_reason(code: Any, reason: Any) -> str:
+    if code == 200:
+        return "200 OK"  # a normal hang-up; Sofia's own phrase for it is "to BYE"
+    if code and reason:
+        return f"{code} {reason}"
+    return str(code or reason or "Call ended")
 
 
 def sip_uri(proxy: SIPProxy) -> str:

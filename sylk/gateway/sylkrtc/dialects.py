@@ -20,11 +20,16 @@ class SylkRTC1:
 
     requests: dict[str, type[model.Request]] = {
         **{cls.name: cls for cls in (model.AccountAdd, model.AccountRemove, model.AccountRegister,
-                                     model.AccountUnregister)},
+                                     model.AccountUnregister, model.SessionCreate, model.SessionAnswer,
+                                     model.SessionTrickle, model.SessionTerminate)},
         "add_account": model.AccountAdd,
         "remove_account": model.AccountRemove,
         "register": model.AccountRegister,
         "unregister": model.AccountUnregister,
+        "call": model.SessionCreate,
+        "answer": model.SessionAnswer,
+        "trickle": model.SessionTrickle,
+        "terminate": model.SessionTerminate,
     }
 
     def decode(self, message: Mapping[str, Any]) -> model.Request:
@@ -55,6 +60,30 @@ class SylkRTC1:
         if event.reason is not None:
             data["reason"] = event.reason
         return {"sylkrtc": "account_event", "account": event.account, "event": "registration_state", "data": data}
+
+    def _encode_SessionStateChanged(self, event: model.SessionStateChanged) -> dict[str, Any]:
+        data = {"state": event.state}
+        if event.sdp is not None:
+            data["sdp"] = event.sdp
+        if event.reason is not None:
+            data["reason"] = event.reason
+        return {"sylkrtc": "session_event", "session": event.session, "event": "state", "data": data}
+
+    def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
+        return {"sylkrtc": "account_event", "account": event.account, "session": event.session,
+                "event": "incoming_session", "data": {"originator": _originator(event.originator),
+                                                      "sdp": event.sdp}}
+
+    def _encode_MissedSession(self, event: model.MissedSession) -> dict[str, Any]:
+        return {"sylkrtc": "account_event", "account": event.account, "event": "missed_session",
+                "data": {"originator": _originator(event.originator)}}
+
+
+def _originator(originator: Any) -> dict[str, str]:
+    shown = {"uri": originator.uri}
+    if originator.display_name:
+        shown["display_name"] = originator.display_name
+    return shown
 
 
 DIALECTS = {dialect.subprotocol: dialect for dialect in (SylkRTC1(),)}

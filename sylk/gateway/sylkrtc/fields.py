@@ -80,6 +80,37 @@ class AOR(String):
         return f"{user}@{domain.lower()}"
 
 
+class Candidates(Field):
+    """ICE candidates as browsers produce them: [{candidate, sdpMid, sdpMLineIndex}], normalised to dicts with just
+    those keys (other keys, such as usernameFragment, are dropped). An empty list means end of candidates."""
+
+    def __init__(self, *, max_items: int = 64, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_items = max_items
+
+    def convert(self, value: Any) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise ValidationError(f"must be an array, not {_json_type(value)}")
+        if len(value) > self.max_items:
+            raise ValidationError(f"must have at most {self.max_items} items")
+        return [self._candidate(index, item) for index, item in enumerate(value)]
+
+    @staticmethod
+    def _candidate(index: int, item: Any) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            raise ValidationError(f"item {index} must be an object, not {_json_type(item)}")
+        candidate, mid, line = item.get("candidate"), item.get("sdpMid"), item.get("sdpMLineIndex")
+        if not isinstance(candidate, str) or len(candidate) > 1024:
+            raise ValidationError(f"item {index} needs a 'candidate' string")
+        if mid is not None and not (isinstance(mid, str) and len(mid) <= 64):
+            raise ValidationError(f"item {index}: 'sdpMid' must be a string or null")
+        if line is not None and not (isinstance(line, int) and not isinstance(line, bool) and 0 <= line < 1024):
+            raise ValidationError(f"item {index}: 'sdpMLineIndex' must be a small number or null")
+        if mid is None and line is None:
+            raise ValidationError(f"item {index} needs 'sdpMid' or 'sdpMLineIndex'")
+        return {"candidate": candidate, "sdpMid": mid, "sdpMLineIndex": line}
+
+
 class Model:
     """Base of requests and events: fields declared as class attributes, values as instance attributes."""
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sylk.gateway.sylkrtc.fields import AOR, HA1, Field, Model, String
+from sylk.gateway.sylkrtc.fields import AOR, HA1, Candidates, Field, Model, String
+
+MAX_SDP = 32768
 
 
 class Request(Model):
@@ -40,6 +42,30 @@ class AccountUnregister(AccountRequest):
     name = "account-unregister"
 
 
+class SessionRequest(Request):
+    session = String(max_length=128)
+
+
+class SessionCreate(AccountRequest, SessionRequest):
+    name = "session-create"
+    uri = AOR()
+    sdp = String(max_length=MAX_SDP)
+
+
+class SessionAnswer(SessionRequest):
+    name = "session-answer"
+    sdp = String(max_length=MAX_SDP)
+
+
+class SessionTrickle(SessionRequest):
+    name = "session-trickle"
+    candidates = Candidates()
+
+
+class SessionTerminate(SessionRequest):
+    name = "session-terminate"
+
+
 class Event(Model):
     """Something the gateway tells the browser, without a transaction."""
 
@@ -60,3 +86,30 @@ class RegistrationStateChanged(Event):
     account = Field()
     state = Field()
     reason = Field(optional=True)  # "<code> <phrase>" (or a plain explanation) with FAILED
+
+
+class SessionState:
+    CONNECTING = "connecting"  # internal: before the first state the browser hears of
+    PROGRESS = "progress"
+    ACCEPTED = "accepted"
+    ESTABLISHED = "established"
+    TERMINATED = "terminated"
+
+
+class SessionStateChanged(Event):
+    session = Field()
+    state = Field()
+    sdp = Field(optional=True)  # with ACCEPTED of an outgoing call: the answer
+    reason = Field(optional=True)  # with TERMINATED
+
+
+class IncomingSession(Event):
+    account = Field()
+    session = Field()
+    originator = Field()  # sylk.gateway.sip.Originator
+    sdp = Field()  # the offer
+
+
+class MissedSession(Event):
+    account = Field()
+    originator = Field()

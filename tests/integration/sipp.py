@@ -1,0 +1,88 @@
+"""sipp (Debian's sip-tester) as a real SIP phone in tests: our scenarios in sipp/, one call per run, on
+127.0.0.1. Every wait is bounded and the process is always stopped."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+SCENARIOS = Path(__file__).parent / "sipp"
+REGISTRAR = "127.0.0.1:5070"
+DOMAIN = "sylk.test"
+
+
+class Sipp:
+    """One run of a scenario. A UAS (`uas_*.xml`) waits for a call on `port`; a UAC (`uac_*.xml`) calls through
+    the registrar. `keys` fill the scenario's [keywords] (caller, display, ...) at run time; `render` fills
+    {placeholders} before sipp reads the file, for what sipp checks when loading (status codes, pauses)."""
+
+    def __init__(self, workdir: Path, scenario: str, port: int, service: str, keys: dict[str, Any] | None = None,
+                 auth: tuple[str, str] | None = None, render: dict[str, str] | None = None) -> None:
+        if shutil.which("sipp") is None:
+            raise RuntimeError("sipp is missing (Debian package sip-tester; make test installs it)")
+        self.workdir = workdir
+        self.name = f"{Path(scenario).stem}-{port}"
+        self.log_path = workdir / f"{self.name}.log"
+        keys = {"domain": DOMAIN, "caller": service, "display": service.title(), **(keys or {})}
+        workdir.mkdir(parents=True, exist_ok=True)
+        text = (SCENARIOS / scenario).read_text()
+        for placeholder, value in {"hold": "1000", **(render or {})}.items():
+            text = text.replace("{" + placeholder + "}", str(value))
+        path = workdir / f"{self.name}.xml"
+        path.write_text(text)
+        self.command = ["sipp", "-sf", str(path), "-s", service, "-i", "127.0.0.1",
+                        "-p", str(port), "-mi", "127.0.0.1", "-mp", str(20000 + (port - 5000) * 10), "-m", "1", "-nostdin",
+                        "-timeout", "40s", "-timeout_error", "-trace_msg", "-message_file", str(self.log_path)]
+        for key, value in keys.items():
+            self.command += ["-key", key, str(value)]
+        if auth is not None:
+            self.command += ["-au", auth[0], "-ap", auth[1]]
+        if scenario.startswith(("uac", "register")):
+            self.command.append(REGISTRAR)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Sipp:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir / f"{self.name}.stderr", "ab") as errors:
+            self.process = subprocess.Popen(self.command, cwd=self.workdir, stdout=subprocess.DEVNULL,
+                                            stderr=errors, start_new_session=True)
+        return self
+
+    def wait(self, timeout: float = 30) -> int:
+        """sipp's exit status: 0 when the scenario ran to its end."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"sipp {self.name} did not finish within {timeout} s:\n{self.messages()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def messages(self) -> str:
+        """Everything sipp sent and received (its -trace_msg file), then what it complained about."""
+        errors = self.workdir / f"{self.name}.stderr"
+        return "\n".join(path.read_text(errors="replace") for path in (self.log_path, errors) if path.exists())
+
+    def __enter__(self) -> Sipp:
+        return self if self.process is not None else self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+def register(workdir: Path, user: str, password: str, port: int) -> None:
+    """Register user@sylk.test at the registrar with this port as the contact (for a UAS started after)."""
+    with Sipp(workdir, "register.xml", port, user, auth=(user, password)) as sipp:
+        status = sipp.wait(15)
+        assert status == 0, f"sipp could not register {user}:\n{sipp.messages()[-3000:]}"

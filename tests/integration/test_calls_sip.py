@@ -1,0 +1,182 @@
+"""Call signalling end to end: browser stand-in -> gateway -> its Janus -> Kamailio -> sipp phones, and back.
+
+The browser stand-in sends well-formed WebRTC SDP (tests/integration/webrtc.py) but no media, so these calls never
+reach `established`; what they check is real SIP: what the phone receives (INVITE, CANCEL, BYE) and what it
+answers (180, 486, 603, 404, 200) arriving in the browser as the right states and reasons. Media are checked with
+a real browser in test_calls_browser.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.gateway import Client, Gateway, eventually, register
+from tests.integration.kamailio import Kamailio
+from tests.integration.sipp import Sipp, register as sipp_register
+from tests.integration.webrtc import OFFER, answer_for
+
+ALICE = "alice@sylk.test"
+BOB_PORT, CAROL_PORT = 5092, 5094
+
+
+def states(client: Client, session: str, until: str = "terminated", timeout: float = 15) -> list[Any]:
+    """The session's states up to `until`, with sdp (shortened to 'sdp') or reason."""
+    seen: list[Any] = []
+    while True:
+        event = client.event(lambda m: m.get("sylkrtc") == "session_event" and m.get("session") == session,
+                             timeout, f"a state of session {session}")
+        data = event["data"]
+        extra = "sdp" if "sdp" in data else data.get("reason")
+        seen.append(data["state"] if extra is None else (data["state"], extra))
+        if data["state"] in (until, "terminated"):
+            return seen
+
+
+def call(client: Client, uri: str, session: str = "s1") -> None:
+    answer = client.request("session-create", account=ALICE, session=session, uri=uri, sdp=OFFER)
+    assert answer["sylkrtc"] == "ack", answer
+
+
+@pytest.fixture
+def caller(gateway: Gateway, kamailio: Kamailio) -> Client:
+    """A browser with alice added, not registered: calling does not need it (the proxy still authenticates the
+    INVITE, with a 407 that Janus answers from the HA1)."""
+    client = gateway.connect()
+    assert client.request("add_account", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+    return client
+
+
+def phone(kamailio: Kamailio, tmp_path: Path, scenario: str, user: str = "bob", port: int = BOB_PORT,
+          **render: str) -> Sipp:
+    """A registered sipp phone for `user`, running `scenario`."""
+    sipp_register(tmp_path / "sipp", user, kamailio.users[user], port)
+    return Sipp(tmp_path / "sipp", scenario, port, user, render=render).start()
+
+
+class TestOutgoing:
+    def test_answered_then_hung_up_by_the_browser(self, caller: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer.xml") as bob:
+            call(caller, "bob@sylk.test")
+            assert states(caller, "s1", until="accepted") == ["progress", ("accepted", "sdp")]
+            assert caller.request("session-terminate", session="s1")["sylkrtc"] == "ack"
+            assert states(caller, "s1") == [("terminated", "200 OK")]
+            assert bob.wait() == 0  # it got the INVITE, answered, and got the BYE
+            invite = bob.messages()
+            assert "INVITE sip:bob@" in invite and "From: <sip:alice@sylk.test>" in invite
+            assert "AUTH OK user=alice method=INVITE" in kamailio.log()
+
+    def test_the_phone_hangs_up(self, caller: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer_hangup.xml") as bob:
+            call(caller, "bob@sylk.test")
+            assert states(caller, "s1") == ["progress", ("accepted", "sdp"), ("terminated", "200 OK")]
+            assert bob.wait() == 0
+
+    @pytest.mark.parametrize("refusal", ["486 Busy Here", "603 Decline"])
+    def test_the_phone_refuses(self, caller: Client, kamailio: Kamailio, tmp_path: Path, refusal: str) -> None:
+        with phone(kamailio, tmp_path, "uas_refuse.xml", status=refusal) as bob:
+            call(caller, "bob@sylk.test")
+            assert states(caller, "s1") == ["progress", ("terminated", refusal)]
+            assert bob.wait() == 0
+
+    def test_wrong_credentials(self, gateway: Gateway) -> None:
+        client = gateway.connect()
+        client.request("add_account", account=ALICE, password="0" * 32)
+        call(client, "bob@sylk.test")
+        assert states(client, "s1") == ["progress", ("terminated", "403 Forbidden")]
+
+    def test_unknown_user(self, caller: Client) -> None:
+        call(caller, "carol@sylk.test")  # not registered at the proxy
+        assert states(caller, "s1") == ["progress", ("terminated", "404 Not Found")]
+
+    def test_cancelled_while_ringing(self, caller: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_ring.xml") as bob:
+            call(caller, "bob@sylk.test")
+            assert states(caller, "s1", until="progress") == ["progress"]
+            eventually(lambda: "SIP/2.0 180 Ringing" in bob.messages(), what="the phone ringing")
+            caller.request("session-terminate", session="s1")
+            assert states(caller, "s1") == [("terminated", "487 Request Terminated")]
+            assert bob.wait() == 0
+            assert "CANCEL sip:bob@" in bob.messages()
+
+    def test_two_calls_at_once_from_one_account(self, caller: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer.xml") as bob, \
+                phone(kamailio, tmp_path, "uas_answer.xml", user="carol", port=CAROL_PORT) as carol:
+            call(caller, "bob@sylk.test", "to-bob")
+            call(caller, "carol@sylk.test", "to-carol")
+            assert states(caller, "to-bob", until="accepted") == ["progress", ("accepted", "sdp")]
+            assert states(caller, "to-carol", until="accepted") == ["progress", ("accepted", "sdp")]
+            for session in ("to-bob", "to-carol"):
+                caller.request("session-terminate", session=session)
+                assert states(caller, session) == [("terminated", "200 OK")]
+            assert bob.wait() == 0 and carol.wait() == 0
+
+
+class TestIncoming:
+    @pytest.fixture
+    def callee(self, gateway: Gateway, kamailio: Kamailio) -> Client:
+        client = gateway.connect()
+        assert register(client, kamailio, ALICE) == {"state": "registered"}
+        return client
+
+    def incoming(self, client: Client) -> dict[str, Any]:
+        return client.event(lambda m: m.get("event") == "incoming_session", 15, "an incoming call")
+
+    def test_answered_then_the_caller_hangs_up(self, callee: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with Sipp(tmp_path / "sipp", "uac_call.xml", BOB_PORT, "alice", {"caller": "bob", "display": "Bob B"},
+                  render={"hold": "1500"},
+                  auth=("bob", "bobpw")) as bob:
+            incoming = self.incoming(callee)
+            assert incoming["account"] == ALICE
+            assert incoming["data"]["originator"] == {"uri": "bob@sylk.test", "display_name": "Bob B"}
+            offer = incoming["data"]["sdp"]
+            assert "a=fingerprint" in offer and "a=candidate" in offer  # Janus's WebRTC offer
+            session = incoming["session"]
+            answer = callee.request("session-answer", session=session, sdp=answer_for(offer))
+            assert answer["sylkrtc"] == "ack", answer
+            assert states(callee, session) == ["accepted", ("terminated", "200 OK")]
+            assert bob.wait() == 0
+
+    def test_rejected_by_the_browser(self, callee: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with Sipp(tmp_path / "sipp", "uac_refused.xml", BOB_PORT, "alice", {"caller": "bob"},
+                  auth=("bob", "bobpw")) as bob:
+            session = self.incoming(callee)["session"]
+            callee.request("session-terminate", session=session)
+            assert states(callee, session) == [("terminated", "486 Busy Here")]
+            assert bob.wait() == 0  # it got the 486
+
+    def test_the_caller_gives_up(self, callee: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with Sipp(tmp_path / "sipp", "uac_cancel.xml", BOB_PORT, "alice", {"caller": "bob"}, render={"hold": "500"},
+                  auth=("bob", "bobpw")) as bob:
+            session = self.incoming(callee)["session"]
+            assert states(callee, session) == [("terminated", "487 Request Terminated")]
+            missed = callee.event(lambda m: m.get("event") == "missed_session", 5, "missed_session")
+            assert missed["data"]["originator"]["uri"] == "bob@sylk.test"
+            assert bob.wait() == 0
+
+    def test_a_second_call_rings_while_the_first_is_up(self, callee: Client, kamailio: Kamailio,
+                                                       tmp_path: Path) -> None:
+        with Sipp(tmp_path / "sipp", "uac_call.xml", BOB_PORT, "alice", {"caller": "bob"}, render={"hold": "4000"},
+                  auth=("bob", "bobpw")) as bob:
+            first = self.incoming(callee)
+            callee.request("session-answer", session=first["session"], sdp=answer_for(first["data"]["sdp"]))
+            assert states(callee, first["session"], until="accepted") == ["accepted"]
+            with Sipp(tmp_path / "sipp", "uac_refused.xml", CAROL_PORT, "alice", {"caller": "carol"},
+                      auth=("carol", "carolpw")) as carol:
+                second = self.incoming(callee)  # rings on a helper line, not refused by Janus as busy
+                assert second["data"]["originator"]["uri"] == "carol@sylk.test"
+                callee.request("session-terminate", session=second["session"])
+                assert carol.wait() == 0
+            assert states(callee, first["session"]) == [("terminated", "200 OK")]
+            assert bob.wait() == 0
+
+    def test_closing_the_socket_ends_the_call(self, callee: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with Sipp(tmp_path / "sipp", "uac_call.xml", BOB_PORT, "alice", {"caller": "bob"}, render={"hold": "20000"},
+                  auth=("bob", "bobpw")) as bob:
+            incoming = self.incoming(callee)
+            callee.request("session-answer", session=incoming["session"], sdp=answer_for(incoming["data"]["sdp"]))
+            assert states(callee, incoming["session"], until="accepted") == ["accepted"]
+            callee.close()
+            bob.wait(15)
+            assert "BYE sip:bob@" in bob.messages()  # the gateway hung up

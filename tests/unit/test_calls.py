@@ -1,0 +1,360 @@
+"""Calls over the Janus SIP backend and the fake Janus: outgoing and incoming flows, the account's lines (master
+and helpers), request errors, and what ends calls."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from sylk.gateway.call import TERMINATE_TIMEOUT
+from sylk.gateway.config import WebRTCGatewayConfig
+from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, Connection
+from sylk.gateway.sylkrtc import model
+from tests.fakes import FakePeer
+from tests.unit.test_connection import ALICE, ConnectionTestCase
+
+BOB = "bob@example.com"
+CANDIDATE = {"candidate": "candidate:1 1 udp 2122194687 127.0.0.1 50000 typ host", "sdpMid": "0",
+             "sdpMLineIndex": 0}
+
+
+class CallTestCase(ConnectionTestCase):
+    def calls(self, peer: FakePeer, session: str | None = None) -> list[Any]:
+        """The session states reported so far (for one session), with sdp/reason where given."""
+        shown = []
+        for event in peer.events:
+            if isinstance(event, model.SessionStateChanged) and session in (None, event.session):
+                extra = event.sdp if event.sdp is not None else event.reason
+                shown.append(event.state if extra is None else (event.state, extra))
+        return shown
+
+    def account_events(self, peer: FakePeer, kind: type) -> list[Any]:
+        return [event for event in peer.events if isinstance(event, kind)]
+
+    def dial(self, connection: Connection, session: str = "s1", uri: str = BOB) -> str | None:
+        return self.request(connection, model.SessionCreate, account=ALICE, session=session, uri=uri,
+                            sdp="v=0 offer")
+
+    def line_of(self, call_id_prefix: str = "call-") -> int:
+        (handle,) = [h for h, call_id in self.janus.calls.items() if call_id.startswith(call_id_prefix)]
+        return handle
+
+    def session_id(self) -> int:
+        return next(iter(self.janus.sessions))
+
+
+class OutgoingCallTests(CallTestCase):
+    def test_a_call_without_registering(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.assertIsNone(self.dial(connection))
+        # the master sets the identity (send_register: false), a helper on it places the call
+        self.assertEqual(self.janus.kinds(), ["create", "attach", "message:register", "attach", "message:register",
+                                              "message:call"])
+        session, master = self.master()
+        self.assertEqual(self.janus.status[master], "identity")
+        (line, body), = self.janus.call_bodies.items()
+        self.assertEqual(self.janus.helpers[line], master)
+        self.assertEqual(body, {"request": "call", "uri": f"sip:{BOB}", "srtp": "sdes_optional"})
+        self.assertEqual(self.janus.requests[-1]["jsep"], {"type": "offer", "sdp": "v=0 offer"})
+        self.assertEqual(self.calls(peer), ["progress"])
+        self.janus.answer_call(session, line)
+        self.janus.webrtcup(session, line)
+        self.assertEqual(self.calls(peer), ["progress", ("accepted", "v=0 answer"), "established"])
+
+    def test_the_call_goes_through_the_outbound_proxy(self) -> None:
+        from sylk.gateway.config import SIPProxy
+        connection, _ = self.connect(WebRTCGatewayConfig(outbound_sip_proxy=SIPProxy("127.0.0.1", 5070)))
+        self.add(connection)
+        self.dial(connection)
+        identity = [r["body"] for r in self.janus.requests if r["janus"] == "message"][0]
+        self.assertEqual(identity["outbound_proxy"], "sip:127.0.0.1:5070;transport=udp")
+        self.assertIs(identity["send_register"], False)
+        self.assertEqual(identity["ha1_secret"], "0123456789abcdef0123456789abcdef")
+
+    def test_no_srtp_when_configured_so(self) -> None:
+        connection, _ = self.connect(WebRTCGatewayConfig(sip_srtp="no"))
+        self.add(connection)
+        self.dial(connection)
+        (body,) = self.janus.call_bodies.values()
+        self.assertNotIn("srtp", body)
+
+    def test_candidates_sent_early_wait_for_the_call(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.janus.answer = False
+        self.dial(connection)
+        self.assertIsNone(self.request(connection, model.SessionTrickle, session="s1", candidates=[CANDIDATE]))
+        self.assertIsNone(self.request(connection, model.SessionTrickle, session="s1", candidates=[]))
+        self.assertNotIn("trickle", self.janus.kinds())
+        self.janus.answer = True
+        self.janus.clock.advance(10)  # the unanswered requests time out; start over with an answering Janus
+        self.assertEqual(self.calls(connection._peer), [("terminated", "Janus did not answer 'attach' within 10 s")])
+
+    def test_candidates_follow_the_call(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        self.request(connection, model.SessionTrickle, session="s1", candidates=[CANDIDATE, dict(CANDIDATE,
+                                                                                                sdpMid=None)])
+        self.request(connection, model.SessionTrickle, session="s1", candidates=[])
+        first, last = self.janus.trickles
+        self.assertEqual(first["candidates"], [CANDIDATE, {"candidate": CANDIDATE["candidate"],
+                                                           "sdpMLineIndex": 0}])
+        self.assertEqual(last["candidate"], {"completed": True})
+        self.assertEqual(first["handle_id"], next(iter(self.janus.call_bodies)))
+
+    def test_early_media_sdp_is_the_answer_when_the_200_has_none(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        line = self.line_of()
+        self.janus.early_media(self.session_id(), line)
+        self.janus.webrtcup(self.session_id(), line)  # media up before the answer: reported after it
+        self.assertEqual(self.calls(peer), ["progress"])
+        self.janus.answer_call(self.session_id(), line, sdp=None)
+        self.assertEqual(self.calls(peer), ["progress", ("accepted", "v=0 early"), "established"])
+
+    def test_far_end_refuses(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("hangup", 486, "Busy Here")
+        self.dial(connection)
+        self.assertEqual(self.calls(peer), ["progress", ("terminated", "486 Busy Here")])
+        self.assertEqual(connection.sessions, {})
+        self.assertEqual(self.request(connection, model.SessionTerminate, session="s1"),
+                         "Invalid state for terminating session s1: terminated")
+        self.assertEqual(self.request(connection, model.SessionTrickle, session="s1", candidates=[]),
+                         "Session s1 is terminated")
+        self.assertIsNone(self.dial(connection))  # the id can be used again
+
+    def test_cancel_before_the_answer(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        line = self.line_of()
+        self.assertIsNone(self.request(connection, model.SessionTerminate, session="s1"))
+        # the CANCEL is out: ended at once, and the line (which Janus 1.1.2 leaves stuck) is let go
+        self.assertEqual(self.janus.kinds()[-2:], ["message:hangup", "detach"])
+        self.assertNotIn(line, self.janus.handles())
+        self.assertEqual(self.calls(peer), ["progress", ("terminated", "487 Request Terminated")])
+        self.assertIsNone(self.dial(connection, "s2"))  # on a fresh line
+
+    def test_hang_up_after_the_answer(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        self.assertIsNone(self.request(connection, model.SessionTerminate, session="s1"))
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "200 OK"))
+
+    def test_far_end_hangs_up(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        self.janus.remote_hangup(self.session_id(), self.line_of(), 200, "Session Terminated")
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "200 OK"))
+
+    def test_terminate_twice(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.answer = False
+        self.dial(connection)
+        self.janus.answer = True
+        self.request(connection, model.SessionTerminate, session="s1")  # not placed yet: ends at once
+        self.assertEqual(self.calls(peer), [("terminated", "487 Request Terminated")])
+
+    def test_terminate_is_bounded_when_janus_does_not_answer(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        self.janus.answer = False
+        self.request(connection, model.SessionTerminate, session="s1")
+        self.assertIn("terminating", self.request(connection, model.SessionTerminate, session="s1"))
+        self.janus.clock.advance(TERMINATE_TIMEOUT)
+        self.assertEqual(self.calls(peer)[-1][0], "terminated")
+
+    def test_request_errors(self) -> None:
+        connection, _ = self.connect()
+        self.assertEqual(self.dial(connection), f"Unknown account specified for call: {ALICE}")
+        self.add(connection)
+        self.dial(connection)
+        self.assertEqual(self.dial(connection), "Session ID s1 already in use")
+        self.assertEqual(self.request(connection, model.SessionAnswer, session="s1", sdp="v=0"),
+                         "Cannot answer outgoing session s1")
+        self.assertEqual(self.request(connection, model.SessionTerminate, session="s9"), "Unknown session s9")
+        self.assertEqual(self.request(connection, model.SessionTrickle, session="s9", candidates=[]),
+                         "Unknown session s9")
+
+    def test_concurrent_calls_use_helper_lines(self) -> None:
+        connection, peer = self.connect(WebRTCGatewayConfig(max_calls_per_account=2))
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection, "s1")
+        self.dial(connection, "s2", "carol@example.com")
+        self.assertEqual(set(self.janus.call_bodies), set(self.janus.helpers))
+        self.assertEqual(len(self.janus.helpers), 2)
+        self.assertEqual(self.dial(connection, "s3"), f"Too many calls for account {ALICE} (at most 2)")
+        self.request(connection, model.SessionTerminate, session="s1")
+        self.assertIsNone(self.dial(connection, "s3"))  # a line is free again: no new helper
+        self.assertEqual(len(self.janus.helpers), 2)
+
+    def test_a_registered_account_keeps_one_spare_line(self) -> None:
+        connection, peer = self.registered()
+        self.assertEqual(len(self.janus.helpers), 1)  # idle, for a call arriving while the master is busy
+        attaches = self.janus.kinds().count("attach")
+        self.dial(connection, "s1")  # takes the spare; another is attached
+        self.assertEqual(self.janus.kinds().count("attach"), attaches + 1)
+        self.assertEqual(len(self.janus.helpers), 2)
+        for number in range(2, 5):
+            self.dial(connection, f"s{number}")
+        self.assertEqual(len(self.janus.call_bodies), 4)
+        self.assertEqual(len(self.janus.helpers), 4)  # never more lines than calls allowed
+
+
+class IncomingCallTests(CallTestCase):
+    def ring(self, connection: Connection, peer: FakePeer, displayname: str | None = '"Bob B"',
+             call_id: str = "abc@host") -> model.IncomingSession:
+        session, master = self.master()
+        self.janus.incoming_call(session, master, "sip:bob@example.com", displayname, call_id)
+        (incoming,) = self.account_events(peer, model.IncomingSession)[-1:]
+        return incoming
+
+    def test_an_incoming_call_rings_in_the_browser(self) -> None:
+        connection, peer = self.registered()
+        incoming = self.ring(connection, peer)
+        self.assertEqual(incoming.account, ALICE)
+        self.assertEqual(incoming.originator.uri, BOB)
+        self.assertEqual(incoming.originator.display_name, "Bob B")  # Janus 1.1.2's quotes removed
+        self.assertEqual(incoming.sdp, "v=0 offer")
+        self.assertEqual(incoming.session, str(uuid.UUID(bytes=hashlib.md5(b"abc@host").digest())))
+        self.assertIn(incoming.session, connection.sessions)
+
+    def test_answer(self) -> None:
+        connection, peer = self.registered()
+        session_id = self.ring(connection, peer).session
+        self.assertIsNone(self.request(connection, model.SessionAnswer, session=session_id, sdp="v=0 answer"))
+        accept = self.janus.requests[-1]
+        self.assertEqual((accept["body"], accept["jsep"]), ({"request": "accept"}, {"type": "answer",
+                                                                                  "sdp": "v=0 answer"}))
+        self.request(connection, model.SessionTrickle, session=session_id, candidates=[CANDIDATE])
+        self.assertEqual(len(self.janus.trickles), 1)
+        session, master = self.master()
+        self.janus.webrtcup(session, master)
+        self.assertEqual(self.calls(peer), ["accepted", "established"])
+        self.assertIn("Invalid state for answering", self.request(connection, model.SessionAnswer,
+                                                                   session=session_id, sdp="v=0"))
+        self.janus.remote_hangup(session, master)
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "200 OK"))
+        self.assertEqual(self.account_events(peer, model.MissedSession), [])
+
+    def test_reject_with_the_decline_code(self) -> None:
+        connection, peer = self.registered()
+        session_id = self.ring(connection, peer).session
+        self.request(connection, model.SessionTerminate, session=session_id)
+        self.assertEqual(self.janus.requests[-1]["body"], {"request": "decline", "code": 486})
+        self.assertEqual(self.calls(peer), [("terminated", "486 Busy Here")])
+
+    def test_caller_gives_up(self) -> None:
+        connection, peer = self.registered()
+        self.ring(connection, peer, displayname=None)
+        session, master = self.master()
+        self.janus.remote_hangup(session, master, 487, "Request Terminated")
+        self.assertEqual(self.calls(peer), [("terminated", "487 Request Terminated")])
+        (missed,) = self.account_events(peer, model.MissedSession)
+        self.assertEqual((missed.originator.uri, missed.originator.display_name), (BOB, None))
+
+    def test_a_second_call_rings_while_busy(self) -> None:
+        connection, peer = self.registered()
+        first = self.ring(connection, peer, call_id="one")
+        second = self.ring(connection, peer, call_id="two")
+        self.assertNotEqual(first.session, second.session)
+        self.assertEqual(len(self.janus.calls), 2)
+
+    def test_beyond_the_call_limit_the_call_is_refused_and_missed(self) -> None:
+        connection, peer = self.registered(WebRTCGatewayConfig(max_calls_per_account=1))
+        self.ring(connection, peer, call_id="one")
+        session, master = self.master()
+        self.janus.incoming_call(session, master, call_id="two")  # on the spare line, but over the limit
+        self.assertEqual(self.janus.requests[-1]["body"], {"request": "decline", "code": 486})
+        self.assertEqual(len(self.account_events(peer, model.IncomingSession)), 1)
+        self.assertEqual(len(self.account_events(peer, model.MissedSession)), 1)
+
+    def test_when_janus_has_no_idle_line_the_call_is_missed(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        for handle in [master, *self.janus.helpers]:
+            self.janus.calls[handle] = "busy"  # every line Janus knows of is in a call
+        self.janus.incoming_call(session, master, call_id="two")  # Janus answers 486 by itself
+        self.assertEqual(len(self.account_events(peer, model.MissedSession)), 1)
+
+    def test_an_invite_without_sdp_is_refused(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        self.janus.incoming_call(session, master, sdp=None)
+        self.assertEqual(self.account_events(peer, model.IncomingSession), [])
+        self.assertEqual(self.janus.requests[-1]["body"], {"request": "decline", "code": 488})
+
+    def test_same_call_id_on_two_accounts_of_one_connection(self) -> None:
+        connection, peer = self.registered()
+        self.add(connection, BOB)
+        self.request(connection, model.AccountRegister, account=BOB)
+        session = self.session_id()
+        masters = [h for h in self.janus.sessions[session] if h not in self.janus.helpers]
+        for master in masters:
+            self.janus.incoming_call(session, master, call_id="forked")
+        first, second = self.account_events(peer, model.IncomingSession)
+        self.assertNotEqual(first.session, second.session)
+
+
+class EndingTests(CallTestCase):
+    def test_closing_the_connection_hangs_up_first(self) -> None:
+        connection, peer = self.registered()
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        self.successResultOf(self.flushed(connection.close()))
+        kinds = self.janus.kinds()
+        self.assertLess(kinds.index("message:hangup"), kinds.index("message:unregister"))
+        self.assertEqual(kinds[-1], "destroy")
+
+    def flushed(self, d: Any) -> Any:
+        self.janus.flush()
+        return d
+
+    def test_removing_the_account_ends_its_calls(self) -> None:
+        connection, peer = self.registered()
+        self.dial(connection)
+        self.request(connection, model.AccountRemove, account=ALICE)
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "487 Request Terminated"))
+        self.assertEqual(connection.sessions, {})
+
+    def test_losing_janus_ends_calls_before_the_socket(self) -> None:
+        connection, peer = self.registered()
+        self.dial(connection)
+        self.janus.api.connection_lost("gone")
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "SIP backend lost"))
+        self.assertEqual(peer.closed[0], CLOSE_BACKEND_UNAVAILABLE)
+
+    def test_unregistering_ends_calls_on_helper_lines_only(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        self.janus.incoming_call(session, master, call_id="on-master")
+        (incoming,) = self.account_events(peer, model.IncomingSession)
+        self.dial(connection, "on-helper")
+        self.request(connection, model.AccountUnregister, account=ALICE)
+        self.assertEqual(self.calls(peer, "on-helper")[-1][0], "terminated")
+        self.assertEqual(self.calls(peer, incoming.session), [])  # still ringing
+        self.assertIsNone(self.dial(connection, "again"))  # the identity is set again, a helper attached again
+
+    def test_media_failure_hangs_up_the_sip_side(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        line = self.line_of()
+        self.janus.emit({"janus": "hangup", "session_id": self.session_id(), "sender": line,
+                         "reason": "DTLS alert"})
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "DTLS alert"))
+        self.assertEqual(self.janus.kinds()[-1], "message:hangup")

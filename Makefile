@@ -9,19 +9,34 @@ VPY := $(VENV)/bin/python
 RUN_PACKAGES := janus kamailio
 TEST_PACKAGES := $(RUN_PACKAGES) iproute2 sip-tester baresip chromium
 
-.PHONY: run test unit integration system-packages system-test-packages venv clean
+# The browser library, built by npm from js/sylkrtc and served by the gateway (never committed).
+JS := js/sylkrtc
+JS_BUILT := sylk/gateway/web/sylkrtc.js
 
-run: system-packages venv
+.PHONY: run test unit integration system-packages system-test-packages venv js node clean
+
+run: system-packages venv js
 	demo/run.sh
 
-test: system-test-packages venv
+test: system-test-packages venv js
 	$(VPY) -m pytest tests
 
-unit: venv
+unit: venv js
 	$(VPY) -m pytest tests/unit
 
-integration: system-test-packages venv
+integration: system-test-packages venv js
 	$(VPY) -m pytest tests/integration
+
+js: $(JS_BUILT)
+
+$(JS_BUILT): $(JS)/node_modules/.package-lock.json $(wildcard $(JS)/src/*.ts) $(JS)/tsconfig.json
+	cd $(JS) && npm run --silent build:gateway
+
+$(JS)/node_modules/.package-lock.json: $(JS)/package-lock.json | node
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+
+node:
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or newer (with npm)"; exit 1; }
 
 system-packages:
 	@scripts/apt-install $(RUN_PACKAGES)
@@ -39,4 +54,4 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) build dist *.egg-info twisted/plugins/dropin.cache $(JS)/node_modules $(JS)/dist $(JS_BUILT)

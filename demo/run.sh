@@ -191,6 +191,7 @@ cat <<EOF
 
 ================================================================================
  sylkgateway demo
+   Demo phone    : http://127.0.0.1:$WEB_PORT/   (open it in two browser windows and call between them)
    WebSocket API : ws://127.0.0.1:$WEB_PORT/webrtcgateway/ws   (subprotocol sylkRTC-1)
    SIP registrar : Kamailio on udp/tcp $SIP_HOST:$SIP_PORT for domain $DOMAIN
                    log: demo/run/kamailio/kamailio.log

@@ -90,7 +90,7 @@ class WebRTCGatewayConfig:
     max_message_size: int = 65536
     max_accounts_per_connection: int = 20
     max_calls_per_account: int = 4
-    sip_srtp: str = "optional"  # SDES-SRTP towards SIP: no, optional (offered, RTP accepted) or mandatory
+    sip_srtp: str = "no"  # SDES-SRTP towards SIP: no, optional (offered, RTP accepted) or mandatory
     register_ttl: int = 600
     register_timeout: float = 45.0
     user_agent: str = f"sylkgateway {__version__}"

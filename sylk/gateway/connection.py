@@ -95,7 +95,7 @@ class Connection:
         self.accounts.clear()
         self._fail_queued(f"SIP backend lost: {reason}")
         self._finish_close()
-        self._peer.disconnect(CLOSE_BACKEND_UNAVAILABLE, f"SIP backend lost: {reason}")
+        self._peer.disconnect(CLOSE_BACKEND_UNAVAILABLE, "SIP backend lost")  # short: close reasons are cut at 123 bytes
 
     # --- request handlers ---
 
@@ -195,10 +195,9 @@ class Connection:
                        error=failure.value)
         if self.state != "opening":
             return
-        reason = f"SIP backend unavailable: {failure.value}"
-        self._fail_queued(reason)
+        self._fail_queued(f"SIP backend unavailable: {failure.value}")
         self._finish_close()
-        self._peer.disconnect(CLOSE_BACKEND_UNAVAILABLE, reason)
+        self._peer.disconnect(CLOSE_BACKEND_UNAVAILABLE, "SIP backend unavailable")
 
     def _fail_queued(self, reason: str) -> None:
         queued, self._queued = self._queued, []

@@ -4,8 +4,9 @@ Children start in order: the Janus child (when spawned), the connection to Janus
 the other way with one extra step: once the web server stops listening, every browser is told goodbye and its
 accounts are unregistered before Janus goes away.
 
-`GatewayService.resource` is the `/webrtcgateway` resource (WebSocket API at `ws` below it), for an existing web
-server (SylkServer) to mount instead of using the gateway's own listener.
+`GatewayService.resource` is the `/webrtcgateway` resource, for an existing web server (SylkServer) to mount
+instead of using the gateway's own listener: the WebSocket API at `ws` below it, and the demo phone and the
+sylkrtc.js library (files of `sylk/gateway/web/`) beside it. `/` redirects there.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from twisted.internet import ssl
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.resource import ForbiddenResource, Resource
+from twisted.web.server import Site
+from twisted.web.static import File
+from twisted.web.util import Redirect
 
 from sylk.gateway import __version__
 from sylk.gateway.config import Config, ConfigError, WebServerConfig
 from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
-from sylk.gateway.sylkrtc.dialects import DIALECTS
 from sylk.gateway.websocket import GatewayWebSocketFactory
 
 
@@ -54,7 +56,8 @@ class GatewayService(MultiService):
         backend = JanusSIPBackend(self.janus, line_settings(config), reactor)
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor)
         self.resource = gateway_resource(self.websocket_factory)
-        root = StatusPage()
+        root = Resource()
+        root.putChild(b"", Redirect(b"/webrtcgateway/"))
         root.putChild(b"webrtcgateway", self.resource)
         self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server), Site(root))
         self.web._raiseSynchronously = True  # a port that cannot be bound stops twistd (as strports.service does)
@@ -91,20 +94,18 @@ def line_settings(config: Config) -> LineSettings:
                         decline_code=config.janus.decline_code, route=gateway.outbound_sip_proxy)
 
 
-class StatusPage(Resource):
-    """A plain page that says what answers here (the demo page will replace it at `/`)."""
+WEB_DIR = Path(__file__).parent / "web"
 
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return self if path == b"" else super().getChild(path, request)
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return (f"sylkgateway {__version__}\nWebSocket API: /webrtcgateway/ws "
-                f"(subprotocols: {', '.join(DIALECTS)})\n").encode()
+class WebFiles(File):
+    """The demo phone and the client library; no directory listings."""
+
+    def directoryListing(self) -> Resource:
+        return ForbiddenResource()
 
 
 def gateway_resource(factory: GatewayWebSocketFactory) -> Resource:
-    resource = StatusPage()
+    resource = WebFiles(str(WEB_DIR))
     resource.putChild(b"ws", WebSocketResource(factory))
     return resource
 

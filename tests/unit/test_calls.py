@@ -56,7 +56,7 @@ class OutgoingCallTests(CallTestCase):
         self.assertEqual(self.janus.status[master], "identity")
         (line, body), = self.janus.call_bodies.items()
         self.assertEqual(self.janus.helpers[line], master)
-        self.assertEqual(body, {"request": "call", "uri": f"sip:{BOB}", "srtp": "sdes_optional"})
+        self.assertEqual(body, {"request": "call", "uri": f"sip:{BOB}"})  # plain RTP towards SIP by default
         self.assertEqual(self.janus.requests[-1]["jsep"], {"type": "offer", "sdp": "v=0 offer"})
         self.assertEqual(self.calls(peer), ["progress"])
         self.janus.answer_call(session, line)
@@ -73,12 +73,12 @@ class OutgoingCallTests(CallTestCase):
         self.assertIs(identity["send_register"], False)
         self.assertEqual(identity["ha1_secret"], "0123456789abcdef0123456789abcdef")
 
-    def test_no_srtp_when_configured_so(self) -> None:
-        connection, _ = self.connect(WebRTCGatewayConfig(sip_srtp="no"))
-        self.add(connection)
-        self.dial(connection)
-        (body,) = self.janus.call_bodies.values()
-        self.assertNotIn("srtp", body)
+    def test_srtp_towards_sip_when_configured(self) -> None:
+        for setting, offered in (("optional", "sdes_optional"), ("mandatory", "sdes_mandatory")):
+            connection, _ = self.connect(WebRTCGatewayConfig(sip_srtp=setting))
+            self.add(connection)
+            self.dial(connection)
+            self.assertEqual(self.janus.requests[-1]["body"]["srtp"], offered)
 
     def test_candidates_sent_early_wait_for_the_call(self) -> None:
         connection, _ = self.connect()

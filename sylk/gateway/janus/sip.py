@@ -63,7 +63,7 @@ class JanusLink(Protocol):
 @dataclass(frozen=True)
 class LineSettings:
     max_lines: int = 4  # calls at once per account: the master and max_lines - 1 helpers
-    srtp: str = "optional"  # towards SIP: no, optional or mandatory (SDES)
+    srtp: str = "no"  # towards SIP: no, optional or mandatory (SDES); see docs/configuration.md on optional
     decline_code: int = 486
     route: SIPProxy | None = None  # every request through this proxy; None: to the domain, per RFC 3263
 

@@ -1,0 +1,267 @@
+/** A SIP account added on a connection: registration, incoming calls, outgoing calls. */
+
+import { Call, type CallOptions, type Identity } from './call.js';
+import type { Connection } from './connection.js';
+import { REQUESTS } from './connection.js';
+import { Emitter } from './emitter.js';
+import { SylkRTCError } from './errors.js';
+import { errorMessage, parseAddress, uuid4, type SipAddress } from './util.js';
+
+/**
+ * - `null`: never registered on this connection;
+ * - `registering`: a REGISTER is on its way;
+ * - `registered`: the registrar accepted the binding;
+ * - `failed`: registering failed or the registration was lost (see the reason; "Connection lost" when the socket
+ *   dropped: it is registered again after the reconnect);
+ * - `unregistered`: the binding was removed after `unregister()` (or the connection was closed).
+ */
+export type RegistrationState = null | 'registering' | 'registered' | 'failed' | 'unregistered';
+
+export interface MissedCall {
+    originator: Identity;
+}
+
+export type AccountEvents = {
+    registrationStateChanged: (state: RegistrationState, previousState: RegistrationState, reason: string | null) => void;
+    /** An incoming call, in state `incoming`: `answer()` or `reject()` it. */
+    incomingCall: (call: Call) => void;
+    /** A call the account could not take: the caller gave up first, or the account had too many calls. */
+    missedCall: (missed: MissedCall) => void;
+    /** The account is no longer on the connection (removeAccount, close, or re-adding it after a reconnect failed). */
+    removed: (reason: string) => void;
+};
+
+/** @internal */
+export interface AccountOptions {
+    ha1: string;
+    displayName: string | null;
+    userAgent: string | null;
+}
+
+export class Account extends Emitter<AccountEvents> {
+    /** The account's address as the gateway reports it: `user@domain`, domain in lower case. */
+    readonly id: string;
+    readonly user: string;
+    readonly domain: string;
+    readonly displayName: string | null;
+    readonly connection: Connection;
+    registrationState: RegistrationState = null;
+    /** Whether the account is still on its connection. */
+    active = true;
+
+    private readonly _ha1: string;
+    private readonly _userAgent: string | null;
+    private _calls = new Set<Call>();
+    private _registerAfterReconnect = false;
+
+    /** @internal: use `Connection.addAccount()`. */
+    constructor(connection: Connection, address: SipAddress, options: AccountOptions) {
+        super();
+        this.connection = connection;
+        this.id = address.aor;
+        this.user = address.user;
+        this.domain = address.domain;
+        this.displayName = options.displayName;
+        this._ha1 = options.ha1;
+        this._userAgent = options.userAgent;
+    }
+
+    /** The account's calls that are not terminated. */
+    get calls(): Call[] {
+        return [...this._calls];
+    }
+
+    /** Starts registering (`account-register`); resolves on the ack, the outcome comes as `registrationStateChanged`. */
+    register(): Promise<void> {
+        if (!this.active) {
+            return Promise.reject(this._removedError(REQUESTS.register));
+        }
+        return this.connection._request(REQUESTS.register, { account: this.id });
+    }
+
+    /**
+     * Removes the registration (`account-unregister`); resolves on the ack, `unregistered` follows. While the
+     * connection is down it only cancels registering again after the reconnect.
+     */
+    unregister(): Promise<void> {
+        if (!this.active) {
+            return Promise.reject(this._removedError(REQUESTS.unregister));
+        }
+        if (this.connection.state !== 'ready' && this._registerAfterReconnect) {
+            this._registerAfterReconnect = false;
+            this._setRegistrationState('unregistered', 'Unregistered while disconnected');
+            return Promise.resolve();
+        }
+        return this.connection._request(REQUESTS.unregister, { account: this.id });
+    }
+
+    /**
+     * Calls `uri` (`user@domain`, `sip:user@domain`, or just `user` for the account's own domain). The call starts
+     * in state `connecting`: the offer is made, then sent with `session-create`. Pass the `localStream` from
+     * getUserMedia; without one the call only receives audio. Throws when the connection is not ready.
+     */
+    call(uri: string, options: CallOptions = {}): Call {
+        if (!this.active) {
+            throw this._removedError(REQUESTS.call);
+        }
+        if (this.connection.state !== 'ready') {
+            throw new SylkRTCError(`Cannot call: the connection is ${this.connection.state}, not ready`, 'not-ready',
+                REQUESTS.call);
+        }
+        const target = parseAddress(typeof uri === 'string' && !uri.includes('@') ? `${uri.trim()}@${this.domain}` : uri,
+            'uri');
+        let id = uuid4();
+        while (this.connection._hasCall(id)) {
+            id = uuid4();
+        }
+        const call = new Call(this, id, 'outgoing', { uri: target.aor, displayName: null });
+        call._startOutgoing(options); // throws if no peer connection can be made
+        this._addCall(call);
+        return call;
+    }
+
+    // ---- internals ----
+
+    /** @internal */
+    _addFields(): Record<string, unknown> {
+        const fields: Record<string, unknown> = { account: this.id, password: this._ha1 };
+        if (this.displayName) {
+            fields.display_name = this.displayName;
+        }
+        if (this._userAgent) {
+            fields.user_agent = this._userAgent;
+        }
+        return fields;
+    }
+
+    /** @internal */
+    _addCall(call: Call): void {
+        this._calls.add(call);
+        this.connection._addCall(call);
+    }
+
+    /** @internal */
+    _forgetCall(call: Call): void {
+        this._calls.delete(call);
+        this.connection._forgetCall(call);
+    }
+
+    /** @internal: the socket dropped; the gateway forgot the account, which is added again after the reconnect. */
+    _connectionLost(reason: string): void {
+        const state = this.registrationState;
+        if (state === 'registering' || state === 'registered') {
+            this._registerAfterReconnect = true;
+            this._setRegistrationState('failed', reason);
+        }
+    }
+
+    /** @internal: the new socket is up; add the account there again. */
+    async _addAgain(): Promise<void> {
+        const connection = this.connection;
+        try {
+            await connection._request(REQUESTS.addAccount, this._addFields(), { beforeReady: true });
+        } catch (error) {
+            if (connection.accounts.includes(this) && (error as SylkRTCError).kind !== 'connection-lost') {
+                // the gateway does not want it any more (e.g. domain no longer allowed): drop it
+                connection._forgetAccount(this);
+                this._registerAfterReconnect = false;
+                this._removed(`Could not add the account again after reconnecting: ${errorMessage(error)}`);
+            }
+            return;
+        }
+        if (!connection.accounts.includes(this)) {
+            // removed while it was being added again
+            await connection._request(REQUESTS.removeAccount, { account: this.id }, { beforeReady: true })
+                .catch(() => undefined);
+        }
+    }
+
+    /** @internal: the connection is ready again; register if the account was registered before. */
+    _resumeRegistration(): void {
+        if (!this._registerAfterReconnect) {
+            return;
+        }
+        this._registerAfterReconnect = false;
+        this.register().catch((error: unknown) => {
+            if (this.active && this.registrationState !== 'registering' && this.registrationState !== 'registered') {
+                this._setRegistrationState('failed', `Could not register again after reconnecting: ${errorMessage(error)}`);
+            }
+        });
+    }
+
+    /** @internal: no longer on the connection. */
+    _removed(reason: string): void {
+        if (!this.active) {
+            return;
+        }
+        this.active = false;
+        for (const call of [...this._calls]) {
+            call._end(reason);
+        }
+        const state = this.registrationState;
+        if (state === 'registering' || state === 'registered') {
+            this._setRegistrationState('unregistered', reason);
+        }
+        this.emit('removed', reason);
+    }
+
+    /** @internal */
+    _onEvent(message: Record<string, unknown>): void {
+        const data = (message.data ?? {}) as Record<string, unknown>;
+        switch (message.event) {
+            case 'registration_state': {
+                const state = data.state;
+                if (state === 'registering' || state === 'registered' || state === 'failed' || state === 'unregistered') {
+                    this._setRegistrationState(state, typeof data.reason === 'string' ? data.reason : null);
+                }
+                break;
+            }
+            case 'incoming_session':
+            case 'incoming_call': // the July 2015 seed's name, with data.caller
+                this._onIncoming(message.session, data);
+                break;
+            case 'missed_session':
+                this.emit('missedCall', { originator: toIdentity(data.originator) });
+                break;
+            default:
+                break;
+        }
+    }
+
+    private _onIncoming(session: unknown, data: Record<string, unknown>): void {
+        if (typeof session !== 'string' || session === '' || this.connection._hasCall(session)) {
+            return;
+        }
+        const sdp = typeof data.sdp === 'string' ? data.sdp : '';
+        const call = new Call(this, session, 'incoming', toIdentity(data.originator ?? data.caller), sdp);
+        this._addCall(call);
+        this.emit('incomingCall', call);
+    }
+
+    private _setRegistrationState(state: RegistrationState, reason: string | null): void {
+        const previous = this.registrationState;
+        if (state === previous) {
+            return;
+        }
+        this.registrationState = state;
+        this.emit('registrationStateChanged', state, previous, reason);
+    }
+
+    private _removedError(request: string): SylkRTCError {
+        return new SylkRTCError(`Account ${this.id} was removed from the connection`, 'local', request);
+    }
+}
+
+function toIdentity(value: unknown): Identity {
+    if (typeof value === 'string') {
+        return { uri: value, displayName: null };
+    }
+    if (value !== null && typeof value === 'object') {
+        const v = value as Record<string, unknown>;
+        return {
+            uri: typeof v.uri === 'string' ? v.uri : '',
+            displayName: typeof v.display_name === 'string' && v.display_name !== '' ? v.display_name : null,
+        };
+    }
+    return { uri: '', displayName: null };
+}

@@ -1,0 +1,455 @@
+/** A call (a sylkRTC session): its RTCPeerConnection, offer/answer, trickle ICE, DTMF and state. */
+
+import type { Account } from './account.js';
+import { REQUESTS } from './connection.js';
+import { Emitter } from './emitter.js';
+import { SylkRTCError } from './errors.js';
+import { errorMessage } from './util.js';
+
+/**
+ * - `connecting`: local only. Outgoing: the offer is being made and sent; incoming: `answer()` is under way.
+ * - `incoming`: an incoming call ringing, not answered yet.
+ * - `progress`: outgoing: the INVITE is on its way.
+ * - `accepted`: answered (for outgoing calls the remote answer has been applied).
+ * - `established`: media flow between the browser and the gateway.
+ * - `terminated`: over; `reason` says why. Terminal.
+ */
+export type CallState = 'connecting' | 'incoming' | 'progress' | 'accepted' | 'established' | 'terminated';
+export type CallDirection = 'incoming' | 'outgoing';
+
+export interface Identity {
+    /** `user@domain`. */
+    uri: string;
+    displayName: string | null;
+}
+
+export interface CallOptions {
+    /** The local media (from getUserMedia); it stays the app's: the library never stops its tracks. */
+    localStream?: MediaStream | null;
+    /** RTCPeerConnection configuration (ICE servers...). */
+    pcConfig?: RTCConfiguration;
+    /** Passed to createOffer / createAnswer. */
+    offerOptions?: RTCOfferOptions;
+}
+
+export interface DtmfOptions {
+    /** Tone duration in ms (default 100; browsers allow 40 to 6000). */
+    duration?: number;
+    /** Gap between tones in ms (default 70; at least 30). */
+    gap?: number;
+}
+
+export type CallEvents = {
+    stateChanged: (state: CallState, previousState: CallState, reason: string | null) => void;
+    /** A remote stream arrived (attach it to an `<audio>`/`<video>` element). */
+    streamAdded: (stream: MediaStream) => void;
+};
+
+const ORDER: Record<CallState, number> = {
+    connecting: 0,
+    incoming: 0,
+    progress: 1,
+    accepted: 2,
+    established: 3,
+    terminated: 4,
+};
+
+type TrickleCandidate = { candidate: string; sdpMid: string | null; sdpMLineIndex: number | null };
+
+export class Call extends Emitter<CallEvents> {
+    /** The session id (chosen here for outgoing calls, by the gateway for incoming ones). */
+    readonly id: string;
+    readonly direction: CallDirection;
+    readonly account: Account;
+    /** Whom the call is with: the callee of an outgoing call, the caller of an incoming one. */
+    readonly remoteIdentity: Identity;
+    state: CallState;
+    /** Why the call ended (set with `terminated`), e.g. "200 OK", "486 Busy Here", "Connection lost". */
+    reason: string | null = null;
+    /** The peer connection; null for an incoming call not answered yet. */
+    pc: RTCPeerConnection | null = null;
+    localStream: MediaStream | null = null;
+    /** The first remote stream, once it arrived. */
+    remoteStream: MediaStream | null = null;
+
+    private _remoteStreams: MediaStream[] = [];
+    private _trackStream: MediaStream | null = null;
+    private readonly _offer: string;
+    /** The gateway knows the session (session-create sent, or incoming). */
+    private _known: boolean;
+    /** Candidates may be sent (after session-create / session-answer). */
+    private _trickling = false;
+    private _queued: TrickleCandidate[][] = [];
+    private _endOfCandidates = false;
+    private _terminateSent = false;
+    private _terminateTimer: unknown = null;
+    /** The remote answer is being applied: state events wait in `_waiting`. */
+    private _applying = false;
+    private _waiting: Record<string, unknown>[] = [];
+    private _ended: Promise<void>;
+    private _resolveEnded!: () => void;
+
+    /** @internal: calls are made by `Account.call()` or arrive as `incomingCall`. */
+    constructor(account: Account, id: string, direction: CallDirection, remoteIdentity: Identity, offer = '') {
+        super();
+        this.account = account;
+        this.id = id;
+        this.direction = direction;
+        this.remoteIdentity = remoteIdentity;
+        this.state = direction === 'incoming' ? 'incoming' : 'connecting';
+        this._offer = offer;
+        this._known = direction === 'incoming';
+        this._ended = new Promise((resolve) => {
+            this._resolveEnded = resolve;
+        });
+    }
+
+    /** The remote SDP offer of an incoming call. */
+    get remoteOffer(): string | null {
+        return this.direction === 'incoming' ? this._offer : null;
+    }
+
+    getLocalStreams(): MediaStream[] {
+        return this.localStream ? [this.localStream] : [];
+    }
+
+    getRemoteStreams(): MediaStream[] {
+        return [...this._remoteStreams];
+    }
+
+    /**
+     * Answers an incoming call: setRemoteDescription(offer), createAnswer, setLocalDescription, `session-answer`,
+     * then trickles the candidates. Resolves on the gateway's ack. On failure the call is terminated.
+     */
+    async answer(options: CallOptions = {}): Promise<void> {
+        if (this.direction !== 'incoming' || this.state !== 'incoming') {
+            throw new SylkRTCError(`Cannot answer ${this.direction} call ${this.id} in state ${this.state}`, 'local',
+                REQUESTS.answer);
+        }
+        this._setState('connecting', null);
+        try {
+            const pc = this._createPeerConnection(options);
+            await pc.setRemoteDescription({ type: 'offer', sdp: this._offer });
+            this._checkActive();
+            const answer = await pc.createAnswer(options.offerOptions);
+            this._checkActive();
+            await pc.setLocalDescription(answer);
+            this._checkActive();
+            const sent = this._connection()._request(REQUESTS.answer, {
+                session: this.id,
+                sdp: pc.localDescription?.sdp ?? answer.sdp,
+            });
+            this._startTrickling();
+            await sent;
+        } catch (error) {
+            this._fail(`Could not answer: ${errorMessage(error)}`);
+            throw error;
+        }
+    }
+
+    /** Rejects an incoming call that was not answered (the caller gets `[Janus] decline_code`, 486 by default). */
+    reject(): Promise<void> {
+        if (this.direction !== 'incoming' || this.state !== 'incoming') {
+            return Promise.reject(new SylkRTCError(`Cannot reject ${this.direction} call ${this.id} in state ${this.state}`,
+                'local', REQUESTS.terminate));
+        }
+        return this.terminate();
+    }
+
+    /**
+     * Ends the call whatever its state (`session-terminate`: CANCEL, reject or BYE). Resolves once the call is
+     * `terminated`: on the gateway's event, or locally if it does not come in time or the request fails.
+     */
+    terminate(): Promise<void> {
+        if (this.state === 'terminated') {
+            return Promise.resolve();
+        }
+        if (!this._known) {
+            // the offer is still being made: the gateway has not heard of the call
+            this._end('Terminated locally');
+        } else if (!this._terminateSent) {
+            this._terminateSent = true;
+            this._connection()._request(REQUESTS.terminate, { session: this.id }).then(() => {
+                if (this.state !== 'terminated') {
+                    const env = this._connection()._env;
+                    this._terminateTimer = env.setTimeout(() => {
+                        this._terminateTimer = null;
+                        this._end('Terminated locally');
+                    }, this._connection()._options.terminateTimeout);
+                }
+            }, (error: unknown) => {
+                this._end(`Terminated locally (${errorMessage(error)})`);
+            });
+        }
+        return this._ended;
+    }
+
+    /**
+     * Plays DTMF tones (0-9, *, #, A-D; ',' is a 2 s pause) in the audio (RFC 4733) via the audio sender's
+     * RTCDTMFSender. Tones are queued after those still playing. Throws if the call is not answered or has no audio.
+     */
+    sendDtmf(tones: string, options: DtmfOptions = {}): void {
+        if (this.state !== 'accepted' && this.state !== 'established') {
+            throw new SylkRTCError(`Cannot send DTMF in state ${this.state}`, 'local');
+        }
+        if (typeof tones !== 'string' || !/^[0-9A-Da-d#*,]+$/.test(tones)) {
+            throw new TypeError(`Invalid DTMF tones ${JSON.stringify(tones)}: use 0-9, *, #, A-D and ','`);
+        }
+        const senders = this.pc ? this.pc.getSenders() : [];
+        const sender = senders.find((s) => s.track?.kind === 'audio' && s.dtmf) ?? senders.find((s) => s.dtmf);
+        const dtmf = sender?.dtmf;
+        if (!dtmf) {
+            throw new SylkRTCError('DTMF is not available: the call sends no audio', 'local');
+        }
+        if ('canInsertDTMF' in dtmf && dtmf.canInsertDTMF === false) {
+            throw new SylkRTCError('DTMF cannot be sent now (the audio is not flowing)', 'local');
+        }
+        dtmf.insertDTMF(dtmf.toneBuffer + tones.toUpperCase(), options.duration ?? 100, options.gap ?? 70);
+    }
+
+    // ---- internals ----
+
+    private _connection() {
+        return this.account.connection;
+    }
+
+    /**
+     * @internal: create the peer connection (synchronously: errors are thrown to the caller of Account.call), then
+     * make the offer and send session-create.
+     */
+    _startOutgoing(options: CallOptions): void {
+        void this._makeOffer(this._createPeerConnection(options), options);
+    }
+
+    private async _makeOffer(pc: RTCPeerConnection, options: CallOptions): Promise<void> {
+        try {
+            const offer = await pc.createOffer(options.offerOptions);
+            this._checkActive();
+            await pc.setLocalDescription(offer);
+            this._checkActive();
+            const sent = this._connection()._request(REQUESTS.call, {
+                account: this.account.id,
+                session: this.id,
+                uri: this.remoteIdentity.uri,
+                sdp: pc.localDescription?.sdp ?? offer.sdp,
+            });
+            this._known = true;
+            this._startTrickling();
+            await sent;
+        } catch (error) {
+            if (this.state === 'terminated') {
+                return;
+            }
+            const kind = (error as SylkRTCError).kind;
+            if (kind === 'server') {
+                // the gateway refused the call: it has no session to terminate
+                this._end(errorMessage(error));
+            } else {
+                this._fail(`Call failed: ${errorMessage(error)}`);
+            }
+        }
+    }
+
+    private _createPeerConnection(options: CallOptions): RTCPeerConnection {
+        const env = this._connection()._env;
+        if (typeof env.RTCPeerConnection !== 'function') {
+            throw new Error('WebRTC is not available in this browser (no RTCPeerConnection)');
+        }
+        const pc = new env.RTCPeerConnection(options.pcConfig);
+        this.pc = pc;
+        this.localStream = options.localStream ?? null;
+        try {
+            if (this.localStream) {
+                for (const track of this.localStream.getTracks()) {
+                    pc.addTrack(track, this.localStream);
+                }
+            }
+            if (!this.localStream && this.direction === 'outgoing') {
+                pc.addTransceiver('audio', { direction: 'recvonly' });
+            }
+        } catch (error) {
+            pc.close();
+            throw error;
+        }
+        pc.addEventListener('icecandidate', (event) => this._onIceCandidate((event as RTCPeerConnectionIceEvent).candidate));
+        pc.addEventListener('icegatheringstatechange', () => {
+            if (pc.iceGatheringState === 'complete') {
+                this._onIceCandidate(null);
+            }
+        });
+        pc.addEventListener('track', (event) => this._onTrack(event as RTCTrackEvent));
+        return pc;
+    }
+
+    private _checkActive(): void {
+        if (this.state === 'terminated') {
+            throw new SylkRTCError(`Call ${this.id} was terminated (${this.reason})`, 'local');
+        }
+    }
+
+    private _onIceCandidate(candidate: RTCIceCandidate | null): void {
+        if (this.state === 'terminated' || this._endOfCandidates) {
+            return;
+        }
+        if (candidate === null) {
+            this._endOfCandidates = true;
+            this._trickle([]);
+        } else if (candidate.candidate) {
+            // (an empty candidate string marks the end of one generation; the null candidate follows)
+            this._trickle([{
+                candidate: candidate.candidate,
+                sdpMid: candidate.sdpMid ?? null,
+                sdpMLineIndex: candidate.sdpMLineIndex ?? null,
+            }]);
+        }
+    }
+
+    private _startTrickling(): void {
+        this._trickling = true;
+        const queued = this._queued;
+        this._queued = [];
+        for (const candidates of queued) {
+            this._trickle(candidates);
+        }
+    }
+
+    private _trickle(candidates: TrickleCandidate[]): void {
+        if (!this._trickling) {
+            this._queued.push(candidates);
+            return;
+        }
+        this._connection()._request(REQUESTS.trickle, { session: this.id, candidates }).catch((error: unknown) => {
+            if (this.state !== 'terminated') {
+                this._fail(`ICE candidates refused: ${errorMessage(error)}`);
+            }
+        });
+    }
+
+    private _onTrack(event: RTCTrackEvent): void {
+        if (this.state === 'terminated') {
+            return;
+        }
+        let stream: MediaStream | undefined = event.streams && event.streams[0];
+        if (!stream) {
+            const env = this._connection()._env;
+            if (!this._trackStream && env.MediaStream) {
+                this._trackStream = new env.MediaStream();
+            }
+            if (!this._trackStream) {
+                return;
+            }
+            stream = this._trackStream;
+            stream.addTrack(event.track);
+        }
+        if (!this._remoteStreams.includes(stream)) {
+            this._remoteStreams.push(stream);
+            if (!this.remoteStream) {
+                this.remoteStream = stream;
+            }
+            this.emit('streamAdded', stream);
+        }
+    }
+
+    /** @internal: a session_event for this call. */
+    _onEvent(message: Record<string, unknown>): void {
+        if (message.event !== 'state') {
+            return;
+        }
+        const data = (message.data ?? {}) as Record<string, unknown>;
+        if (data.state === 'terminated') {
+            // at once, not after a pending setRemoteDescription
+            this._end(typeof data.reason === 'string' ? data.reason : 'Terminated');
+            return;
+        }
+        if (this._applying) {
+            this._waiting.push(data); // after the remote answer has been applied
+        } else {
+            this._applyState(data);
+        }
+    }
+
+    private _applyState(data: Record<string, unknown>): void {
+        switch (data.state) {
+            case 'progress':
+                if (this.direction === 'outgoing') {
+                    this._setState('progress', null);
+                }
+                break;
+            case 'accepted': {
+                const pc = this.pc;
+                if (this.direction === 'outgoing' && typeof data.sdp === 'string' && pc
+                    && pc.signalingState === 'have-local-offer') {
+                    this._applying = true;
+                    pc.setRemoteDescription({ type: 'answer', sdp: data.sdp }).then(() => {
+                        this._applying = false;
+                        this._setState('accepted', null);
+                        this._applyWaiting();
+                    }, (error: unknown) => {
+                        this._applying = false;
+                        this._fail(`Could not apply the remote answer: ${errorMessage(error)}`);
+                    });
+                    return;
+                }
+                this._setState('accepted', null);
+                break;
+            }
+            case 'established':
+                this._setState('established', null);
+                break;
+            default:
+                break; // unknown states from newer gateways
+        }
+    }
+
+    private _applyWaiting(): void {
+        while (this._waiting.length > 0 && !this._applying && this.state !== 'terminated') {
+            this._applyState(this._waiting.shift()!);
+        }
+    }
+
+    private _setState(state: CallState, reason: string | null): void {
+        const previous = this.state;
+        if (previous === 'terminated' || (ORDER[state] <= ORDER[previous] && !(previous === 'incoming' && state === 'connecting'))) {
+            return;
+        }
+        this.state = state;
+        this.emit('stateChanged', state, previous, reason);
+    }
+
+    /** Ends the call here and tells the gateway (best effort). */
+    private _fail(reason: string): void {
+        if (this.state === 'terminated') {
+            return;
+        }
+        if (this._known && !this._terminateSent && this._connection().state === 'ready') {
+            this._terminateSent = true;
+            this._connection()._request(REQUESTS.terminate, { session: this.id }).catch(() => undefined);
+        }
+        this._end(reason);
+    }
+
+    /** @internal: the call is over: close the peer connection (the local stream is the app's), forget the call. */
+    _end(reason: string): void {
+        if (this.state === 'terminated') {
+            return;
+        }
+        if (this._terminateTimer !== null) {
+            this._connection()._env.clearTimeout(this._terminateTimer);
+            this._terminateTimer = null;
+        }
+        const previous = this.state;
+        this.state = 'terminated';
+        this.reason = reason;
+        this._queued = [];
+        if (this.pc) {
+            try {
+                this.pc.close();
+            } catch {
+                // already closed
+            }
+        }
+        this.account._forgetCall(this);
+        this._resolveEnded();
+        this.emit('stateChanged', 'terminated', previous, reason);
+    }
+}

@@ -1,0 +1,30 @@
+/**
+ * sylkrtc.js: the browser client of sylkgateway's sylkRTC-1 WebSocket API (WebRTC calls to and from SIP).
+ *
+ *     import { connect } from './sylkrtc.js';
+ *     const connection = connect('wss://gateway.example.com/webrtcgateway/ws');
+ *     await connection.waitReady();
+ *     const account = await connection.addAccount({ account: 'alice@example.com', password: 'secret' });
+ *     await account.register();
+ */
+
+export { connect, Connection, SUBPROTOCOL, REQUESTS } from './connection.js';
+export type {
+    AddAccountOptions,
+    ConnectionEvents,
+    ConnectionOptions,
+    ConnectionState,
+    ConnectionStateDetails,
+    ReconnectOptions,
+} from './connection.js';
+export { Account } from './account.js';
+export type { AccountEvents, MissedCall, RegistrationState } from './account.js';
+export { Call } from './call.js';
+export type { CallDirection, CallEvents, CallOptions, CallState, DtmfOptions, Identity } from './call.js';
+export { Emitter } from './emitter.js';
+export { SylkRTCError } from './errors.js';
+export { md5 } from './md5.js';
+export type { Environment } from './util.js';
+
+/** The library's version. */
+export const VERSION = '0.1.0';

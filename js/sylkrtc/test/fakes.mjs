@@ -1,0 +1,368 @@
+// Fakes for the browser APIs sylkrtc.js uses: a clock, WebSocket, RTCPeerConnection, MediaStream and tracks.
+// They are driven by the tests: nothing happens unless a test makes it happen, and time passes only on tick().
+
+import { setImmediate as nextMacrotask } from 'node:timers/promises';
+
+/** Lets every pending promise callback run (the microtask queue drains before the next macrotask). */
+export async function flush() {
+    await nextMacrotask();
+}
+
+/** A fake clock: setTimeout/clearTimeout that run only when the test advances time with tick(). */
+export class FakeClock {
+    constructor() {
+        this.now = 0;
+        this._timers = new Map();
+        this._nextId = 1;
+        this.setTimeout = (fn, ms) => {
+            const id = this._nextId++;
+            this._timers.set(id, { at: this.now + Math.max(0, ms), fn, id });
+            return id;
+        };
+        this.clearTimeout = (id) => {
+            this._timers.delete(id);
+        };
+    }
+
+    /** The delays (from now) of the timers still pending, sorted. */
+    pending() {
+        return [...this._timers.values()].map((t) => t.at - this.now).sort((a, b) => a - b);
+    }
+
+    /** Advances time by ms, running due timers in order, letting promises settle after each. */
+    async tick(ms) {
+        const end = this.now + ms;
+        await flush();
+        for (;;) {
+            let next = null;
+            for (const timer of this._timers.values()) {
+                if (timer.at <= end && (next === null || timer.at < next.at || (timer.at === next.at && timer.id < next.id))) {
+                    next = timer;
+                }
+            }
+            if (next === null) {
+                break;
+            }
+            this._timers.delete(next.id);
+            this.now = next.at;
+            next.fn();
+            await flush();
+        }
+        this.now = end;
+        await flush();
+    }
+}
+
+function messageEvent(data) {
+    const event = new Event('message');
+    event.data = data;
+    return event;
+}
+
+/** A fake browser WebSocket; the test plays the gateway through open(), ready(), receive(), ack(), drop(). */
+export class FakeWebSocket extends EventTarget {
+    static CONNECTING = 0;
+    static OPEN = 1;
+    static CLOSING = 2;
+    static CLOSED = 3;
+    /** Every socket created, in order. */
+    static instances = [];
+
+    static get last() {
+        return FakeWebSocket.instances[FakeWebSocket.instances.length - 1];
+    }
+
+    constructor(url, protocols) {
+        super();
+        this.url = url;
+        this.protocols = protocols;
+        this.protocol = '';
+        this.readyState = FakeWebSocket.CONNECTING;
+        /** The parsed messages sent by the library. */
+        this.sent = [];
+        /** Transactions answered by the test. */
+        this.answered = new Set();
+        this.closedWith = null;
+        FakeWebSocket.instances.push(this);
+    }
+
+    send(data) {
+        if (this.readyState !== FakeWebSocket.OPEN) {
+            throw new Error('InvalidStateError: the socket is not open');
+        }
+        if (typeof data !== 'string') {
+            throw new Error('the library must send text');
+        }
+        this.sent.push(JSON.parse(data));
+    }
+
+    close(code = 1000, reason = '') {
+        if (code !== 1000 && (code < 3000 || code > 4999)) {
+            throw new Error(`InvalidAccessError: close code ${code}`);
+        }
+        this.closedWith = { code, reason };
+        if (this.readyState === FakeWebSocket.CLOSED) {
+            return;
+        }
+        this.readyState = FakeWebSocket.CLOSING;
+        queueMicrotask(() => this._closed(code, reason));
+    }
+
+    // ---- the gateway's side ----
+
+    open(protocol = 'sylkRTC-1') {
+        this.protocol = protocol;
+        this.readyState = FakeWebSocket.OPEN;
+        this.dispatchEvent(new Event('open'));
+    }
+
+    /** Opens the socket (if needed) and sends the ready event. */
+    ready() {
+        if (this.readyState === FakeWebSocket.CONNECTING) {
+            this.open();
+        }
+        this.receive({ sylkrtc: 'event', event: 'ready' });
+    }
+
+    receive(message) {
+        this.dispatchEvent(messageEvent(typeof message === 'string' ? message : JSON.stringify(message)));
+    }
+
+    receiveBinary(bytes) {
+        this.dispatchEvent(messageEvent(bytes));
+    }
+
+    /** The socket closes from the gateway's side (or the network). */
+    drop(code = 1006, reason = '') {
+        this._closed(code, reason);
+    }
+
+    _closed(code, reason) {
+        if (this.readyState === FakeWebSocket.CLOSED) {
+            return;
+        }
+        this.readyState = FakeWebSocket.CLOSED;
+        const event = new Event('close');
+        event.code = code;
+        event.reason = reason;
+        event.wasClean = code === 1000;
+        this.dispatchEvent(event);
+    }
+
+    /** Requests sent and not answered yet, optionally only those of one type. */
+    unanswered(type) {
+        return this.sent.filter((m) => !this.answered.has(m.transaction) && (type === undefined || m.sylkrtc === type));
+    }
+
+    /** The requests of one type sent so far. */
+    requests(type) {
+        return this.sent.filter((m) => m.sylkrtc === type);
+    }
+
+    ack(request) {
+        this.answered.add(request.transaction);
+        this.receive({ sylkrtc: 'ack', transaction: request.transaction });
+    }
+
+    error(request, error) {
+        this.answered.add(request.transaction);
+        this.receive({ sylkrtc: 'error', transaction: request.transaction, error });
+    }
+
+    /** Acks every unanswered request (of one type, if given); returns them. */
+    ackAll(type) {
+        const requests = this.unanswered(type);
+        for (const request of requests) {
+            this.ack(request);
+        }
+        return requests;
+    }
+
+    registrationState(account, state, reason) {
+        const data = reason === undefined ? { state } : { state, reason };
+        this.receive({ sylkrtc: 'account_event', account, event: 'registration_state', data });
+    }
+
+    sessionState(session, state, extra = {}) {
+        this.receive({ sylkrtc: 'session_event', session, event: 'state', data: { state, ...extra } });
+    }
+}
+
+let nextStreamId = 1;
+
+export class FakeTrack {
+    constructor(kind) {
+        this.kind = kind;
+        this.id = `${kind}-${nextStreamId++}`;
+        this.readyState = 'live';
+    }
+
+    stop() {
+        this.readyState = 'ended';
+    }
+}
+
+export class FakeMediaStream {
+    constructor(tracks = []) {
+        this.id = `stream-${nextStreamId++}`;
+        this._tracks = [...tracks];
+    }
+
+    getTracks() {
+        return [...this._tracks];
+    }
+
+    getAudioTracks() {
+        return this._tracks.filter((t) => t.kind === 'audio');
+    }
+
+    getVideoTracks() {
+        return this._tracks.filter((t) => t.kind === 'video');
+    }
+
+    addTrack(track) {
+        this._tracks.push(track);
+    }
+}
+
+export class FakeDTMFSender {
+    constructor() {
+        this.toneBuffer = '';
+        this.canInsertDTMF = true;
+        this.inserted = [];
+    }
+
+    insertDTMF(tones, duration, gap) {
+        this.toneBuffer = tones;
+        this.inserted.push({ tones, duration, gap });
+    }
+}
+
+let nextSdp = 1;
+
+/** A fake RTCPeerConnection with the signalling state machine; the test fires its events. */
+export class FakeRTCPeerConnection extends EventTarget {
+    static instances = [];
+
+    static get last() {
+        return FakeRTCPeerConnection.instances[FakeRTCPeerConnection.instances.length - 1];
+    }
+
+    constructor(config) {
+        super();
+        this.config = config;
+        this.signalingState = 'stable';
+        this.iceGatheringState = 'new';
+        this.localDescription = null;
+        this.remoteDescription = null;
+        this.closed = false;
+        this.senders = [];
+        this.transceivers = [];
+        /** Set to an Error to make the next setRemoteDescription fail. */
+        this.failSetRemote = null;
+        /** Set to a promise to make setRemoteDescription wait for it. */
+        this.holdSetRemote = null;
+        FakeRTCPeerConnection.instances.push(this);
+    }
+
+    addTrack(track, stream) {
+        const sender = { track, streams: [stream], dtmf: track.kind === 'audio' ? new FakeDTMFSender() : null };
+        this.senders.push(sender);
+        return sender;
+    }
+
+    addTransceiver(kind, init) {
+        const transceiver = { kind, direction: init?.direction ?? 'sendrecv' };
+        this.transceivers.push(transceiver);
+        return transceiver;
+    }
+
+    getSenders() {
+        return [...this.senders];
+    }
+
+    async createOffer() {
+        this._check();
+        return { type: 'offer', sdp: `v=0\r\no=- ${nextSdp++} 1 IN IP4 127.0.0.1\r\ns=fake offer\r\n` };
+    }
+
+    async createAnswer() {
+        this._check();
+        if (this.signalingState !== 'have-remote-offer') {
+            throw new Error('InvalidStateError: no remote offer');
+        }
+        return { type: 'answer', sdp: `v=0\r\no=- ${nextSdp++} 1 IN IP4 127.0.0.1\r\ns=fake answer\r\n` };
+    }
+
+    async setLocalDescription(description) {
+        this._check();
+        this.localDescription = { ...description };
+        this.signalingState = description.type === 'offer' ? 'have-local-offer' : 'stable';
+    }
+
+    async setRemoteDescription(description) {
+        this._check();
+        if (this.holdSetRemote) {
+            await this.holdSetRemote;
+        }
+        if (this.failSetRemote) {
+            const error = this.failSetRemote;
+            this.failSetRemote = null;
+            throw error;
+        }
+        if (description.type === 'answer' && this.signalingState !== 'have-local-offer') {
+            throw new Error('InvalidStateError: no local offer');
+        }
+        this.remoteDescription = { ...description };
+        this.signalingState = description.type === 'offer' ? 'have-remote-offer' : 'stable';
+    }
+
+    close() {
+        this.closed = true;
+        this.signalingState = 'closed';
+    }
+
+    _check() {
+        if (this.closed) {
+            throw new Error('InvalidStateError: closed');
+        }
+    }
+
+    // ---- the test's side ----
+
+    /** Fires icecandidate; null (or nothing) means the end of gathering. */
+    candidate(candidate = null) {
+        const event = new Event('icecandidate');
+        event.candidate = candidate;
+        if (candidate === null) {
+            this.iceGatheringState = 'complete';
+        }
+        this.dispatchEvent(event);
+        if (candidate === null) {
+            this.dispatchEvent(new Event('icegatheringstatechange'));
+        }
+    }
+
+    track(track, streams = []) {
+        const event = new Event('track');
+        event.track = track;
+        event.streams = streams;
+        this.dispatchEvent(event);
+    }
+}
+
+/** Fresh fakes for one test; `options` go to connect() (env is filled in). */
+export function fakeEnv() {
+    FakeWebSocket.instances = [];
+    FakeRTCPeerConnection.instances = [];
+    const clock = new FakeClock();
+    const env = {
+        WebSocket: FakeWebSocket,
+        RTCPeerConnection: FakeRTCPeerConnection,
+        MediaStream: FakeMediaStream,
+        setTimeout: clock.setTimeout,
+        clearTimeout: clock.clearTimeout,
+        random: () => 0.5, // no jitter: exact delays
+    };
+    return { clock, env };
+}

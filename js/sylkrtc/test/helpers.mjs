@@ -1,0 +1,63 @@
+// Shared set-up for the tests: a connection on fakes, made ready; an added account.
+
+import { connect } from '../dist/sylkrtc.js';
+import { FakeWebSocket, fakeEnv, flush } from './fakes.mjs';
+
+export const URL = 'ws://gateway.test/webrtcgateway/ws';
+
+/** A connection on fresh fakes, not opened by the "gateway" yet. */
+export function newConnection(options = {}) {
+    const { clock, env } = fakeEnv();
+    const conn = connect(URL, { ...options, env: { ...env, ...(options.env ?? {}) } });
+    return { clock, env, conn, ws: FakeWebSocket.last };
+}
+
+/** A connection whose gateway sent `ready`. */
+export async function readyConnection(options = {}) {
+    const ctx = newConnection(options);
+    ctx.ws.ready();
+    await flush();
+    if (ctx.conn.state !== 'ready') {
+        throw new Error(`connection not ready: ${ctx.conn.state}`);
+    }
+    return ctx;
+}
+
+/** Adds an account (alice@sylk.test by default), acking the request. */
+export async function addAccount(ctx, options = {}) {
+    const promise = ctx.conn.addAccount({ account: 'alice@sylk.test', password: 'alicepw', ...options });
+    await flush();
+    ctx.ws.ackAll('account-add');
+    return promise;
+}
+
+/** Adds an account and registers it. */
+export async function registeredAccount(ctx, options = {}) {
+    const account = await addAccount(ctx, options);
+    const registered = account.register();
+    await flush();
+    ctx.ws.ackAll('account-register');
+    await registered;
+    ctx.ws.registrationState(account.id, 'registering');
+    ctx.ws.registrationState(account.id, 'registered');
+    return account;
+}
+
+/** Records an emitter's events as [name, ...args] arrays. */
+export function record(emitter, ...events) {
+    const log = [];
+    for (const event of events) {
+        emitter.on(event, (...args) => log.push([event, ...args]));
+    }
+    return log;
+}
+
+/** Awaits a promise and returns its rejection (fails if it resolves). */
+export async function rejection(promise) {
+    try {
+        await promise;
+    } catch (error) {
+        return error;
+    }
+    throw new Error('expected a rejection');
+}

@@ -99,6 +99,9 @@ class Connection:
 
     # --- request handlers ---
 
+    def _RH_ping(self, request: model.Ping) -> None:
+        pass  # the ack is the answer
+
     def _RH_account_add(self, request: model.AccountAdd) -> None:
         if request.account in self.accounts:
             raise APIError(f"Account {request.account} already added")

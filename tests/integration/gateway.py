@@ -151,7 +151,8 @@ class Gateway:
         ws = connect(self.url, subprotocols=list(subprotocols), open_timeout=timeout, close_timeout=2, **kwargs)
         client = Client(ws)
         try:
-            client.event(lambda m: m == {"sylkrtc": "event", "event": "ready"}, timeout, "the ready event")
+            client.event(lambda m: m in ({"sylkrtc": "event", "event": "ready"}, {"sylkrtc": "ready-event"}),
+                         timeout, "the ready event")
         except BaseException:
             ws.close()
             raise

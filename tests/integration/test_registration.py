@@ -47,6 +47,20 @@ def test_seed_and_dash_request_names_both_work(gateway: Gateway, kamailio: Kamai
     assert client.registration_state(BOB) == {"state": "unregistered"}
 
 
+def test_sylkrtc_2_client(gateway: Gateway, kamailio: Kamailio) -> None:
+    client = gateway.connect(subprotocols=("sylkRTC-2", "sylkRTC-1"))
+    assert client.ws.subprotocol == "sylkRTC-2"
+    assert client.request("ping") == {"sylkrtc": "ack", "transaction": "t1"}
+    assert client.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+    assert client.request("register", account=ALICE)["error"] == "unknown request type 'register'"
+    assert client.request("account-register", account=ALICE)["sylkrtc"] == "ack"
+    flat = lambda m: m.get("sylkrtc") == "account-event" and m.get("event") == "registration-state"  # noqa: E731
+    assert client.event(flat)["state"] == "registering"
+    assert client.event(flat, timeout=15) == {"sylkrtc": "account-event", "account": ALICE,
+                                              "event": "registration-state", "state": "registered"}
+    assert kamailio.contacts("alice")
+
+
 def test_unregister_removes_the_binding(gateway: Gateway, kamailio: Kamailio) -> None:
     client = gateway.connect()
     register(client, kamailio, ALICE)

@@ -364,7 +364,7 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
     def test_dialect_is_registered_under_its_subprotocol(self) -> None:
         self.assertEqual(SylkRTC1.subprotocol, "sylkRTC-1")
         self.assertIsInstance(DIALECTS["sylkRTC-1"], SylkRTC1)
-        self.assertEqual(list(DIALECTS), ["sylkRTC-1"])
+        self.assertEqual(list(DIALECTS), ["sylkRTC-2", "sylkRTC-1"])  # in order of preference
 
     def test_seed_add_account_example(self) -> None:
         # The seed's example, verbatim.
@@ -409,9 +409,9 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
             self.assertIs(type(results[0]), cls, seed_name)
             self.assertEqual(results[0], results[1], seed_name)
 
-    def test_request_table_holds_exactly_the_sixteen_names(self) -> None:
+    def test_request_table_holds_exactly_the_seventeen_names(self) -> None:
         self.assertEqual(set(SylkRTC1.requests), {
-            "add_account", "remove_account", "register", "unregister",
+            "ping", "add_account", "remove_account", "register", "unregister",
             "account-add", "account-remove", "account-register", "account-unregister",
             "call", "answer", "trickle", "terminate",
             "session-create", "session-answer", "session-trickle", "session-terminate"})
@@ -425,7 +425,7 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
         self.assertIn("bogus", str(error))
 
     def test_later_and_other_protocol_names_are_unknown(self) -> None:
-        for name in ("ping", "session-update", "bind", "ack", "event", "ready-event", "Add_Account", "account_add"):
+        for name in ("session-update", "bind", "ack", "event", "ready-event", "Add_Account", "account_add"):
             error = self.assertRaises(ValidationError, self.dialect.decode, {"sylkrtc": name, "transaction": "t"})
             self.assertIn(repr(name), str(error))
 

@@ -109,6 +109,14 @@ class WebSocketTests(SynchronousTestCase):
         self.janus.flush()
         self.assertEqual(browser.received(), [{"sylkrtc": "event", "event": "ready"}])
 
+    def test_sylkrtc_2_is_preferred(self) -> None:
+        browser = Browser(self.factory, "sylkRTC-1, sylkRTC-2")
+        self.assertIn(b"Sec-WebSocket-Protocol: sylkRTC-2", browser.response)
+        self.janus.flush()
+        self.assertEqual(browser.received(), [{"sylkrtc": "ready-event"}])
+        browser.send(b'{"sylkrtc":"ping","transaction":"p"}')
+        self.assertEqual(browser.received(), [{"sylkrtc": "ack", "transaction": "p"}])
+
     def test_handshake_refusals(self) -> None:
         self.assertEqual(Browser(self.factory, None).status, 406)
         self.assertEqual(Browser(self.factory, "sylkRTC-9").status, 406)

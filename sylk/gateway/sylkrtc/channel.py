@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sylk.gateway.errors import APIError
-from sylk.gateway.sylkrtc.dialects import SylkRTC1
+from sylk.gateway.sylkrtc.dialects import Dialect
 from sylk.gateway.sylkrtc.fields import ValidationError
 from sylk.gateway.sylkrtc.model import Event, Request
 
@@ -36,7 +36,7 @@ def _redacted(payload: bytes) -> str:
 class RequestChannel:
     log = Logger()
 
-    def __init__(self, name: str, dialect: SylkRTC1, send: Callable[[bytes], None],
+    def __init__(self, name: str, dialect: Dialect, send: Callable[[bytes], None],
                  handle: Callable[[Request], Deferred[None] | None], max_message_size: int, trace: bool) -> None:
         self.name = name
         self.dialect = dialect

@@ -1,7 +1,13 @@
 """Wire dialects: thin codecs between sylkRTC JSON messages and the internal model.
 
-A connection picks its dialect from the WebSocket subprotocol the browser offered. Only sylkRTC-1 (the seed) exists
-today; sylkRTC-2 will be a sibling class with other names and flat events, not a second implementation.
+A connection picks its dialect from the WebSocket subprotocols the browser offered, preferring sylkRTC-2. Both
+dialects drive the same model; they differ only in request names and in how events are shaped:
+
+- sylkRTC-1 (2015, the seed): the seed's names (`add_account`, `call`, ...) and the 2015 server's dash names
+  (`account-add`, `session-create`, ...); events nested under `data`, with underscore names
+  (`{"sylkrtc": "account_event", "event": "registration_state", "data": {...}}`).
+- sylkRTC-2 (SylkServer since 2017): the dash names only; events flat, with dash names
+  (`{"sylkrtc": "account-event", "event": "registration-state", "state": ...}`), `ready-event`.
 """
 
 from __future__ import annotations
@@ -11,26 +17,16 @@ from typing import Any, Mapping
 from sylk.gateway.sylkrtc import model
 from sylk.gateway.sylkrtc.fields import ValidationError
 
+# The requests every dialect accepts under their canonical (dash) names.
+_CANONICAL = (model.Ping, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
+              model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate)
 
-class SylkRTC1:
-    """sylkRTC-1: the 2015 seed's names (`add_account`, ...) and the 2015 server's dash names (`account-add`, ...);
-    events nested under `data` with underscore names."""
 
-    subprotocol = "sylkRTC-1"
+class Dialect:
+    """Decoding, answers and event encoding, dispatched to `_encode_<Event class>`."""
 
-    requests: dict[str, type[model.Request]] = {
-        **{cls.name: cls for cls in (model.AccountAdd, model.AccountRemove, model.AccountRegister,
-                                     model.AccountUnregister, model.SessionCreate, model.SessionAnswer,
-                                     model.SessionTrickle, model.SessionTerminate)},
-        "add_account": model.AccountAdd,
-        "remove_account": model.AccountRemove,
-        "register": model.AccountRegister,
-        "unregister": model.AccountUnregister,
-        "call": model.SessionCreate,
-        "answer": model.SessionAnswer,
-        "trickle": model.SessionTrickle,
-        "terminate": model.SessionTerminate,
-    }
+    subprotocol: str
+    requests: dict[str, type[model.Request]]
 
     def decode(self, message: Mapping[str, Any]) -> model.Request:
         """Turn a JSON object that has a `sylkrtc` key into a request; raises ValidationError."""
@@ -52,21 +48,30 @@ class SylkRTC1:
     def encode(self, event: model.Event) -> dict[str, Any]:
         return getattr(self, f"_encode_{type(event).__name__}")(event)
 
+
+class SylkRTC1(Dialect):
+    subprotocol = "sylkRTC-1"
+    requests = {
+        **{cls.name: cls for cls in _CANONICAL},
+        "add_account": model.AccountAdd,
+        "remove_account": model.AccountRemove,
+        "register": model.AccountRegister,
+        "unregister": model.AccountUnregister,
+        "call": model.SessionCreate,
+        "answer": model.SessionAnswer,
+        "trickle": model.SessionTrickle,
+        "terminate": model.SessionTerminate,
+    }
+
     def _encode_Ready(self, event: model.Ready) -> dict[str, Any]:
         return {"sylkrtc": "event", "event": "ready"}
 
     def _encode_RegistrationStateChanged(self, event: model.RegistrationStateChanged) -> dict[str, Any]:
-        data = {"state": event.state}
-        if event.reason is not None:
-            data["reason"] = event.reason
+        data = _present(state=event.state, reason=event.reason)
         return {"sylkrtc": "account_event", "account": event.account, "event": "registration_state", "data": data}
 
     def _encode_SessionStateChanged(self, event: model.SessionStateChanged) -> dict[str, Any]:
-        data = {"state": event.state}
-        if event.sdp is not None:
-            data["sdp"] = event.sdp
-        if event.reason is not None:
-            data["reason"] = event.reason
+        data = _present(state=event.state, sdp=event.sdp, reason=event.reason)
         return {"sylkrtc": "session_event", "session": event.session, "event": "state", "data": data}
 
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
@@ -79,6 +84,35 @@ class SylkRTC1:
                 "data": {"originator": _originator(event.originator)}}
 
 
+class SylkRTC2(Dialect):
+    subprotocol = "sylkRTC-2"
+    requests = {cls.name: cls for cls in _CANONICAL}
+
+    def _encode_Ready(self, event: model.Ready) -> dict[str, Any]:
+        return {"sylkrtc": "ready-event"}
+
+    def _encode_RegistrationStateChanged(self, event: model.RegistrationStateChanged) -> dict[str, Any]:
+        return {"sylkrtc": "account-event", "account": event.account, "event": "registration-state",
+                **_present(state=event.state, reason=event.reason)}
+
+    def _encode_SessionStateChanged(self, event: model.SessionStateChanged) -> dict[str, Any]:
+        return {"sylkrtc": "session-event", "session": event.session, "event": "state",
+                **_present(state=event.state, sdp=event.sdp, reason=event.reason)}
+
+    def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
+        return {"sylkrtc": "account-event", "account": event.account, "event": "incoming-session",
+                "session": event.session, "originator": _originator(event.originator), "sdp": event.sdp}
+
+    def _encode_MissedSession(self, event: model.MissedSession) -> dict[str, Any]:
+        return {"sylkrtc": "account-event", "account": event.account, "event": "missed-session",
+                "originator": _originator(event.originator)}
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    """The fields that have a value (events leave out what does not apply)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def _originator(originator: Any) -> dict[str, str]:
     shown = {"uri": originator.uri}
     if originator.display_name:
@@ -86,4 +120,5 @@ def _originator(originator: Any) -> dict[str, str]:
     return shown
 
 
-DIALECTS = {dialect.subprotocol: dialect for dialect in (SylkRTC1(),)}
+# By preference: a browser that offers both gets sylkRTC-2.
+DIALECTS: dict[str, Dialect] = {dialect.subprotocol: dialect for dialect in (SylkRTC2(), SylkRTC1())}

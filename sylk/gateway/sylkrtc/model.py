@@ -19,6 +19,12 @@ class Request(Model):
     transaction = String(max_length=256)
 
 
+class Ping(Request):
+    """Nothing but an answer: lets a client check that the gateway (and the connection) is alive."""
+
+    name = "ping"
+
+
 class AccountRequest(Request):
     account = AOR()
 

@@ -1,0 +1,67 @@
+"""The sylkRTC-2 dialect: the same model under SylkServer's 2017 names and flat event shapes."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from sylk.gateway.sip import Originator
+from sylk.gateway.sylkrtc import model
+from sylk.gateway.sylkrtc.dialects import DIALECTS, SylkRTC1, SylkRTC2
+from sylk.gateway.sylkrtc.fields import ValidationError
+
+HA1 = "884edfee38ed471b8a15006700139485"
+
+
+class SylkRTC2Tests(SynchronousTestCase):
+    dialect = SylkRTC2()
+
+    def test_dash_names_decode_to_the_same_model(self) -> None:
+        for name, cls in SylkRTC2.requests.items():
+            self.assertIs(SylkRTC1.requests[name], cls)
+        request = self.dialect.decode({"sylkrtc": "account-add", "transaction": "t", "account": "sip:a@Example.com",
+                                       "password": HA1, "display_name": "A"})
+        self.assertEqual(request, model.AccountAdd(transaction="t", account="a@example.com", password=HA1,
+                                                   display_name="A"))
+
+    def test_the_seed_names_are_not_sylkrtc_2(self) -> None:
+        for name in ("add_account", "register", "call", "trickle"):
+            error = self.assertRaises(ValidationError, self.dialect.decode, {"sylkrtc": name, "transaction": "t"})
+            self.assertIn("unknown request type", str(error))
+
+    def test_ping(self) -> None:
+        self.assertEqual(self.dialect.decode({"sylkrtc": "ping", "transaction": "p"}), model.Ping(transaction="p"))
+
+    def test_ready_event(self) -> None:
+        self.assertEqual(self.dialect.encode(model.Ready()), {"sylkrtc": "ready-event"})
+
+    def test_registration_state_is_flat(self) -> None:
+        event = model.RegistrationStateChanged(account="a@example.com", state="failed", reason="403 Forbidden")
+        self.assertEqual(self.dialect.encode(event), {"sylkrtc": "account-event", "account": "a@example.com",
+                                                      "event": "registration-state", "state": "failed",
+                                                      "reason": "403 Forbidden"})
+
+    def test_session_state_is_flat(self) -> None:
+        event = model.SessionStateChanged(session="s", state="accepted", sdp="v=0")
+        self.assertEqual(self.dialect.encode(event), {"sylkrtc": "session-event", "session": "s", "event": "state",
+                                                      "state": "accepted", "sdp": "v=0"})
+
+    def test_incoming_and_missed_sessions(self) -> None:
+        bob = Originator("bob@example.com", "Bob")
+        self.assertEqual(self.dialect.encode(model.IncomingSession(account="a@example.com", session="s",
+                                                                   originator=bob, sdp="v=0")),
+                         {"sylkrtc": "account-event", "account": "a@example.com", "event": "incoming-session",
+                          "session": "s", "originator": {"uri": "bob@example.com", "display_name": "Bob"},
+                          "sdp": "v=0"})
+        self.assertEqual(self.dialect.encode(model.MissedSession(account="a@example.com",
+                                                                 originator=Originator("bob@example.com"))),
+                         {"sylkrtc": "account-event", "account": "a@example.com", "event": "missed-session",
+                          "originator": {"uri": "bob@example.com"}})
+
+    def test_answers_are_those_of_sylkrtc_1(self) -> None:
+        self.assertEqual(self.dialect.ack("t"), SylkRTC1().ack("t"))
+        self.assertEqual(self.dialect.error("t", "no"), SylkRTC1().error("t", "no"))
+
+    def test_every_event_has_an_encoding_in_both_dialects(self) -> None:
+        events = [cls for cls in vars(model).values()
+                  if isinstance(cls, type) and issubclass(cls, model.Event) and cls is not model.Event]
+        for dialect in DIALECTS.values():
+            for cls in events:
+                self.assertTrue(hasattr(dialect, f"_encode_{cls.__name__}"), (dialect.subprotocol, cls.__name__))

@@ -97,11 +97,11 @@ class SIPAccount:
         else:
             raise APIError(f"Cannot unregister account {self.aor}: it is {self.state}")
 
-    def call(self, session_id: str, uri: str, sdp: str) -> Call:
+    def call(self, session_id: str, uri: str, sdp: str, headers: dict[str, str]) -> Call:
         """Place a call; its progress is reported as session events."""
         self._check_call_limit()
         call = self._new_call(session_id, "outgoing")
-        call.sip_call = self._user_agent.call(uri, sdp, call)
+        call.sip_call = self._user_agent.call(uri, sdp, headers, call)
         return call
 
     def shutdown(self) -> Deferred[None]:
@@ -158,7 +158,9 @@ class SIPAccount:
         call = self._new_call(session_id, "incoming", originator)
         call.sip_call = sip_call
         sip_call.set_observer(call)
-        self._event(IncomingSession(account=self.aor, session=call.id, originator=originator, sdp=sdp))
+        self._event(IncomingSession(account=self.aor, session=call.id, originator=originator, sdp=sdp,
+                                    call_id=getattr(sip_call, "call_id", None),
+                                    headers=getattr(sip_call, "headers", None) or None))
 
     def missed_call(self, originator: Originator) -> None:
         self._event(MissedSession(account=self.aor, originator=originator))

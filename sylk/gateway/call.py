@@ -1,6 +1,7 @@
 """Call: one call of an account, as the browser sees it.
 
-    outgoing: connecting --INVITE sent--> progress --answered (sdp)--> accepted --media up--> established
+    outgoing: connecting --INVITE sent--> progress [--> proceeding (per provisional), ringing, early-media]
+              --answered--> accepted --media up--> established
     incoming: connecting (offered to the browser) --answered by the browser--> accepted --media up--> established
     any state --> terminated (once, with a reason)
 
@@ -29,6 +30,7 @@ from sylk.gateway.util import OneShotObserver
 TERMINATE_TIMEOUT = 10.0
 
 State = SessionState
+_EARLY = (State.PROGRESS, State.PROCEEDING, State.RINGING, State.EARLY_MEDIA)  # outgoing, before the answer
 
 
 @implementer(ICallObserver)
@@ -48,6 +50,8 @@ class Call:
         self._answering = False
         self._terminating: IDelayedCall | None = None
         self._media_up = False
+        self._rang = False
+        self._early_sdp: str | None = None
         self._ended = OneShotObserver()
         self.originator: Originator | None = None  # incoming calls: the caller
 
@@ -57,13 +61,13 @@ class Call:
 
     # --- requests ---
 
-    def answer(self, sdp: str) -> None:
+    def answer(self, sdp: str, headers: dict[str, str]) -> None:
         if self.direction != "incoming":
             raise APIError(f"Cannot answer outgoing session {self.id}")
         if self.state != State.CONNECTING or self._answering or self._terminating:
             raise APIError(f"Invalid state for answering session {self.id}: {self._shown_state()}")
         self._answering = True
-        self._backend().answer(sdp).addErrback(self._backend_failed)
+        self._backend().answer(sdp, headers).addErrback(self._backend_failed)
 
     def trickle(self, candidates: list[dict[str, Any]]) -> None:
         if self.state == State.TERMINATED:
@@ -89,16 +93,35 @@ class Call:
         if self.state == State.CONNECTING and self.direction == "outgoing":
             self._enter(State.PROGRESS)
 
-    def call_accepted(self, sdp: str | None) -> None:
-        if self.state in (State.CONNECTING, State.PROGRESS):
-            self._enter(State.ACCEPTED, sdp=sdp if self.direction == "outgoing" else None)
+    def call_proceeding(self, code: int) -> None:
+        if self.state in _EARLY:
+            self._enter(State.PROCEEDING, code=code)  # once per provisional response
+
+    def call_ringing(self) -> None:
+        if self.state in _EARLY and not self._rang:
+            self._rang = True
+            self._enter(State.RINGING)
+
+    def call_early_media(self, sdp: str) -> None:
+        if self.state in _EARLY and self._early_sdp is None:
+            self._early_sdp = sdp
+            self._enter(State.EARLY_MEDIA, sdp=sdp)
+
+    def call_accepted(self, sdp: str | None, headers: dict[str, str] | None = None) -> None:
+        if self.state == State.CONNECTING or self.state in _EARLY:
+            if self.direction == "outgoing":
+                call_id = getattr(self.sip_call, "call_id", None)
+                self._enter(State.ACCEPTED, sdp=sdp, early_sdp=self._early_sdp, call_id=call_id,
+                            headers=headers or None)
+            else:
+                self._enter(State.ACCEPTED)
             if self._media_up:
                 self._enter(State.ESTABLISHED)
 
     def call_established(self) -> None:
         if self.state == State.ACCEPTED:
             self._enter(State.ESTABLISHED)
-        elif self.state in (State.CONNECTING, State.PROGRESS):
+        elif self.state == State.CONNECTING or self.state in _EARLY:
             self._media_up = True  # early media: reported once the call is answered
 
     def call_terminated(self, reason: str) -> None:
@@ -113,9 +136,9 @@ class Call:
 
     # --- internals ---
 
-    def _enter(self, state: str, sdp: str | None = None, reason: str | None = None) -> None:
+    def _enter(self, state: str, **details: Any) -> None:
         self.state = state
-        self._notify(SessionStateChanged(session=self.id, state=state, sdp=sdp, reason=reason))
+        self._notify(SessionStateChanged(session=self.id, state=state, **details))
 
     def _shown_state(self) -> str:
         return "terminating" if self._terminating and self.state != State.TERMINATED else self.state

@@ -106,7 +106,7 @@ class Connection:
         if request.account in self.accounts:
             raise APIError(f"Account {request.account} already added")
         identity = SIPIdentity(request.account, request.password, request.display_name,
-                               request.user_agent or self._settings.user_agent)
+                               request.user_agent or self._settings.user_agent, request.incoming_header_prefixes)
         if not self._settings.domain_allowed(identity.domain):
             raise APIError(f"SIP domain not allowed: {identity.domain}")
         # Removed accounts still un-REGISTERing count too: each holds SIP resources in the backend until done.
@@ -137,10 +137,10 @@ class Connection:
         account = self._account(request, "call")
         if request.session in self.sessions:
             raise APIError(f"Session ID {request.session} already in use")
-        account.call(request.session, request.uri, request.sdp)
+        account.call(request.session, request.uri, request.sdp, request.headers)
 
     def _RH_session_answer(self, request: model.SessionAnswer) -> None:
-        self._call(request).answer(request.sdp)
+        self._call(request).answer(request.sdp, request.headers)
 
     def _RH_session_trickle(self, request: model.SessionTrickle) -> None:
         self._call(request).trickle(request.candidates)

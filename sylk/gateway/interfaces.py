@@ -55,9 +55,9 @@ class ISIPUserAgent(Interface):
     def unregister():
         """Remove the registration at the registrar; the outcome arrives at the observer."""
 
-    def call(uri, sdp, observer):
-        """Place a call to `uri` (user@domain) with the browser's SDP offer; returns an ISIPCall at once, whose
-        progress and outcome arrive at the ICallObserver."""
+    def call(uri, sdp, headers, observer):
+        """Place a call to `uri` (user@domain) with the browser's SDP offer and extra SIP headers ({name: value});
+        returns an ISIPCall at once, whose progress and outcome arrive at the ICallObserver."""
 
     def close():
         """Release the backend resources (a later register() or call() acquires them again); returns a Deferred.
@@ -85,14 +85,17 @@ class IUserAgentObserver(Interface):
 class ISIPCall(Interface):
     """One call in the backend, in either direction."""
 
+    call_id = Attribute("The SIP Call-ID, once known")
+    headers = Attribute("Incoming calls: the INVITE's headers matching the account's prefixes ({name: value})")
+
     def set_observer(observer):
         """Who hears about this call (an ICallObserver); set by whoever got it from incoming_call()."""
 
     def trickle(candidates):
         """Pass the browser's ICE candidates ([] = no more); may be called before the call is placed."""
 
-    def answer(sdp):
-        """Accept an incoming call with the browser's SDP answer; returns a Deferred."""
+    def answer(sdp, headers):
+        """Accept an incoming call with the browser's SDP answer and extra SIP headers; returns a Deferred."""
 
     def terminate():
         """End the call: cancel, reject or hang up, as its state requires. The end arrives at the observer."""
@@ -102,8 +105,18 @@ class ICallObserver(Interface):
     def call_progress():
         """Outgoing: the INVITE is on its way."""
 
-    def call_accepted(sdp):
-        """The call was answered; `sdp` is the far end's answer for outgoing calls, None for incoming ones."""
+    def call_proceeding(code):
+        """Outgoing: a provisional response arrived (180, 183, ...)."""
+
+    def call_ringing():
+        """Outgoing: the callee is being alerted."""
+
+    def call_early_media(sdp):
+        """Outgoing: a provisional response brought the far end's SDP answer (early media)."""
+
+    def call_accepted(sdp, headers):
+        """The call was answered. Outgoing: `sdp` is the far end's answer, or None if it came as early media;
+        `headers` are the answer's headers matching the account's prefixes. Incoming: both None."""
 
     def call_established():
         """Media between the browser and the backend are up (ICE and DTLS)."""

@@ -14,6 +14,7 @@ class SIPIdentity:
     ha1: str  # md5(user:realm:password), used as the digest credential
     display_name: str | None = None
     user_agent: str | None = None
+    incoming_header_prefixes: tuple[str, ...] = ()  # incoming headers whose names start so are passed up
 
     @property
     def user(self) -> str:

@@ -180,3 +180,71 @@ class TestIncoming:
             callee.close()
             bob.wait(15)
             assert "BYE sip:bob@" in bob.messages()  # the gateway hung up
+
+
+class TestSylkRTC2Details:
+    """What sylkRTC-2 clients get beyond sylkRTC-1: provisional states, early media, Call-IDs, custom headers."""
+
+    @pytest.fixture
+    def client(self, gateway: Gateway, kamailio: Kamailio) -> Client:
+        client = gateway.connect(subprotocols=("sylkRTC-2",))
+        answer = client.request("account-add", account=ALICE, password=kamailio.ha1("alice"),
+                                incoming_header_prefixes=["X-"])
+        assert answer["sylkrtc"] == "ack", answer
+        return client
+
+    def flat_states(self, client: Client, session: str, until: str) -> list[dict[str, Any]]:
+        seen = []
+        while not seen or seen[-1]["state"] not in (until, "terminated"):
+            event = client.event(lambda m: m.get("sylkrtc") == "session-event" and m.get("session") == session,
+                                 15, f"a state of session {session}")
+            seen.append({key: value for key, value in event.items() if key not in ("sylkrtc", "session", "event")})
+        return seen
+
+    def test_ringing_headers_and_call_id(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer.xml") as bob:
+            answer = client.request("session-create", account=ALICE, session="s1", uri="bob@sylk.test", sdp=OFFER,
+                                    headers=[{"name": "X-Room", "value": "42"}])
+            assert answer["sylkrtc"] == "ack", answer
+            states = self.flat_states(client, "s1", until="accepted")
+            assert [s["state"] for s in states] == ["progress", "ringing", "proceeding", "accepted"]
+            assert states[2]["code"] == 180
+            assert "sdp" in states[3] and states[3]["call_id"]
+            client.request("session-terminate", session="s1")
+            assert self.flat_states(client, "s1", until="terminated")[-1] == {"state": "terminated",
+                                                                               "reason": "200 OK"}
+            assert bob.wait() == 0
+            invite = bob.messages()
+            assert "X-Room: 42" in invite
+            assert f"Call-ID: {states[3]['call_id']}" in invite
+
+    def test_early_media(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_early_media.xml") as bob:
+            client.request("session-create", account=ALICE, session="s1", uri="bob@sylk.test", sdp=OFFER)
+            states = self.flat_states(client, "s1", until="accepted")
+            names = [s["state"] for s in states]
+            assert names[0] == "progress" and names[-1] == "accepted", names
+            assert "a=fingerprint" in states[names.index("early-media")]["sdp"]  # the answer, from the 183
+            assert {"code": 183, "state": "proceeding"} in states
+            assert "sdp" not in states[-1]  # the 200 brought no new answer
+            client.request("session-terminate", session="s1")
+            assert bob.wait() == 0
+
+    def test_incoming_call_id_and_headers(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        assert client.request("account-register", account=ALICE)["sylkrtc"] == "ack"
+        client.event(lambda m: m.get("event") == "registration-state" and m.get("state") == "registered", 15)
+        with Sipp(tmp_path / "sipp", "uac_refused.xml", BOB_PORT, "alice", {"caller": "bob"},
+                  auth=("bob", "bobpw")) as bob:
+            incoming = client.event(lambda m: m.get("event") == "incoming-session", 15, "an incoming call")
+            assert incoming["originator"]["uri"] == "bob@sylk.test"
+            assert incoming["call_id"] and "sdp" in incoming
+            client.request("session-terminate", session=incoming["session"])
+            assert bob.wait() == 0
+        with Sipp(tmp_path / "sipp", "uac_call.xml", BOB_PORT, "alice", {"caller": "bob"},
+                  auth=("bob", "bobpw")) as bob:
+            incoming = client.event(lambda m: m.get("event") == "incoming-session", 15, "an incoming call")
+            assert incoming["headers"] == {"X-Caller-Info": "call from bob"}
+            client.request("session-answer", session=incoming["session"], sdp=answer_for(incoming["sdp"]),
+                           headers=[{"name": "X-Answered-By", "value": "gateway test"}])
+            assert bob.wait() == 0
+            assert "X-Answered-By: gateway test" in bob.messages()

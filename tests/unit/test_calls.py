@@ -112,9 +112,42 @@ class OutgoingCallTests(CallTestCase):
         line = self.line_of()
         self.janus.early_media(self.session_id(), line)
         self.janus.webrtcup(self.session_id(), line)  # media up before the answer: reported after it
-        self.assertEqual(self.calls(peer), ["progress"])
+        self.assertEqual(self.calls(peer), ["progress", ("early-media", "v=0 early")])
         self.janus.answer_call(self.session_id(), line, sdp=None)
-        self.assertEqual(self.calls(peer), ["progress", ("accepted", "v=0 early"), "established"])
+        self.assertEqual(self.calls(peer), ["progress", ("early-media", "v=0 early"), "accepted", "established"])
+        accepted = [e for e in peer.events if getattr(e, "state", None) == "accepted"][0]
+        self.assertEqual(accepted.early_sdp, "v=0 early")  # what sylkRTC-1 clients get as the answer
+
+    def test_provisional_responses(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        line = self.line_of()
+        self.janus.sip_event(self.session_id(), line, {"event": "ringing"})
+        self.janus.sip_event(self.session_id(), line, {"event": "proceeding", "code": 180})
+        self.janus.sip_event(self.session_id(), line, {"event": "ringing"})  # reported once
+        states = [(e.state, e.code) for e in peer.events if isinstance(e, model.SessionStateChanged)]
+        self.assertEqual(states, [("progress", None), ("ringing", None), ("proceeding", 180)])
+        self.request(connection, model.SessionTerminate, session="s1")  # ringing calls can be cancelled
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "487 Request Terminated"))
+
+    def test_headers_both_ways(self) -> None:
+        connection, peer = self.connect()
+        self.request(connection, model.AccountAdd, account=ALICE, password="0123456789abcdef0123456789abcdef",
+                     incoming_header_prefixes=("X-",))
+        self.request(connection, model.SessionCreate, account=ALICE, session="s1", uri=BOB, sdp="v=0 offer",
+                     headers={"X-Room": "42"})
+        identity = [r["body"] for r in self.janus.requests if r["janus"] == "message"][0]
+        self.assertEqual(identity["incoming_header_prefixes"], ["X-"])
+        (body,) = self.janus.call_bodies.values()
+        self.assertEqual(body["headers"], {"X-Room": "42"})
+        message = self.janus._event(self.session_id(), self.line_of(), {"event": "accepted",
+                                                                        "headers": {"X-Answer": "yes"}})
+        message["jsep"] = {"type": "answer", "sdp": "v=0 answer"}
+        self.janus.emit(message)
+        accepted = [e for e in peer.events if getattr(e, "state", None) == "accepted"][0]
+        self.assertEqual((accepted.headers, accepted.sdp), ({"X-Answer": "yes"}, "v=0 answer"))
+        self.assertTrue(accepted.call_id.startswith("call-"))
 
     def test_far_end_refuses(self) -> None:
         connection, peer = self.connect()

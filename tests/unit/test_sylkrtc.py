@@ -105,7 +105,8 @@ class ModelTests(SynchronousTestCase):
 
     def test_fields_are_inherited(self) -> None:
         self.assertEqual(list(model.AccountAdd._fields),
-                         ["transaction", "account", "password", "display_name", "user_agent"])
+                         ["transaction", "account", "password", "display_name", "user_agent",
+                          "incoming_header_prefixes"])
 
     def test_subclass_does_not_change_base_fields(self) -> None:
         self.assertEqual(list(model.Request._fields), ["transaction"])

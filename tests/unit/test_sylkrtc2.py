@@ -65,3 +65,57 @@ class SylkRTC2Tests(SynchronousTestCase):
         for dialect in DIALECTS.values():
             for cls in events:
                 self.assertTrue(hasattr(dialect, f"_encode_{cls.__name__}"), (dialect.subprotocol, cls.__name__))
+
+
+class CallDetailTests(SynchronousTestCase):
+    def test_provisional_states_exist_only_in_sylkrtc_2(self) -> None:
+        for state, extra in (("proceeding", {"code": 180}), ("ringing", {}), ("early-media", {"sdp": "v=0 e"})):
+            event = model.SessionStateChanged(session="s", state=state, **extra)
+            self.assertIsNone(SylkRTC1().encode(event))
+            self.assertEqual(SylkRTC2().encode(event), {"sylkrtc": "session-event", "session": "s",
+                                                        "event": "state", "state": state, **extra})
+
+    def test_accepted_after_early_media(self) -> None:
+        event = model.SessionStateChanged(session="s", state="accepted", sdp=None, early_sdp="v=0 e",
+                                          call_id="abc", headers={"X-A": "1"})
+        self.assertEqual(SylkRTC1().encode(event)["data"], {"state": "accepted", "sdp": "v=0 e"})
+        self.assertEqual(SylkRTC2().encode(event), {"sylkrtc": "session-event", "session": "s", "event": "state",
+                                                    "state": "accepted", "call_id": "abc",
+                                                    "headers": {"X-A": "1"}})
+
+    def test_incoming_session_call_id_and_headers(self) -> None:
+        event = model.IncomingSession(account="a@b.c", session="s", originator=Originator("bob@b.c"), sdp="v=0",
+                                      call_id="abc", headers={"X-A": "1"})
+        encoded = SylkRTC2().encode(event)
+        self.assertEqual((encoded["call_id"], encoded["headers"]), ("abc", {"X-A": "1"}))
+        self.assertNotIn("call_id", SylkRTC1().encode(event)["data"])
+
+
+class HeaderFieldTests(SynchronousTestCase):
+    def create(self, headers: object) -> model.SessionCreate:
+        return SylkRTC2().decode({"sylkrtc": "session-create", "transaction": "t", "account": "a@b.c",
+                                  "session": "s", "uri": "bob@b.c", "sdp": "v=0", "headers": headers})
+
+    def test_headers_become_a_mapping(self) -> None:
+        self.assertEqual(self.create([{"name": "X-Room", "value": "42"}, {"name": "Subject", "value": "hi"}]).headers,
+                         {"X-Room": "42", "Subject": "hi"})
+
+    def test_bad_headers_are_refused(self) -> None:
+        for headers, reason in (
+                ({"X-A": "1"}, "must be an array"),
+                ([{"name": "Bad Name", "value": "1"}], "SIP token"),
+                ([{"name": "Call-ID", "value": "x"}], "cannot be set"),
+                ([{"name": "via", "value": "x"}], "cannot be set"),
+                ([{"name": "X-A", "value": "one\r\nVia: evil"}], "one-line"),
+                ([{"name": "X-A"}], "one-line"),
+                ([{"name": f"X-{n}", "value": "v"} for n in range(17)], "at most 16")):
+            error = self.assertRaises(ValidationError, self.create, headers)
+            self.assertIn(reason, str(error))
+
+    def test_header_prefixes(self) -> None:
+        add = {"sylkrtc": "account-add", "transaction": "t", "account": "a@b.c", "password": HA1}
+        self.assertEqual(SylkRTC2().decode(add).incoming_header_prefixes, ())
+        self.assertEqual(SylkRTC2().decode({**add, "incoming_header_prefixes": ["X-", "P-"]}).incoming_header_prefixes,
+                         ("X-", "P-"))
+        for bad in (["X-", "X-"], "X-", [""], [1]):
+            self.assertRaises(ValidationError, SylkRTC2().decode, {**add, "incoming_header_prefixes": bad})

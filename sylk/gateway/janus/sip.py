@@ -157,9 +157,9 @@ class JanusSIPUserAgent:
             return fail(BackendUnavailable("not registered"))
         return self._master.handle.message({"request": "unregister"}).addCallback(self._reply, self._master)
 
-    def call(self, uri: str, sdp: str, observer: ICallObserver) -> ISIPCall:
+    def call(self, uri: str, sdp: str, headers: dict[str, str], observer: ICallObserver) -> ISIPCall:
         call = JanusSIPCall(self, "outgoing", observer)
-        Deferred.fromCoroutine(self._place(call, uri, sdp)).addErrback(call.failed)
+        Deferred.fromCoroutine(self._place(call, uri, sdp, headers)).addErrback(call.failed)
         return call
 
     def close(self) -> Deferred[None]:
@@ -241,6 +241,7 @@ class JanusSIPUserAgent:
             return
         call = JanusSIPCall(self, "incoming", None, line)
         call.call_id = result.get("call_id")
+        call.headers = result.get("headers") or {}
         line.call = call
         self._ensure_spare_line()
         if not jsep or jsep.get("type") != "offer":
@@ -339,7 +340,7 @@ class JanusSIPUserAgent:
             if self._status not in ("identity", "registered"):
                 raise BackendUnavailable(f"Janus did not accept the account's identity ({self._status})")
 
-    async def _place(self, call: JanusSIPCall, uri: str, sdp: str) -> None:
+    async def _place(self, call: JanusSIPCall, uri: str, sdp: str, headers: dict[str, str]) -> None:
         line = await self._free_line(call)
         if call.is_ended:  # terminated while a line was being found
             self.line_freed(line)
@@ -348,6 +349,8 @@ class JanusSIPUserAgent:
         srtp = _SRTP[self._settings.srtp]
         if srtp is not None:
             body["srtp"] = srtp
+        if headers:
+            body["headers"] = headers
         reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
         call.placed(reply)
 
@@ -411,6 +414,8 @@ class JanusSIPUserAgent:
             body["display_name"] = identity.display_name
         if identity.user_agent:
             body["user_agent"] = identity.user_agent
+        if identity.incoming_header_prefixes:
+            body["incoming_header_prefixes"] = list(identity.incoming_header_prefixes)
         body.update(self._route_params())
         return body
 
@@ -456,10 +461,10 @@ class JanusSIPCall:
         self.direction = direction
         self.line = line
         self.call_id: str | None = None
+        self.headers: dict[str, str] = {}
         self._observer = observer
         self._sent = False  # our SDP (offer or answer) is with Janus: candidates can follow
         self._waiting_candidates: list[list[dict[str, Any]]] = []
-        self._early_sdp: str | None = None
         self._answered = False
         self._accepted = False
         self.is_ended = False
@@ -475,10 +480,13 @@ class JanusSIPCall:
         else:
             self._waiting_candidates.append(candidates)
 
-    def answer(self, sdp: str) -> Deferred[None]:
+    def answer(self, sdp: str, headers: dict[str, str]) -> Deferred[None]:
         self._answered = True
         handle = self._handle()
-        answer = handle.message({"request": "accept"}, {"type": "answer", "sdp": sdp})
+        body: dict[str, Any] = {"request": "accept"}
+        if headers:
+            body["headers"] = headers
+        answer = handle.message(body, {"type": "answer", "sdp": sdp})
         self._sent = True
         self._flush_candidates()
         return answer.addCallback(self._reply)
@@ -552,16 +560,22 @@ class JanusSIPCall:
     def _EH_calling(self, result: dict[str, Any], jsep: Any) -> None:
         self._observer_call("call_progress")
 
+    def _EH_proceeding(self, result: dict[str, Any], jsep: Any) -> None:
+        self._observer_call("call_proceeding", result.get("code"))
+
+    def _EH_ringing(self, result: dict[str, Any], jsep: Any) -> None:
+        self._observer_call("call_ringing")
+
     def _EH_progress(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
         if jsep and jsep.get("sdp"):
-            self._early_sdp = jsep["sdp"]  # 183 with SDP: the later 200 comes without it
+            self._observer_call("call_early_media", jsep["sdp"])  # 183 with SDP: the later 200 comes without it
 
     def _EH_accepted(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
         self._accepted = True
         if self.direction == "outgoing":
-            self._observer_call("call_accepted", (jsep or {}).get("sdp") or self._early_sdp)
+            self._observer_call("call_accepted", (jsep or {}).get("sdp"), result.get("headers") or None)
         else:
-            self._observer_call("call_accepted", None)
+            self._observer_call("call_accepted", None, None)
 
     def _EH_hangup(self, result: dict[str, Any], jsep: Any) -> None:
         if result.get("call_id") not in (None, self.call_id) and self.call_id is not None:

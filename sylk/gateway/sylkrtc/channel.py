@@ -80,7 +80,9 @@ class RequestChannel:
                             self._request_failed, errbackArgs=(request,))
 
     def send_event(self, event: Event) -> None:
-        self._reply(self.dialect.encode(event))
+        message = self.dialect.encode(event)
+        if message is not None:
+            self._reply(message)
 
     def _request_failed(self, failure: Failure, request: Request) -> None:
         if failure.check(APIError):

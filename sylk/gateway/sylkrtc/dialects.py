@@ -45,7 +45,8 @@ class Dialect:
             message["transaction"] = transaction
         return message
 
-    def encode(self, event: model.Event) -> dict[str, Any]:
+    def encode(self, event: model.Event) -> dict[str, Any] | None:
+        """The message for an event, or None when the dialect has no way to say it."""
         return getattr(self, f"_encode_{type(event).__name__}")(event)
 
 
@@ -70,8 +71,10 @@ class SylkRTC1(Dialect):
         data = _present(state=event.state, reason=event.reason)
         return {"sylkrtc": "account_event", "account": event.account, "event": "registration_state", "data": data}
 
-    def _encode_SessionStateChanged(self, event: model.SessionStateChanged) -> dict[str, Any]:
-        data = _present(state=event.state, sdp=event.sdp, reason=event.reason)
+    def _encode_SessionStateChanged(self, event: model.SessionStateChanged) -> dict[str, Any] | None:
+        if event.state not in _SYLKRTC_1_STATES:
+            return None  # sylkRTC-1 had no ringing, proceeding or early media; the early answer comes with accepted
+        data = _present(state=event.state, sdp=event.sdp or event.early_sdp, reason=event.reason)
         return {"sylkrtc": "session_event", "session": event.session, "event": "state", "data": data}
 
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
@@ -97,15 +100,21 @@ class SylkRTC2(Dialect):
 
     def _encode_SessionStateChanged(self, event: model.SessionStateChanged) -> dict[str, Any]:
         return {"sylkrtc": "session-event", "session": event.session, "event": "state",
-                **_present(state=event.state, sdp=event.sdp, reason=event.reason)}
+                **_present(state=event.state, code=event.code, sdp=event.sdp, call_id=event.call_id,
+                           headers=event.headers, reason=event.reason)}
 
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "incoming-session",
-                "session": event.session, "originator": _originator(event.originator), "sdp": event.sdp}
+                "session": event.session, "originator": _originator(event.originator), "sdp": event.sdp,
+                **_present(call_id=event.call_id, headers=event.headers)}
 
     def _encode_MissedSession(self, event: model.MissedSession) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "missed-session",
                 "originator": _originator(event.originator)}
+
+
+_SYLKRTC_1_STATES = (model.SessionState.PROGRESS, model.SessionState.ACCEPTED, model.SessionState.ESTABLISHED,
+                     model.SessionState.TERMINATED)
 
 
 def _present(**values: Any) -> dict[str, Any]:

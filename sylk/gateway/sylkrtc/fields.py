@@ -111,6 +111,46 @@ class Candidates(Field):
         return {"candidate": candidate, "sdpMid": mid, "sdpMLineIndex": line}
 
 
+class Headers(Field):
+    """Custom SIP headers as sylkRTC-2 sends them: [{name, value}], normalised to {name: value}. Names are SIP
+    tokens, values one line; the headers that make up the SIP dialog itself cannot be set."""
+
+    _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+    RESERVED = frozenset(name.lower() for name in (
+        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Content-Length", "Content-Type",
+        "Route", "Record-Route", "Authorization", "Proxy-Authorization", "Expires", "Allow", "Supported",
+        "Require", "User-Agent"))
+
+    def convert(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, list):
+            raise ValidationError(f"must be an array, not {_json_type(value)}")
+        if len(value) > 16:
+            raise ValidationError("must have at most 16 headers")
+        headers: dict[str, str] = {}
+        for index, item in enumerate(value):
+            name = item.get("name") if isinstance(item, dict) else None
+            text = item.get("value") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not self._TOKEN.fullmatch(name) or len(name) > 64:
+                raise ValidationError(f"item {index} needs a header 'name' (a SIP token)")
+            if name.lower() in self.RESERVED:
+                raise ValidationError(f"item {index}: {name} cannot be set")
+            if not isinstance(text, str) or len(text) > 255 or "\r" in text or "\n" in text:
+                raise ValidationError(f"item {index} needs a one-line 'value' of at most 255 characters")
+            headers[name] = text
+        return headers
+
+
+class StringList(Field):
+    """A short list of distinct non-empty strings."""
+
+    def convert(self, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) and 0 < len(item) <= 64 for item in value):
+            raise ValidationError("must be an array of non-empty strings")
+        if len(value) > 16 or len(set(value)) != len(value):
+            raise ValidationError("must have at most 16 items, each once")
+        return tuple(value)
+
+
 class Model:
     """Base of requests and events: fields declared as class attributes, values as instance attributes."""
 

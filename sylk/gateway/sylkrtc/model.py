@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sylk.gateway.sylkrtc.fields import AOR, HA1, Candidates, Field, Model, String
+from sylk.gateway.sylkrtc.fields import AOR, HA1, Candidates, Field, Headers, Model, String, StringList
 
 MAX_SDP = 32768
 
@@ -34,6 +34,7 @@ class AccountAdd(AccountRequest):
     password = HA1()
     display_name = String(optional=True, allow_empty=True, max_length=256)
     user_agent = String(optional=True, max_length=256)
+    incoming_header_prefixes = StringList(optional=True, default=())  # pass these incoming headers up
 
 
 class AccountRemove(AccountRequest):
@@ -56,11 +57,13 @@ class SessionCreate(AccountRequest, SessionRequest):
     name = "session-create"
     uri = AOR()
     sdp = String(max_length=MAX_SDP)
+    headers = Headers(optional=True, default={})
 
 
 class SessionAnswer(SessionRequest):
     name = "session-answer"
     sdp = String(max_length=MAX_SDP)
+    headers = Headers(optional=True, default={})
 
 
 class SessionTrickle(SessionRequest):
@@ -96,7 +99,10 @@ class RegistrationStateChanged(Event):
 
 class SessionState:
     CONNECTING = "connecting"  # internal: before the first state the browser hears of
-    PROGRESS = "progress"
+    PROGRESS = "progress"  # outgoing: the INVITE is on its way
+    PROCEEDING = "proceeding"  # outgoing: a provisional response (with its code; sylkRTC-2 only)
+    RINGING = "ringing"  # outgoing: the callee is alerted (sylkRTC-2 only)
+    EARLY_MEDIA = "early-media"  # outgoing: 183 with SDP, the answer for media before the call is answered
     ACCEPTED = "accepted"
     ESTABLISHED = "established"
     TERMINATED = "terminated"
@@ -105,8 +111,12 @@ class SessionState:
 class SessionStateChanged(Event):
     session = Field()
     state = Field()
-    sdp = Field(optional=True)  # with ACCEPTED of an outgoing call: the answer
-    reason = Field(optional=True)  # with TERMINATED
+    sdp = Field(optional=True)  # EARLY_MEDIA, or ACCEPTED of an outgoing call: the SDP answer it brought
+    early_sdp = Field(optional=True)  # ACCEPTED after EARLY_MEDIA: the answer given then (for sylkRTC-1)
+    code = Field(optional=True)  # PROCEEDING: the provisional status code
+    call_id = Field(optional=True)  # ACCEPTED: the SIP Call-ID
+    headers = Field(optional=True)  # ACCEPTED: the answer's headers matching the account's prefixes
+    reason = Field(optional=True)  # TERMINATED
 
 
 class IncomingSession(Event):
@@ -114,6 +124,8 @@ class IncomingSession(Event):
     session = Field()
     originator = Field()  # sylk.gateway.sip.Originator
     sdp = Field()  # the offer
+    call_id = Field(optional=True)
+    headers = Field(optional=True)  # the INVITE's headers matching the account's prefixes
 
 
 class MissedSession(Event):

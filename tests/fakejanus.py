@@ -276,6 +276,11 @@ class FakeJanus:
             self._outbox.append(self._event(session, handle, {"event": "hangup", "code": self.call_outcome[1],
                                                               "reason": self.call_outcome[2], "call_id": call_id}))
 
+    def _sip_dtmf_info(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.calls:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (not in a call?)")
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "dtmfsent"}})
+
     def _sip_accept(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
         if handle not in self.calls:
             return self._sip_error(session, handle, transaction, 447, "Wrong state (no call to accept)")

@@ -23,11 +23,13 @@ from zope.interface import implementer
 from sylk.gateway.errors import APIError
 from sylk.gateway.interfaces import ICallObserver, ISIPCall
 from sylk.gateway.sip import Originator
-from sylk.gateway.sylkrtc.model import Event, SessionState, SessionStateChanged
+from sylk.gateway.sylkrtc.model import Event, SessionDtmf, SessionState, SessionStateChanged
 from sylk.gateway.util import OneShotObserver
 
 # How long a call may take to end after the gateway asked the backend to end it.
 TERMINATE_TIMEOUT = 10.0
+# Silence between DTMF tones sent one after the other, after each tone's own duration.
+DTMF_GAP = 0.1
 
 State = SessionState
 _EARLY = (State.PROGRESS, State.PROCEEDING, State.RINGING, State.EARLY_MEDIA)  # outgoing, before the answer
@@ -52,6 +54,7 @@ class Call:
         self._media_up = False
         self._rang = False
         self._early_sdp: str | None = None
+        self._tones: list[tuple[str, int]] = []  # DTMF waiting to go out, the first one going now
         self._ended = OneShotObserver()
         self.originator: Originator | None = None  # incoming calls: the caller
 
@@ -78,6 +81,15 @@ class Call:
         if self.state == State.TERMINATED or self._terminating:
             raise APIError(f"Invalid state for terminating session {self.id}: {self._shown_state()}")
         self.end()
+
+    def send_dtmf(self, tones: str, duration: int) -> None:
+        """Queue DTMF tones to go out as SIP INFO, one by one, each after the previous one's duration and a gap."""
+        if self.state not in (State.EARLY_MEDIA, State.ACCEPTED, State.ESTABLISHED) or self._terminating:
+            raise APIError(f"Invalid state for sending DTMF in session {self.id}: {self._shown_state()}")
+        idle = not self._tones
+        self._tones.extend((tone, duration) for tone in tones)
+        if idle:
+            self._next_tone()
 
     def end(self) -> Deferred[None]:
         """Make sure the call ends (connection closing, account removed); fires once it has."""
@@ -124,9 +136,14 @@ class Call:
         elif self.state == State.CONNECTING or self.state in _EARLY:
             self._media_up = True  # early media: reported once the call is answered
 
+    def call_dtmf(self, tone: str, duration: int | None, method: str) -> None:
+        if self.state != State.TERMINATED:
+            self._notify(SessionDtmf(session=self.id, digit=tone, duration=duration, method=method))
+
     def call_terminated(self, reason: str) -> None:
         if self.state == State.TERMINATED:
             return
+        self._tones.clear()
         if self._terminating is not None and self._terminating.active():
             self._terminating.cancel()
         self._enter(State.TERMINATED, reason=reason)
@@ -135,6 +152,21 @@ class Call:
         self._ended.fire()
 
     # --- internals ---
+
+    def _next_tone(self) -> None:
+        if not self._tones or self.sip_call is None:
+            self._tones.clear()
+            return
+        tone, duration = self._tones[0]
+        sent = self.sip_call.send_dtmf_info(tone, duration)
+        sent.addErrback(lambda f: self.log.warn("Session {id}: DTMF {tone} not sent: {error}", id=self.id, tone=tone,
+                                                error=f.value))
+        sent.addBoth(lambda _: self._clock.callLater(duration / 1000 + DTMF_GAP, self._tone_done))
+
+    def _tone_done(self) -> None:
+        if self._tones:
+            self._tones.pop(0)
+        self._next_tone()
 
     def _enter(self, state: str, **details: Any) -> None:
         self.state = state

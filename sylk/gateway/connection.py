@@ -148,6 +148,9 @@ class Connection:
     def _RH_session_terminate(self, request: model.SessionTerminate) -> None:
         self._call(request).terminate()
 
+    def _RH_session_dtmf_info(self, request: model.SessionDtmfInfo) -> None:
+        self._call(request).send_dtmf(request.digit, request.duration)
+
     # --- AccountOwner ---
 
     def account_event(self, event: model.Event) -> None:

@@ -100,6 +100,9 @@ class ISIPCall(Interface):
     def terminate():
         """End the call: cancel, reject or hang up, as its state requires. The end arrives at the observer."""
 
+    def send_dtmf_info(tone, duration):
+        """Send one DTMF tone as SIP INFO (`duration` in ms); the Deferred fires when it has gone out."""
+
 
 class ICallObserver(Interface):
     def call_progress():
@@ -120,6 +123,10 @@ class ICallObserver(Interface):
 
     def call_established():
         """Media between the browser and the backend are up (ICE and DTLS)."""
+
+    def call_dtmf(tone, duration, method):
+        """The far end sent a DTMF tone: `method` "info" (SIP INFO) or "rfc4733" (in the media, if the backend
+        can see those); `duration` in ms, or None."""
 
     def call_terminated(reason):
         """The call is over: "<code> <phrase>" from SIP, or an explanation."""

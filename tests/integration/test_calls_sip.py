@@ -248,3 +248,29 @@ class TestSylkRTC2Details:
                            headers=[{"name": "X-Answered-By", "value": "gateway test"}])
             assert bob.wait() == 0
             assert "X-Answered-By: gateway test" in bob.messages()
+
+    def test_dtmf_as_sip_info_to_the_phone(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer_info.xml") as bob:
+            client.request("session-create", account=ALICE, session="s1", uri="bob@sylk.test", sdp=OFFER)
+            assert self.flat_states(client, "s1", until="accepted")[-1]["state"] == "accepted"
+            answer = client.request("session-dtmf-info", session="s1", digit="1#", duration=100)
+            assert answer["sylkrtc"] == "ack", answer
+            eventually(lambda: bob.messages().count("INFO sip:") == 2, what="two INFO requests at the phone")
+            client.request("session-terminate", session="s1")
+            assert bob.wait() == 0
+            bodies = bob.messages()
+            assert "Content-Type: application/dtmf-relay" in bodies
+            assert bodies.index("Signal=1") < bodies.index("Signal=#")  # one request per tone, in order
+            assert "Duration=100" in bodies
+
+    def test_dtmf_as_sip_info_from_the_phone(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        client.request("account-register", account=ALICE)
+        client.event(lambda m: m.get("event") == "registration-state" and m.get("state") == "registered", 15)
+        with Sipp(tmp_path / "sipp", "uac_call_info.xml", BOB_PORT, "alice", {"caller": "bob"},
+                  auth=("bob", "bobpw"), render={"hold": "1000"}) as bob:
+            incoming = client.event(lambda m: m.get("event") == "incoming-session", 15, "an incoming call")
+            client.request("session-answer", session=incoming["session"], sdp=answer_for(incoming["sdp"]))
+            dtmf = client.event(lambda m: m.get("event") == "dtmf", 10, "the DTMF")
+            assert dtmf == {"sylkrtc": "session-event", "session": incoming["session"], "event": "dtmf",
+                            "digit": "5", "duration": 250, "method": "info"}
+            assert bob.wait() == 0

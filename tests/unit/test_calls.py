@@ -391,3 +391,59 @@ class EndingTests(CallTestCase):
                          "reason": "DTLS alert"})
         self.assertEqual(self.calls(peer)[-1], ("terminated", "DTLS alert"))
         self.assertEqual(self.janus.kinds()[-1], "message:hangup")
+
+
+class DtmfTests(CallTestCase):
+    def established(self) -> tuple[Connection, FakePeer, int]:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        return connection, peer, self.line_of()
+
+    def sent(self) -> list[tuple[str, int]]:
+        return [(r["body"]["digit"], r["body"]["duration"]) for r in self.janus.requests
+                if r["janus"] == "message" and r["body"]["request"] == "dtmf_info"]
+
+    def test_tones_go_out_one_by_one_with_spacing(self) -> None:
+        from sylk.gateway.call import DTMF_GAP
+        connection, peer, line = self.established()
+        self.assertIsNone(self.request(connection, model.SessionDtmfInfo, session="s1", digit="12#", duration=200))
+        self.assertEqual(self.sent(), [("1", 200)])
+        self.janus.clock.advance(0.2 + DTMF_GAP - 0.01)
+        self.janus.flush()
+        self.assertEqual(self.sent(), [("1", 200)])
+        self.janus.clock.advance(0.01)
+        self.janus.flush()
+        self.assertEqual(self.sent(), [("1", 200), ("2", 200)])
+        self.request(connection, model.SessionDtmfInfo, session="s1", digit="9", duration=100)  # queued behind
+        for _ in range(3):
+            self.janus.clock.advance(0.3)
+            self.janus.flush()
+        self.assertEqual(self.sent(), [("1", 200), ("2", 200), ("#", 200), ("9", 100)])
+
+    def test_only_in_an_answered_call(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)  # ringing, not answered
+        self.assertEqual(self.request(connection, model.SessionDtmfInfo, session="s1", digit="1", duration=160),
+                         "Invalid state for sending DTMF in session s1: progress")
+
+    def test_ending_the_call_drops_what_is_left(self) -> None:
+        connection, peer, line = self.established()
+        self.request(connection, model.SessionDtmfInfo, session="s1", digit="123", duration=160)
+        self.janus.remote_hangup(self.session_id(), line)
+        self.janus.clock.advance(5)
+        self.janus.flush()
+        self.assertEqual(self.sent(), [("1", 160)])
+
+    def test_tones_from_the_far_end(self) -> None:
+        connection, peer, line = self.established()
+        session = self.session_id()
+        self.janus.sip_event(session, line, {"event": "info", "sender": "sip:bob@example.com",
+                                             "type": "application/dtmf-relay", "content": "Signal=5\r\nDuration=250"})
+        self.janus.sip_event(session, line, {"event": "info", "type": "application/dtmf", "content": "#"})
+        self.janus.sip_event(session, line, {"event": "info", "type": "text/plain", "content": "hello"})
+        self.janus.sip_event(session, line, {"event": "dtmf", "signal": "7", "duration": 100})  # Janus >= 1.2.1
+        tones = [(e.digit, e.duration, e.method) for e in peer.events if isinstance(e, model.SessionDtmf)]
+        self.assertEqual(tones, [("5", 250, "info"), ("#", None, "info"), ("7", 100, "rfc4733")])

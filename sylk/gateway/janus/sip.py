@@ -491,6 +491,10 @@ class JanusSIPCall:
         self._flush_candidates()
         return answer.addCallback(self._reply)
 
+    def send_dtmf_info(self, tone: str, duration: int) -> Deferred[None]:
+        return self._handle().message({"request": "dtmf_info", "digit": tone, "duration": duration}).addCallback(
+            lambda _: None)
+
     def terminate(self) -> None:
         if self.is_ended:
             return
@@ -576,6 +580,27 @@ class JanusSIPCall:
             self._observer_call("call_accepted", (jsep or {}).get("sdp"), result.get("headers") or None)
         else:
             self._observer_call("call_accepted", None, None)
+
+    def _EH_info(self, result: dict[str, Any], jsep: Any) -> None:
+        """SIP INFO from the far end; DTMF in it (application/dtmf-relay or application/dtmf) is passed up."""
+        kind = str(result.get("type") or "").lower()
+        content = str(result.get("content") or "")
+        if kind == "application/dtmf-relay":
+            fields = dict(re.findall(r"(?im)^\s*(\w+)\s*=\s*(\S+)", content))
+            tone, duration = fields.get("Signal", fields.get("signal")), fields.get("Duration", fields.get("duration"))
+        elif kind == "application/dtmf":
+            tone, duration = content.strip(), None
+        else:
+            return
+        if tone and re.fullmatch(r"[0-9*#A-Da-d]", tone):
+            self._observer_call("call_dtmf", tone.upper(), int(duration) if duration and duration.isdigit() else None,
+                                "info")
+
+    def _EH_dtmf(self, result: dict[str, Any], jsep: Any) -> None:
+        """RFC 4733 tones from the far end: reported by Janus 1.2.1 and newer (1.1.2 relays them silently)."""
+        tone = str(result.get("signal") or "")
+        if re.fullmatch(r"[0-9*#A-Da-d]", tone):
+            self._observer_call("call_dtmf", tone.upper(), result.get("duration"), "rfc4733")
 
     def _EH_hangup(self, result: dict[str, Any], jsep: Any) -> None:
         if result.get("call_id") not in (None, self.call_id) and self.call_id is not None:

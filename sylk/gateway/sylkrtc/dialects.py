@@ -19,7 +19,8 @@ from sylk.gateway.sylkrtc.fields import ValidationError
 
 # The requests every dialect accepts under their canonical (dash) names.
 _CANONICAL = (model.Ping, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
-              model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate)
+              model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
+              model.SessionDtmfInfo)
 
 
 class Dialect:
@@ -77,6 +78,10 @@ class SylkRTC1(Dialect):
         data = _present(state=event.state, sdp=event.sdp or event.early_sdp, reason=event.reason)
         return {"sylkrtc": "session_event", "session": event.session, "event": "state", "data": data}
 
+    def _encode_SessionDtmf(self, event: model.SessionDtmf) -> dict[str, Any]:
+        data = _present(digit=event.digit, duration=event.duration, method=event.method)
+        return {"sylkrtc": "session_event", "session": event.session, "event": "dtmf", "data": data}
+
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account_event", "account": event.account, "session": event.session,
                 "event": "incoming_session", "data": {"originator": _originator(event.originator),
@@ -102,6 +107,10 @@ class SylkRTC2(Dialect):
         return {"sylkrtc": "session-event", "session": event.session, "event": "state",
                 **_present(state=event.state, code=event.code, sdp=event.sdp, call_id=event.call_id,
                            headers=event.headers, reason=event.reason)}
+
+    def _encode_SessionDtmf(self, event: model.SessionDtmf) -> dict[str, Any]:
+        return {"sylkrtc": "session-event", "session": event.session, "event": "dtmf",
+                **_present(digit=event.digit, duration=event.duration, method=event.method)}
 
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "incoming-session",

@@ -50,6 +50,32 @@ class String(Field):
         return value
 
 
+class Integer(Field):
+    def __init__(self, *, low: int, high: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.low, self.high = low, high
+
+    def convert(self, value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValidationError(f"must be a whole number, not {_json_type(value)}")
+        if not self.low <= value <= self.high:
+            raise ValidationError(f"must be from {self.low} to {self.high}")
+        return value
+
+
+class Tones(String):
+    """DTMF tones: 0-9, *, #, A-D (case-insensitive; normalised to upper case)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=64, **kwargs)
+
+    def convert(self, value: Any) -> str:
+        value = super().convert(value).upper()
+        if not re.fullmatch(r"[0-9*#A-D]+", value):
+            raise ValidationError("must be DTMF tones: 0-9, *, #, A-D")
+        return value
+
+
 class HA1(String):
     """An MD5 digest of user:realm:password as 32 hex digits; the password itself never reaches the gateway."""
 

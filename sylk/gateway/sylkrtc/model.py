@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sylk.gateway.sylkrtc.fields import AOR, HA1, Candidates, Field, Headers, Model, String, StringList
+from sylk.gateway.sylkrtc.fields import AOR, HA1, Candidates, Field, Headers, Integer, Model, String, StringList, Tones
 
 MAX_SDP = 32768
 
@@ -75,6 +75,14 @@ class SessionTerminate(SessionRequest):
     name = "session-terminate"
 
 
+class SessionDtmfInfo(SessionRequest):
+    """Send DTMF as SIP INFO, one tone after the other (RFC 4733 tones go in the media, from the browser)."""
+
+    name = "session-dtmf-info"
+    digit = Tones()  # one tone or several
+    duration = Integer(low=40, high=5000, optional=True, default=160)  # ms, per tone
+
+
 class Event(Model):
     """Something the gateway tells the browser, without a transaction."""
 
@@ -117,6 +125,15 @@ class SessionStateChanged(Event):
     call_id = Field(optional=True)  # ACCEPTED: the SIP Call-ID
     headers = Field(optional=True)  # ACCEPTED: the answer's headers matching the account's prefixes
     reason = Field(optional=True)  # TERMINATED
+
+
+class SessionDtmf(Event):
+    """DTMF the far end sent: as SIP INFO, or (with a Janus that reports them) as RFC 4733 events."""
+
+    session = Field()
+    digit = Field()
+    duration = Field(optional=True)  # ms, when the far end said
+    method = Field()  # "info" or "rfc4733"
 
 
 class IncomingSession(Event):

@@ -6,11 +6,14 @@ accept, decline and hangup with the message shapes the real one sends (recorded 
 Janus notes, §1.2-1.4 and §2.2-2.4): plugin messages get an `ack`, then the answering event with the same
 transaction; registration outcomes and call progress come later as events routed by `sender`. As in Janus,
 `master_id` is an id of its own, not the handle's; calls need a registered (or identity-only, or helper) handle;
-unregistering detaches the master's helpers.
+unregistering detaches the master's helpers. As in Janus 1.1.2, `hangup` in a state that has no call is ignored
+without an answer (only the ack), a `hangup` event carries its Call-ID beside `result`, and a handle whose INVITE was
+cancelled after a provisional response (`ringing`/`early_media`) is stuck: no `hangup` event, no further calls.
 
 Nothing happens re-entrantly: the gateway's requests are answered only when the test calls `flush()`, in order, so
 tests decide exactly what the gateway sees and when. `hold_registrations` keeps the outcome of registrations back
-until `finish_registration()`.
+until `finish_registration()`. Requests are named by verb (`attach`), SIP request (`register`) or SIP request and type
+(`register:helper`): those in `unanswered` are never answered, those in `held` wait for `release()`.
 """
 
 from __future__ import annotations
@@ -41,10 +44,14 @@ class FakeJanus:
         self.calls: dict[int, str] = {}  # handle -> Call-ID of its call
         self.call_bodies: dict[int, dict[str, Any]] = {}  # handle -> the last `call` body
         self.answered: set[int] = set()  # handles whose call was answered (by either side)
+        self.provisional: set[int] = set()  # handles whose outgoing call had a provisional response
+        self.stuck: set[int] = set()  # handles Janus 1.1.2 leaves unusable (cancelled after a provisional)
         self.trickles: list[dict[str, Any]] = []
         self.call_outcome: tuple[Any, ...] = ()  # () ring forever; ("accepted",); ("hangup", 486, "Busy Here")
         self.answer = True  # False: stay silent (to test timeouts)
-        self.unanswered: set[str] = set()  # SIP requests (register, call, ...) to stay silent about
+        self.unanswered: set[str] = set()  # requests (see the module doc) to stay silent about
+        self.held: set[str] = set()  # requests to answer only at release()
+        self._held_requests: list[dict[str, Any]] = []
         self.registration_outcome: tuple[Any, ...] = ("registered",)  # or ("failed", 403, "Forbidden") or ()
         self.hold_registrations = False
         self._held: list[tuple[int, int]] = []  # (session, handle) whose registration outcome is held back
@@ -100,7 +107,8 @@ class FakeJanus:
     def remote_hangup(self, session: int, handle: int, code: int = 200, reason: str = "Session Terminated") -> None:
         call_id = self.calls.pop(handle)
         self.answered.discard(handle)
-        self.sip_event(session, handle, {"event": "hangup", "code": code, "reason": reason, "call_id": call_id})
+        self.provisional.discard(handle)
+        self.emit(self._hangup_event(session, handle, code, reason, call_id))
         self.emit({"janus": "hangup", "session_id": session, "sender": handle, "reason": "Close PC"})
 
     def webrtcup(self, session: int, handle: int) -> None:
@@ -113,10 +121,23 @@ class FakeJanus:
             message["jsep"] = {"type": "answer", "sdp": sdp}
         self.emit(message)
 
+    def ringing(self, session: int, handle: int) -> None:
+        self.provisional.add(handle)
+        self.sip_event(session, handle, {"event": "ringing"})
+
     def early_media(self, session: int, handle: int, sdp: str = "v=0 early") -> None:
+        self.provisional.add(handle)
         message = self._event(session, handle, {"event": "progress", "username": "sip:bob@example.com"})
         message["jsep"] = {"type": "answer", "sdp": sdp}
         self.emit(message)
+
+    def release(self) -> None:
+        """Answer the held requests, in order, and stop holding."""
+        self.held = set()
+        held, self._held_requests = self._held_requests, []
+        for request in held:
+            self._process(request)
+        self.flush()
 
     def kinds(self) -> list[str]:
         """The verbs (and SIP requests) the gateway sent, in order, e.g. ['create', 'attach', 'message:register']."""
@@ -131,8 +152,23 @@ class FakeJanus:
         assert text == text.strip(), "Janus 1.1.2 rejects frames with trailing whitespace"
         request = json.loads(text)
         self.requests.append(request)
-        if not self.answer or request.get("body", {}).get("request") in self.unanswered:
+        names = self._names(request)
+        if not self.answer or names & self.unanswered:
             return
+        if names & self.held:
+            self._held_requests.append(request)
+            return
+        self._process(request)
+
+    @staticmethod
+    def _names(request: dict[str, Any]) -> set[str]:
+        body = request.get("body") or {}
+        names = {request["janus"]}
+        if "request" in body:
+            names |= {body["request"], f"{body['request']}:{body.get('type')}"}
+        return names
+
+    def _process(self, request: dict[str, Any]) -> None:
         transaction = request["transaction"]
         verb = request["janus"]
         if verb != "info" and request.get("apisecret") != self.api_secret:
@@ -190,7 +226,8 @@ class FakeJanus:
         self.sessions[session].discard(handle)
         for table in (self.registered, self.status, self.helpers, self.calls):
             table.pop(handle, None)
-        self.answered.discard(handle)
+        for flags in (self.answered, self.provisional, self.stuck):
+            flags.discard(handle)
         for master_id, master in list(self.master_ids.items()):
             if master == handle:
                 del self.master_ids[master_id]
@@ -258,9 +295,9 @@ class FakeJanus:
     def _sip_call(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
         if handle not in self.status:
             return self._sip_error(session, handle, transaction, 447, "Wrong state (not registered)")
-        if handle in self.calls:
+        if handle in self.calls or handle in self.stuck:
             return self._sip_error(session, handle, transaction, 447, "Wrong state (already in a call?)")
-        call_id = f"call-{transaction}"
+        call_id = body.get("call_id") or f"call-{transaction}"
         self.calls[handle] = call_id
         self.call_bodies[handle] = body
         self._sip_reply(session, handle, transaction, {"sip": "event", "call_id": call_id,
@@ -273,8 +310,8 @@ class FakeJanus:
             self._outbox.append(message)
         elif self.call_outcome[:1] == ("hangup",):
             self.calls.pop(handle)
-            self._outbox.append(self._event(session, handle, {"event": "hangup", "code": self.call_outcome[1],
-                                                              "reason": self.call_outcome[2], "call_id": call_id}))
+            self._outbox.append(self._hangup_event(session, handle, self.call_outcome[1], self.call_outcome[2],
+                                                   call_id))
 
     def _sip_dtmf_info(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
         if handle not in self.calls:
@@ -294,18 +331,20 @@ class FakeJanus:
         code = body.get("code", 486)
         self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "declining",
                                                                                   "code": code}})
-        self._outbox.append(self._event(session, handle, {"event": "hangup", "code": code, "reason": "Busy Here",
-                                                          "call_id": call_id}))
+        self._outbox.append(self._hangup_event(session, handle, code, "Busy Here", call_id))
 
     def _sip_hangup(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
         if handle not in self.calls:
-            return self._sip_error(session, handle, transaction, 447, "Wrong state (not in a call?)")
+            return  # Janus 1.1.2 ignores it, with no answer beyond the ack
         call_id = self.calls.pop(handle)
         self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "hangingup"}})
+        if handle in self.provisional and handle not in self.answered:
+            self.provisional.discard(handle)
+            self.stuck.add(handle)  # CANCEL after a provisional response: Janus 1.1.2 never reports the end
+            return
         code, reason = (200, "to BYE") if handle in self.answered else (487, "Request Terminated")  # BYE / CANCEL
         self.answered.discard(handle)
-        self._outbox.append(self._event(session, handle, {"event": "hangup", "code": code, "reason": reason,
-                                                          "call_id": call_id}))
+        self._outbox.append(self._hangup_event(session, handle, code, reason, call_id))
         self._outbox.append({"janus": "hangup", "session_id": session, "sender": handle, "reason": "Close PC"})
 
     def _registration_outcome(self, session: int, handle: int, outcome: tuple[Any, ...]) -> None:
@@ -322,6 +361,13 @@ class FakeJanus:
             _, code, reason = outcome
             self._outbox.append(self._event(session, handle, {"event": "registration_failed", "code": code,
                                                               "reason": reason}))
+
+    @classmethod
+    def _hangup_event(cls, session: int, handle: int, code: int, reason: str, call_id: str | None) -> dict[str, Any]:
+        message = cls._event(session, handle, {"event": "hangup", "code": code, "reason": reason})
+        if call_id is not None:
+            message["plugindata"]["data"]["call_id"] = call_id  # beside `result`, as Janus puts it
+        return message
 
     @staticmethod
     def _event(session: int, handle: int, result: dict[str, Any]) -> dict[str, Any]:

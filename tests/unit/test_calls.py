@@ -36,8 +36,10 @@ class CallTestCase(ConnectionTestCase):
         return self.request(connection, model.SessionCreate, account=ALICE, session=session, uri=uri,
                             sdp="v=0 offer")
 
-    def line_of(self, call_id_prefix: str = "call-") -> int:
-        (handle,) = [h for h, call_id in self.janus.calls.items() if call_id.startswith(call_id_prefix)]
+    def line_of(self) -> int:
+        """The line of the one outgoing call in progress."""
+        outgoing = {body["call_id"] for body in self.janus.call_bodies.values()}
+        (handle,) = [h for h, call_id in self.janus.calls.items() if call_id in outgoing]
         return handle
 
     def session_id(self) -> int:
@@ -56,7 +58,9 @@ class OutgoingCallTests(CallTestCase):
         self.assertEqual(self.janus.status[master], "identity")
         (line, body), = self.janus.call_bodies.items()
         self.assertEqual(self.janus.helpers[line], master)
-        self.assertEqual(body, {"request": "call", "uri": f"sip:{BOB}"})  # plain RTP towards SIP by default
+        self.assertEqual(body, {"request": "call", "uri": f"sip:{BOB}",  # plain RTP towards SIP by default
+                                "call_id": body["call_id"]})  # a Call-ID of our own
+        self.assertRegex(body["call_id"], r"^[A-Za-z0-9_-]{24}$")
         self.assertEqual(self.janus.requests[-1]["jsep"], {"type": "offer", "sdp": "v=0 offer"})
         self.assertEqual(self.calls(peer), ["progress"])
         self.janus.answer_call(session, line)
@@ -147,7 +151,7 @@ class OutgoingCallTests(CallTestCase):
         self.janus.emit(message)
         accepted = [e for e in peer.events if getattr(e, "state", None) == "accepted"][0]
         self.assertEqual((accepted.headers, accepted.sdp), ({"X-Answer": "yes"}, "v=0 answer"))
-        self.assertTrue(accepted.call_id.startswith("call-"))
+        self.assertEqual(accepted.call_id, body["call_id"])
 
     def test_far_end_refuses(self) -> None:
         connection, peer = self.connect()
@@ -447,3 +451,178 @@ class DtmfTests(CallTestCase):
         self.janus.sip_event(session, line, {"event": "dtmf", "signal": "7", "duration": 100})  # Janus >= 1.2.1
         tones = [(e.digit, e.duration, e.method) for e in peer.events if isinstance(e, model.SessionDtmf)]
         self.assertEqual(tones, [("5", 250, "info"), ("#", None, "info"), ("7", 100, "rfc4733")])
+
+
+class LineRaceTests(CallTestCase):
+    """Calls, lines and the master racing each other. Each of these once left a line, a Sofia-stack slot or the
+    reactor stuck."""
+
+    def test_calls_waiting_for_a_failed_master_attach_wait_again(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.unanswered = {"attach"}
+        self.dial(connection, "s1")  # attaches the master
+        self.dial(connection, "s2")  # waits for that attach
+        self.janus.clock.advance(10)  # it times out: s1 fails, s2 attaches in turn
+        self.assertEqual(self.calls(peer, "s1"), [("terminated", "Janus did not answer 'attach' within 10 s")])
+        self.dial(connection, "s3")  # waits for s2's attach (it once found the old wake-up fired, and spun)
+        self.assertEqual(self.janus.kinds().count("attach"), 2)
+        self.janus.unanswered = set()
+        self.janus.clock.advance(10)  # s2's attach times out too; s3 attaches, and Janus answers now
+        self.janus.flush()
+        self.assertEqual(self.calls(peer, "s2")[-1][0], "terminated")
+        self.assertEqual(self.calls(peer, "s3"), ["progress"])
+
+    def test_an_account_closed_while_waiting_to_start_its_stack_gives_its_turn_back(self) -> None:
+        from sylk.gateway.janus.sip import NEW_STACKS_AT_ONCE
+        connection, peer = self.connect()
+        for round_ in range(NEW_STACKS_AT_ONCE):
+            busy = [f"busy{round_}-{n}@example.com" for n in range(NEW_STACKS_AT_ONCE)]
+            for account in busy:
+                self.add(connection, account)
+            self.janus.unanswered = {"register"}  # these take every turn, until their requests time out
+            for account in busy:
+                self.request(connection, model.AccountRegister, account=account)
+            self.add(connection, "caller@example.com")
+            self.request(connection, model.SessionCreate, account="caller@example.com", session=f"s{round_}",
+                         uri=BOB, sdp="v=0")  # its stack waits for a turn
+            self.request(connection, model.AccountRemove, account="caller@example.com")
+            self.janus.unanswered = set()
+            self.janus.clock.advance(10)
+            self.janus.flush()
+            for account in busy:
+                self.request(connection, model.AccountRemove, account=account)
+        self.add(connection)
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.assertEqual(peer.states()[-2:], ["registering", "registered"])
+
+    def test_a_line_being_bound_is_not_given_to_another_call(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.held = {"register:helper"}
+        self.dial(connection, "s1")  # a helper is attached for it, its binding to the master held
+        (first,) = self.janus.helpers if self.janus.helpers else [self.janus.requests[-1]["handle_id"]]
+        self.request(connection, model.SessionTerminate, session="s1")  # ends at once: nothing went out
+        self.assertEqual(self.calls(peer, "s1"), [("terminated", "487 Request Terminated")])
+        self.dial(connection, "s2")  # the first helper is not bound yet: a second one is attached
+        self.janus.release()
+        (placed,) = self.janus.call_bodies  # s1's INVITE never went out; s2's went on the second helper
+        self.assertNotEqual(placed, first)
+        self.assertEqual(self.calls(peer, "s2"), ["progress"])
+        self.assertIsNone(self.dial(connection, "s3"))  # on the first helper, now bound and idle
+        self.assertEqual(set(self.janus.call_bodies), {placed, first})
+        self.assertEqual(self.calls(peer, "s3"), ["progress"])
+
+    def test_terminated_while_janus_takes_the_call(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.held = {"call"}
+        self.dial(connection)
+        self.request(connection, model.SessionTerminate, session="s1")  # the INVITE is going out: cancel it after
+        self.assertEqual(self.janus.kinds()[-1], "message:call")
+        self.janus.release()
+        self.assertEqual(self.janus.kinds()[-2:], ["message:hangup", "detach"])
+        self.assertEqual(self.calls(peer), [("terminated", "487 Request Terminated")])
+
+    def test_a_hangup_janus_ignores_does_not_keep_the_line(self) -> None:
+        from sylk.gateway.janus.sip import HANGUP_WAIT
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        line = self.line_of()
+        del self.janus.calls[line]  # Janus no longer sees a call there: it ignores the hangup, silently
+        self.request(connection, model.SessionTerminate, session="s1")
+        self.janus.clock.advance(HANGUP_WAIT)
+        self.janus.flush()
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "Ended without an answer from Janus"))
+        self.assertNotIn(line, self.janus.handles())  # given up: detached
+
+    def test_hangups_of_other_calls_are_ignored(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        line, session = self.line_of(), self.session_id()
+        self.janus.emit(self.janus._hangup_event(session, line, 486, "Busy Here", None))  # Janus 1.1.2's stray one
+        self.janus.emit(self.janus._hangup_event(session, line, 486, "Busy Here", "another-call"))
+        self.assertEqual(self.calls(peer), ["progress", ("accepted", "v=0 answer")])
+        self.janus.remote_hangup(session, line)
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "200 OK"))
+
+    def test_the_previous_calls_peerconnection_closing_does_not_end_the_next_call(self) -> None:
+        from sylk.gateway.janus.sip import STALE_PC_WINDOW
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection, "s1")
+        line, session = self.line_of(), self.session_id()
+        call_id = self.janus.calls.pop(line)
+        self.janus.emit(self.janus._hangup_event(session, line, 200, "Session Terminated", call_id))
+        self.dial(connection, "s2")  # on the same, now idle, line
+        self.assertEqual(self.line_of(), line)
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "Close PC"})  # s1's
+        self.assertEqual(self.calls(peer, "s2"), ["progress", ("accepted", "v=0 answer")])
+        self.janus.clock.advance(STALE_PC_WINDOW)
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "DTLS alert"})  # s2's
+        self.assertEqual(self.calls(peer, "s2")[-1], ("terminated", "DTLS alert"))
+
+    def test_a_spare_line_janus_will_not_bind_is_let_go(self) -> None:
+        from sylk.gateway.janus.sip import HELPER_RETRY
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.unanswered = {"register:helper"}
+        self.request(connection, model.AccountRegister, account=ALICE)
+        for _ in range(6):
+            self.janus.clock.advance(10 + HELPER_RETRY)  # the binding times out, a new spare is tried later
+            self.janus.flush()
+        self.assertLessEqual(len(self.janus.handles()), 2)  # the master and the spare being tried, no pile-up
+
+    def test_answering_fails_then_the_caller_is_declined(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        self.janus.incoming_call(session, master)
+        (incoming,) = self.account_events(peer, model.IncomingSession)
+        self.janus.unanswered = {"accept"}
+        self.request(connection, model.SessionAnswer, session=incoming.session, sdp="v=0 answer")
+        self.janus.clock.advance(10)
+        self.janus.flush()
+        self.assertEqual(self.janus.requests[-1]["body"], {"request": "decline", "code": 486})
+        self.assertNotIn(master, self.janus.calls)  # the caller was told
+        self.assertEqual(self.calls(peer, incoming.session)[-1][0], "terminated")
+
+    def test_an_invite_on_a_line_taken_for_an_outgoing_call_is_refused_as_busy(self) -> None:
+        connection, peer = self.registered()
+        (spare,) = self.janus.helpers
+        self.janus.held = {"call"}
+        self.dial(connection)  # takes the spare line; Janus has not seen the call yet
+        session = self.session_id()
+        self.janus.calls[spare] = "intruder"  # and gives that line an INVITE meanwhile
+        message = self.janus._event(session, spare, {"event": "incomingcall", "username": "sip:carol@example.com",
+                                                     "call_id": "intruder"})
+        message["jsep"] = {"type": "offer", "sdp": "v=0"}
+        self.janus.emit(message)
+        self.assertEqual(self.janus.requests[-1]["body"], {"request": "decline", "code": 486})
+        self.assertEqual(len(self.account_events(peer, model.MissedSession)), 1)
+        self.janus.release()  # the outgoing call goes on
+        self.assertEqual(self.calls(peer, "s1"), ["progress"])
+
+    def test_media_failure_in_early_media_lets_the_line_go(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        line, session = self.line_of(), self.session_id()
+        self.janus.early_media(session, line)
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "DTLS alert"})
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "DTLS alert"))
+        self.assertEqual(self.janus.kinds()[-2:], ["message:hangup", "detach"])  # the CANCEL left it stuck
+
+    def test_a_call_placed_while_unregistering_waits_for_the_end_of_it(self) -> None:
+        connection, peer = self.registered()
+        self.janus.held = {"unregister"}
+        self.request(connection, model.AccountUnregister, account=ALICE)
+        self.dial(connection)  # the spare helper is about to go with the registration: wait
+        self.assertNotIn("message:call", self.janus.kinds())
+        self.janus.release()
+        self.assertEqual(self.calls(peer), ["progress"])
+        self.assertEqual(self.janus.status[self.master()[1]], "identity")

@@ -24,11 +24,12 @@ to `JanusSIPCall._EH_<event>`.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -51,6 +52,12 @@ MASTER_WAIT = 15.0
 NEW_STACKS_AT_ONCE = 2
 # Delay before trying again to attach the spare helper line a registered account should have.
 HELPER_RETRY = 5.0
+# How long a call waits for Janus to report its end after a hangup or decline before it gives the line up (under
+# Call's TERMINATE_TIMEOUT, so the backend is clean when the browser is told).
+HANGUP_WAIT = 8.0
+# After a call ends, Janus may still report the end of its PeerConnection (core `hangup`, "Close PC"); one arriving
+# this soon on the line is the old call's, not the next one's.
+STALE_PC_WINDOW = 2.0
 _SRTP = {"no": None, "optional": "sdes_optional", "mandatory": "sdes_mandatory"}
 
 
@@ -111,15 +118,22 @@ class _Line:
         self.agent = agent
         self.helper = helper
         self.handle: JanusHandle | None = None
+        self.ready = False  # attached, and (helpers) bound to the master: it can carry a call
         self.call: JanusSIPCall | None = None
         self.idle_since = 0.0
+        self.stale_pc_until = 0.0  # a core hangup before this time is about the line's previous call
 
     def handle_event(self, message: dict[str, Any]) -> None:
         kind = message.get("janus")
         if kind == "event":
-            result = plugin_data(message).get("result")
+            data = plugin_data(message)
+            result = data.get("result")
             if isinstance(result, dict):
+                if "call_id" in data and "call_id" not in result:
+                    result = {**result, "call_id": data["call_id"]}  # where Janus puts it for `hangup` and others
                 self.agent.line_event(self, result, message.get("jsep"))
+        elif kind == "hangup" and self.agent.clock.seconds() < self.stale_pc_until:
+            self.stale_pc_until = 0.0  # the previous call's PeerConnection closing
         elif self.call is not None:
             self.call.core_event(kind, message)
 
@@ -136,8 +150,8 @@ class JanusSIPUserAgent:
         self._session = session
         self._identity = identity
         self._observer = observer
-        self._settings = settings
-        self._clock = clock
+        self.settings = settings
+        self.clock = clock
         self._new_stacks = new_stacks
         self._has_stack = False  # the master's Sofia stack exists (its first register request was answered)
         self._master: _Line | None = None
@@ -153,9 +167,19 @@ class JanusSIPUserAgent:
         return Deferred.fromCoroutine(self._register(registration))
 
     def unregister(self) -> Deferred[None]:
-        if self._master is None or self._master.handle is None:
+        master = self._master
+        if master is None or master.handle is None:
             return fail(BackendUnavailable("not registered"))
-        return self._master.handle.message({"request": "unregister"}).addCallback(self._reply, self._master)
+        # Calls wait meanwhile: Janus is about to detach the helpers, a call placed on one now would die with it.
+        previous = self._status
+        self._set_status("unregistering")
+
+        def refused(failure: Failure) -> Failure:
+            if self._status == "unregistering":
+                self._set_status(previous)
+            return failure
+        return master.handle.message({"request": "unregister"}).addCallbacks(self._reply, refused,
+                                                                             callbackArgs=(master,))
 
     def call(self, uri: str, sdp: str, headers: dict[str, str], observer: ICallObserver) -> ISIPCall:
         call = JanusSIPCall(self, "outgoing", observer)
@@ -171,6 +195,7 @@ class JanusSIPUserAgent:
         for line in lines:
             if line.handle is not None:
                 line.handle.detach().addErrback(self._detach_failed)
+                line.handle = None
         return succeed(None)
 
     # --- events from the lines ---
@@ -195,16 +220,22 @@ class JanusSIPUserAgent:
         elif line in self._helpers:
             self._helpers.remove(line)
 
-    def line_freed(self, line: _Line) -> None:
+    def line_freed(self, line: _Line, call: JanusSIPCall) -> None:
+        if line.call is not call:
+            return  # the line already carries another call
         line.call = None
-        line.idle_since = self._clock.seconds()
+        line.idle_since = self.clock.seconds()
+        if call.had_media:
+            line.stale_pc_until = line.idle_since + STALE_PC_WINDOW
 
     def retire(self, line: _Line) -> None:
-        """Let go of a helper Janus left in a state it cannot call from again."""
+        """Let go of a helper Janus left in a state it cannot call from again (detaching also ends whatever Janus
+        still has on it)."""
         if line in self._helpers:
             self._helpers.remove(line)
             if line.handle is not None:
                 line.handle.detach().addErrback(self._detach_failed)
+                line.handle = None
 
     # --- SIP plugin events about the account ---
 
@@ -237,7 +268,14 @@ class JanusSIPUserAgent:
 
     def _EH_incomingcall(self, line: _Line, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
         if line.call is not None:
-            self.log.warn("Ignoring an INVITE for {aor} on a line that is in a call", aor=self._identity.aor)
+            # Janus gave the INVITE to a line just taken for an outgoing call (it still looked idle to Janus).
+            # Refuse it as busy, as Janus does when no line is idle; the hangup that follows carries the INVITE's
+            # Call-ID, so the outgoing call on the line ignores it.
+            self.log.info("Refusing an INVITE for {aor} that came on a line taken by another call",
+                          aor=self._identity.aor)
+            line.handle.message({"request": "decline", "code": 486}).addErrback(  # type: ignore[union-attr]
+                self._request_failed)
+            self._observer.missed_call(_originator(result))
             return
         call = JanusSIPCall(self, "incoming", None, line)
         call.call_id = result.get("call_id")
@@ -257,6 +295,10 @@ class JanusSIPUserAgent:
 
     def _set_status(self, status: str) -> None:
         self._status = status
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake whoever waits for the master to change; each waiter waits again on a fresh observer."""
         observer, self._status_changed = self._status_changed, OneShotObserver()
         observer.fire()
 
@@ -279,9 +321,9 @@ class JanusSIPUserAgent:
         try:
             if new_stack:
                 await self._new_stacks.acquire()
+            try:
                 if generation != self._generation:
                     raise BackendUnavailable("closed while waiting to start")
-            try:
                 reply = await line.handle.message(body)  # type: ignore[union-attr]
             finally:
                 if new_stack:
@@ -297,7 +339,7 @@ class JanusSIPUserAgent:
     async def _wait(self, generation: int) -> None:
         """Until the master's state changes (bounded); fails if the user agent is closed meanwhile."""
         changed = self._status_changed.when_fired()
-        changed.addTimeout(MASTER_WAIT, self._clock)
+        changed.addTimeout(MASTER_WAIT, self.clock)
         try:
             await changed
         except Exception:
@@ -317,13 +359,14 @@ class JanusSIPUserAgent:
             except Exception:
                 if self._master is line:
                     self._master = None
-                self._status_changed.fire()
+                self._notify()  # the next waiter attaches it
                 raise
             if generation != self._generation:
                 handle.detach().addErrback(self._detach_failed)
                 raise BackendUnavailable("closed while attaching")
             line.handle = handle
-            self._status_changed.fire()  # the handle exists now
+            line.ready = True
+            self._notify()  # the handle exists now
         return self._master
 
     async def _callable_master(self) -> _Line:
@@ -333,7 +376,7 @@ class JanusSIPUserAgent:
             line = await self._master_line()
             if self._status in ("identity", "registered"):
                 return line
-            if self._status in ("registering", "identifying"):
+            if self._status in ("registering", "identifying", "unregistering"):
                 await self._wait(generation)
                 continue
             await self._master_request(line, self._identity_body(), "identifying", generation)
@@ -342,55 +385,65 @@ class JanusSIPUserAgent:
 
     async def _place(self, call: JanusSIPCall, uri: str, sdp: str, headers: dict[str, str]) -> None:
         line = await self._free_line(call)
-        if call.is_ended:  # terminated while a line was being found
-            self.line_freed(line)
+        if call.is_ended:  # terminated while a line was being found (which freed the line)
             return
-        body: dict[str, Any] = {"request": "call", "uri": f"sip:{uri}"}
-        srtp = _SRTP[self._settings.srtp]
+        # Our own Call-ID: known before Janus answers, so events of other calls on the line can be told apart.
+        body: dict[str, Any] = {"request": "call", "uri": f"sip:{uri}", "call_id": call.call_id}
+        srtp = _SRTP[self.settings.srtp]
         if srtp is not None:
             body["srtp"] = srtp
         if headers:
             body["headers"] = headers
+        call.calling = True
         reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
         call.placed(reply)
 
     async def _free_line(self, call: JanusSIPCall) -> _Line:
         """An idle helper for an outgoing call, attached if needed (the master must be callable for that)."""
         await self._callable_master()
-        idle = [line for line in self._helpers if line.call is None and line.handle is not None]
+        idle = [line for line in self._helpers if line.call is None and line.ready]
         if idle:
             line = min(idle, key=lambda line: line.idle_since)  # idle the longest: Janus may still be cleaning up
-        elif len(self._helpers) < self._settings.max_lines:
+        elif len(self._helpers) < self.settings.max_lines:
             line = self._new_helper()
         else:
             raise BackendUnavailable("every line of the account is busy")
         line.call = call  # taken now, before anything else can await
         call.line = line
-        if line.handle is None:
+        if not line.ready:
             await self._attach_helper(line)
         self._ensure_spare_line()
         return line
 
     def _new_helper(self) -> _Line:
         line = _Line(self, helper=True)
-        line.idle_since = self._clock.seconds()
+        line.idle_since = self.clock.seconds()
         self._helpers.append(line)
         return line
 
     async def _attach_helper(self, line: _Line) -> None:
+        """Attach a helper line and bind it to the master; on any failure the line is gone (handle detached)."""
         generation = self._generation
-        handle = await self._session.attach(SIP_PLUGIN, line)
-        if generation != self._generation or line not in self._helpers:
-            handle.detach().addErrback(self._detach_failed)
-            raise BackendUnavailable("closed while attaching a line")
-        line.handle = handle
-        await handle.message({"request": "register", "type": "helper", "username": f"sip:{self._identity.aor}",
-                              "master_id": self._master_id})
+        try:
+            line.handle = await self._session.attach(SIP_PLUGIN, line)
+            if generation != self._generation or line not in self._helpers:
+                raise BackendUnavailable("closed while attaching a line")
+            await line.handle.message({"request": "register", "type": "helper",
+                                       "username": f"sip:{self._identity.aor}", "master_id": self._master_id})
+            if generation != self._generation or line not in self._helpers:
+                raise BackendUnavailable("closed while attaching a line")
+        except Exception:
+            self.retire(line)
+            if line.handle is not None and line not in self._helpers:
+                line.handle.detach().addErrback(self._detach_failed)
+            line.handle = None
+            raise
+        line.ready = True
 
     def _ensure_spare_line(self) -> None:
         """While registered: one idle helper for the next incoming call (tried again later if Janus could not
         attach it)."""
-        if self._status != "registered" or len(self._helpers) >= self._settings.max_lines or \
+        if self._status != "registered" or len(self._helpers) >= self.settings.max_lines or \
                 any(line.call is None for line in self._helpers):
             return
         generation = self._generation
@@ -420,7 +473,7 @@ class JanusSIPUserAgent:
         return body
 
     def _route_params(self) -> dict[str, Any]:
-        route = self._settings.route
+        route = self.settings.route
         if route is None:
             return {"proxy": f"sip:{self._identity.domain}"}
         # `proxy` only targets the REGISTER; `outbound_proxy` also routes calls (and spares Sofia DNS lookups of
@@ -433,13 +486,15 @@ class JanusSIPUserAgent:
         return params
 
     def _spare_failed(self, failure: Failure, line: _Line, generation: int) -> None:
-        if line in self._helpers:
-            self._helpers.remove(line)
         if generation != self._generation or failure.check(JanusDisconnected, BackendUnavailable):
             return  # closed meanwhile: nothing to add a line to
         self.log.warn("Adding a line for {aor} failed ({error}); trying again in {delay:g} s", aor=self._identity.aor,
                       error=failure.value, delay=HELPER_RETRY)
-        self._clock.callLater(HELPER_RETRY, lambda: generation == self._generation and self._ensure_spare_line())
+        self.clock.callLater(HELPER_RETRY, lambda: generation == self._generation and self._ensure_spare_line())
+
+    def _request_failed(self, failure: Failure) -> None:
+        if not failure.check(JanusDisconnected, BackendUnavailable):
+            self.log.warn("A request for {aor} was refused: {error}", aor=self._identity.aor, error=failure.value)
 
     def _detach_failed(self, failure: Failure) -> None:
         if failure.check(JanusError) and failure.value.code == 459:
@@ -460,14 +515,23 @@ class JanusSIPCall:
         self.agent = agent
         self.direction = direction
         self.line = line
-        self.call_id: str | None = None
+        # The SIP Call-ID; ours for outgoing calls (Janus takes it), the caller's for incoming ones.
+        self.call_id: str | None = secrets.token_urlsafe(18) if direction == "outgoing" else None
         self.headers: dict[str, str] = {}
+        self.calling = False  # outgoing: the `call` request went to Janus
         self._observer = observer
         self._sent = False  # our SDP (offer or answer) is with Janus: candidates can follow
         self._waiting_candidates: list[list[dict[str, Any]]] = []
-        self._answered = False
+        self._answered = False  # incoming: Janus took our `accept`
         self._accepted = False
+        self._hang_up_when_placed = False
+        self._hangup_wait: IDelayedCall | None = None
         self.is_ended = False
+
+    @property
+    def had_media(self) -> bool:
+        """Janus set up a PeerConnection for the call, whose end it will report."""
+        return self._sent
 
     # --- ISIPCall ---
 
@@ -481,34 +545,60 @@ class JanusSIPCall:
             self._waiting_candidates.append(candidates)
 
     def answer(self, sdp: str, headers: dict[str, str]) -> Deferred[None]:
-        self._answered = True
         handle = self._handle()
         body: dict[str, Any] = {"request": "accept"}
         if headers:
             body["headers"] = headers
+        self._answered = True  # a hangup from now on comes after the accept, in Janus's order
         answer = handle.message(body, {"type": "answer", "sdp": sdp})
         self._sent = True
         self._flush_candidates()
-        return answer.addCallback(self._reply)
+
+        def refused(failure: Failure) -> Failure:
+            self._answered = False  # still ringing in Janus: ending it means declining
+            return failure
+        return answer.addCallbacks(self._reply, refused)
 
     def send_dtmf_info(self, tone: str, duration: int) -> Deferred[None]:
         return self._handle().message({"request": "dtmf_info", "digit": tone, "duration": duration}).addCallback(
             lambda _: None)
 
     def terminate(self) -> None:
-        if self.is_ended:
+        if self.is_ended or self._hangup_wait is not None:
             return
-        if self.line is None or self.line.handle is None:
+        if self.direction == "outgoing" and not self.calling:
             self.ended("487 Request Terminated")  # not placed yet: nothing went out
             return
+        if self.line is None or self.line.handle is None:
+            self.ended("Janus released the line")  # the account is closing: its handles are gone with the call
+            return
+        if self.direction == "outgoing" and not self._sent:
+            self._hang_up_when_placed = True  # Janus has the `call` but has not answered it yet
+            return
+        self._hang_up()
+
+    def _hang_up(self) -> None:
         if self.direction == "incoming" and not self._answered:
-            body = {"request": "decline", "code": self.agent._settings.decline_code}
+            body = {"request": "decline", "code": self.agent.settings.decline_code}
         else:
             body = {"request": "hangup"}  # a CANCEL while inviting, else a BYE
-        request = self.line.handle.message(body)
+        request = self._handle().message(body)
         if self.direction == "outgoing" and not self._accepted:
             request.addCallback(self._cancelled)  # Janus 1.1.2 may never report this call's end
         request.addErrback(self.request_failed)
+        # Janus ignores a hangup in a state it does not expect, without a word: don't wait for ever.
+        self._hangup_wait = self.agent.clock.callLater(HANGUP_WAIT, self._hangup_unanswered)
+
+    def _hangup_unanswered(self) -> None:
+        self._hangup_wait = None
+        if self.is_ended:
+            return
+        line = self.line
+        self.log.warn("Janus did not end call {call_id} in {wait:g} s; giving its line up", call_id=self.call_id,
+                      wait=HANGUP_WAIT)
+        self.ended("Ended without an answer from Janus")
+        if line is not None and line.helper:
+            self.agent.retire(line)  # detaching makes Janus end whatever is left of the call
 
     # --- from the user agent ---
 
@@ -516,6 +606,9 @@ class JanusSIPCall:
         """The `call` request was accepted (`calling`)."""
         self.call_id = plugin_data(reply).get("call_id") or self.call_id
         self._sent = True
+        if self._hang_up_when_placed:
+            self._hang_up()
+            return
         self._flush_candidates()
         self._reply(reply)
 
@@ -548,15 +641,21 @@ class JanusSIPCall:
             # The PeerConnection is gone (ICE or DTLS failed, the browser vanished) while SIP thinks the call is
             # still up: end the SIP side too.
             reason = str(message.get("reason") or "Media closed")
+            line = self.line
             self._handle().message({"request": "hangup"}).addErrback(self.request_failed)
             self.ended(reason)
+            if self.direction == "outgoing" and not self._accepted and line is not None:
+                self.agent.retire(line)  # that hangup was a CANCEL: as in _cancelled, the line is stuck after it
 
     def ended(self, reason: str) -> None:
         if self.is_ended:
             return
         self.is_ended = True
-        if self.line is not None and self.line.call is self:
-            self.agent.line_freed(self.line)
+        if self._hangup_wait is not None:
+            self._hangup_wait.cancel()
+            self._hangup_wait = None
+        if self.line is not None:
+            self.agent.line_freed(self.line, self)
         self._observer_call("call_terminated", reason)
 
     # --- SIP plugin events about the call ---
@@ -603,8 +702,8 @@ class JanusSIPCall:
             self._observer_call("call_dtmf", tone.upper(), result.get("duration"), "rfc4733")
 
     def _EH_hangup(self, result: dict[str, Any], jsep: Any) -> None:
-        if result.get("call_id") not in (None, self.call_id) and self.call_id is not None:
-            return  # Janus 1.1.2 sends stray hangups for INVITEs it refused as busy
+        if self.call_id is not None and result.get("call_id") != self.call_id:
+            return  # another call's: a refused INVITE's, or a stray one Janus 1.1.2 sends without a Call-ID
         self.ended(_sip_reason(result.get("code"), result.get("reason")))
 
     # --- internals ---

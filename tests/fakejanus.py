@@ -46,6 +46,10 @@ class FakeJanus:
         self.answered: set[int] = set()  # handles whose call was answered (by either side)
         self.provisional: set[int] = set()  # handles whose outgoing call had a provisional response
         self.stuck: set[int] = set()  # handles Janus 1.1.2 leaves unusable (cancelled after a provisional)
+        self.reinvited: set[int] = set()  # handles with a re-INVITE from the far end waiting for our answer
+        self.holds: list[tuple[int, str]] = []  # (handle, "hold <direction>" or "unhold") as asked
+        self.update_outcome = "accepted"  # what the far end does with our re-INVITE: "accepted" or "silent"
+        self._jsep: dict[str, Any] | None = None  # of the request being handled
         self.trickles: list[dict[str, Any]] = []
         self.call_outcome: tuple[Any, ...] = ()  # () ring forever; ("accepted",); ("hangup", 486, "Busy Here")
         self.answer = True  # False: stay silent (to test timeouts)
@@ -119,6 +123,15 @@ class FakeJanus:
         message = self._event(session, handle, {"event": "accepted", "username": "sip:bob@example.com"})
         if sdp is not None:
             message["jsep"] = {"type": "answer", "sdp": sdp}
+        self.emit(message)
+
+    def remote_reinvite(self, session: int, handle: int, sdp: str | None = "v=0 reoffer\r\na=sendrecv") -> None:
+        """The far end sends a re-INVITE (passed up as `updatingcall`: the gateway turns autoaccept off)."""
+        self.reinvited.add(handle)
+        message = self._event(session, handle, {"event": "updatingcall", "username": "sip:bob@example.com",
+                                                 "call_id": self.calls[handle]})
+        if sdp is not None:
+            message["jsep"] = {"type": "offer", "sdp": sdp}
         self.emit(message)
 
     def ringing(self, session: int, handle: int) -> None:
@@ -211,6 +224,7 @@ class FakeJanus:
             self._reply(request, {"janus": "ack", "session_id": session})
         elif verb == "message":
             self._reply(request, {"janus": "ack", "session_id": session})
+            self._jsep = request.get("jsep")
             self._sip_request(session, handle, request["body"], transaction)
         else:
             self._reply(request, {"janus": "error", "error": {"code": 453, "reason": f"Unknown request '{verb}'"}})
@@ -226,7 +240,7 @@ class FakeJanus:
         self.sessions[session].discard(handle)
         for table in (self.registered, self.status, self.helpers, self.calls):
             table.pop(handle, None)
-        for flags in (self.answered, self.provisional, self.stuck):
+        for flags in (self.answered, self.provisional, self.stuck, self.reinvited):
             flags.discard(handle)
         for master_id, master in list(self.master_ids.items()):
             if master == handle:
@@ -317,6 +331,35 @@ class FakeJanus:
         if handle not in self.calls:
             return self._sip_error(session, handle, transaction, 447, "Wrong state (not in a call?)")
         self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "dtmfsent"}})
+
+    def _sip_update(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        jsep = self._jsep or {}
+        if handle not in self.answered:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (not in a call?)")
+        if not jsep.get("sdp") or jsep.get("update") is not True:
+            return self._sip_error(session, handle, transaction, 448, "Missing SDP update")
+        if jsep["type"] == "answer":
+            if handle not in self.reinvited:
+                return self._sip_error(session, handle, transaction, 448, "SDP type answer is incompatible")
+            self.reinvited.discard(handle)
+            return self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "updated"}})
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "updating"}})
+        if self.update_outcome == "accepted":
+            message = self._event(session, handle, {"event": "accepted", "username": "sip:bob@example.com"})
+            message["jsep"] = {"type": "answer", "sdp": "v=0 reanswer"}
+            self._outbox.append(message)
+
+    def _sip_hold(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.answered or handle in self.reinvited:
+            return  # Janus 1.1.2 ignores it, with no answer beyond the ack
+        self.holds.append((handle, f"hold {body.get('direction', 'sendonly')}"))
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "holding"}})
+
+    def _sip_unhold(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.answered or handle in self.reinvited:
+            return
+        self.holds.append((handle, "unhold"))
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "resuming"}})
 
     def _sip_accept(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
         if handle not in self.calls:

@@ -5,6 +5,15 @@
     incoming: connecting (offered to the browser) --answered by the browser--> accepted --media up--> established
     any state --> terminated (once, with a reason)
 
+Once accepted, a call can be updated (re-INVITEs), one update at a time, beside its state:
+
+    none --session-update (offer)--> local --update accepted / failed--> none
+    none --the far end's re-INVITE (update received)--> remote --session-update (answer)--> none
+    hold/unhold: a re-INVITE the backend builds itself; allowed when no update is under way
+
+A remote offer the browser does not answer within UPDATE_ANSWER_WAIT ends the call: the far end's re-INVITE
+cannot be left hanging, and the backend has no way to answer it without the browser.
+
 Requests change nothing but the backend's course; states change when the backend reports, and each is reported
 to the browser once, in order (media reported up before the answer wait until it comes). Like accounts, calls
 never make a request wait for SIP: failures arrive as `terminated` with a reason.
@@ -23,13 +32,16 @@ from zope.interface import implementer
 from sylk.gateway.errors import APIError
 from sylk.gateway.interfaces import ICallObserver, ISIPCall
 from sylk.gateway.sip import Originator
-from sylk.gateway.sylkrtc.model import Event, SessionDtmf, SessionState, SessionStateChanged
+from sylk.gateway.sylkrtc.model import (Event, SessionDtmf, SessionHoldChanged, SessionState, SessionStateChanged,
+                                       SessionUpdated, UpdateState)
 from sylk.gateway.util import OneShotObserver
 
 # How long a call may take to end after the gateway asked the backend to end it.
 TERMINATE_TIMEOUT = 10.0
 # Silence between DTMF tones sent one after the other, after each tone's own duration.
 DTMF_GAP = 0.1
+# How long the browser has to answer the far end's re-INVITE (`update` `received`) before the call is ended.
+UPDATE_ANSWER_WAIT = 10.0
 
 State = SessionState
 _EARLY = (State.PROGRESS, State.PROCEEDING, State.RINGING, State.EARLY_MEDIA)  # outgoing, before the answer
@@ -55,6 +67,9 @@ class Call:
         self._rang = False
         self._early_sdp: str | None = None
         self._tones: list[tuple[str, int]] = []  # DTMF waiting to go out, the first one going now
+        self._update: str | None = None  # an update under way: "local" (our offer) or "remote" (theirs)
+        self._update_answer_wait: IDelayedCall | None = None
+        self._held_remotely = False
         self._ended = OneShotObserver()
         self.originator: Originator | None = None  # incoming calls: the caller
 
@@ -90,6 +105,28 @@ class Call:
         self._tones.extend((tone, duration) for tone in tones)
         if idle:
             self._next_tone()
+
+    def update(self, sdp: str) -> None:
+        """The browser's new offer, or its answer to the far end's (after `update` `received`)."""
+        self._check_in_call("updating")
+        if self._update == "remote":
+            self._update = None
+            self._cancel_update_answer_wait()
+            # refused, the far end's re-INVITE would hang unanswered (the backend can't answer it alone): end the call
+            self._backend().answer_update(sdp).addErrback(self._backend_failed)
+        elif self._update is None:
+            self._update = "local"
+            self._backend().update(sdp).addErrback(lambda f: self.call_update_failed(str(f.value)))
+        else:
+            raise APIError(f"Invalid state for updating session {self.id}: {self._shown_state()}")
+
+    def hold(self, direction: str) -> None:
+        self._check_in_call("holding", no_update=True)
+        self._backend().hold(direction).addCallbacks(lambda _: self._held_locally(True), self._hold_failed)
+
+    def unhold(self) -> None:
+        self._check_in_call("unholding", no_update=True)
+        self._backend().unhold().addCallbacks(lambda _: self._held_locally(False), self._hold_failed)
 
     def end(self) -> Deferred[None]:
         """Make sure the call ends (connection closing, account removed); fires once it has."""
@@ -136,6 +173,27 @@ class Call:
         elif self.state == State.CONNECTING or self.state in _EARLY:
             self._media_up = True  # early media: reported once the call is answered
 
+    def call_update_received(self, sdp: str) -> None:
+        if self.state not in (State.ACCEPTED, State.ESTABLISHED) or self._terminating:
+            return
+        self._update = "remote"
+        self._notify(SessionUpdated(session=self.id, state=UpdateState.RECEIVED, sdp=sdp))
+        held = offer_holds(sdp)
+        if held != self._held_remotely:
+            self._held_remotely = held
+            self._notify(SessionHoldChanged(session=self.id, held=held, originator="remote"))
+        self._update_answer_wait = self._clock.callLater(UPDATE_ANSWER_WAIT, self._update_unanswered)
+
+    def call_update_accepted(self, sdp: str) -> None:
+        if self._update == "local" and self.state != State.TERMINATED:
+            self._update = None
+            self._notify(SessionUpdated(session=self.id, state=UpdateState.ACCEPTED, sdp=sdp))
+
+    def call_update_failed(self, reason: str) -> None:
+        if self._update == "local" and self.state != State.TERMINATED:
+            self._update = None
+            self._notify(SessionUpdated(session=self.id, state=UpdateState.FAILED, reason=reason))
+
     def call_dtmf(self, tone: str, duration: int | None, method: str) -> None:
         if self.state != State.TERMINATED:
             self._notify(SessionDtmf(session=self.id, digit=tone, duration=duration, method=method))
@@ -144,6 +202,7 @@ class Call:
         if self.state == State.TERMINATED:
             return
         self._tones.clear()
+        self._cancel_update_answer_wait()
         if self._terminating is not None and self._terminating.active():
             self._terminating.cancel()
         self._enter(State.TERMINATED, reason=reason)
@@ -173,7 +232,38 @@ class Call:
         self._notify(SessionStateChanged(session=self.id, state=state, **details))
 
     def _shown_state(self) -> str:
-        return "terminating" if self._terminating and self.state != State.TERMINATED else self.state
+        if self._terminating and self.state != State.TERMINATED:
+            return "terminating"
+        if self._update is not None and self.state != State.TERMINATED:
+            return f"{self._update}-updating"
+        return self.state
+
+    def _check_in_call(self, action: str, no_update: bool = False) -> None:
+        if self.state not in (State.ACCEPTED, State.ESTABLISHED) or self._terminating or \
+                (no_update and self._update is not None):
+            raise APIError(f"Invalid state for {action} session {self.id}: {self._shown_state()}")
+
+    def _held_locally(self, held: bool) -> None:
+        if self.state != State.TERMINATED:
+            self._notify(SessionHoldChanged(session=self.id, held=held, originator="local"))
+
+    def _hold_failed(self, failure: Failure) -> None:
+        self.log.warn("Session {id}: hold/unhold refused: {error}", id=self.id, error=failure.value)
+        if self.state != State.TERMINATED:
+            self._notify(SessionUpdated(session=self.id, state=UpdateState.FAILED, reason=str(failure.value)))
+
+    def _update_unanswered(self) -> None:
+        self._update_answer_wait = None
+        if self._update == "remote" and self.state != State.TERMINATED:
+            self.log.info("Session {id}: the browser did not answer the far end's re-INVITE", id=self.id)
+            self._backend_failed(Failure(APIError(
+                f"The browser did not answer the far end's update within {UPDATE_ANSWER_WAIT:g} s")))
+
+    def _cancel_update_answer_wait(self) -> None:
+        if self._update_answer_wait is not None:
+            if self._update_answer_wait.active():
+                self._update_answer_wait.cancel()
+            self._update_answer_wait = None
 
     def _backend(self) -> ISIPCall:
         assert self.sip_call is not None, "a call that is not terminated has its backend call"
@@ -185,3 +275,22 @@ class Call:
         if sip_call is not None:
             self.call_terminated(str(failure.value))
             sip_call.terminate()  # whatever is left of it in the backend
+
+
+def offer_holds(sdp: str) -> bool:
+    """Whether an SDP offer puts the call on hold: each of its active media streams only sends, or is inactive
+    (RFC 3264 §8.4; the direction of a stream defaults to the session's, which defaults to sendrecv)."""
+    session_direction = "sendrecv"
+    directions: list[str] = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            parts = line.split()
+            directions.append("off" if len(parts) > 1 and parts[1] == "0" else "")
+        elif line[2:] in ("sendrecv", "sendonly", "recvonly", "inactive") and line.startswith("a="):
+            if directions:
+                if directions[-1] != "off":
+                    directions[-1] = line[2:]
+            else:
+                session_direction = line[2:]
+    active = [direction or session_direction for direction in directions if direction != "off"]
+    return bool(active) and all(direction in ("sendonly", "inactive") for direction in active)

@@ -42,8 +42,9 @@ class Connection:
     log = Logger()
 
     def __init__(self, name: str, backend: ISIPBackend, settings: WebRTCGatewayConfig, peer: IConnectionPeer,
-                 clock: IReactorTime) -> None:
+                 clock: IReactorTime, answers_reinvites: bool = True) -> None:
         self.name = name
+        self.answers_reinvites = answers_reinvites  # the browser answers the far end's re-INVITEs (its dialect)
         self.state = "opening"
         self.accounts: dict[str, SIPAccount] = {}
         self.sessions: dict[str, Call] = {}  # calls not yet terminated, by session id
@@ -106,7 +107,8 @@ class Connection:
         if request.account in self.accounts:
             raise APIError(f"Account {request.account} already added")
         identity = SIPIdentity(request.account, request.password, request.display_name,
-                               request.user_agent or self._settings.user_agent, request.incoming_header_prefixes)
+                               request.user_agent or self._settings.user_agent, request.incoming_header_prefixes,
+                               self.answers_reinvites)
         if not self._settings.domain_allowed(identity.domain):
             raise APIError(f"SIP domain not allowed: {identity.domain}")
         # Removed accounts still un-REGISTERing count too: each holds SIP resources in the backend until done.
@@ -150,6 +152,15 @@ class Connection:
 
     def _RH_session_dtmf_info(self, request: model.SessionDtmfInfo) -> None:
         self._call(request).send_dtmf(request.digit, request.duration)
+
+    def _RH_session_update(self, request: model.SessionUpdate) -> None:
+        self._call(request).update(request.sdp)
+
+    def _RH_session_hold(self, request: model.SessionHold) -> None:
+        self._call(request).hold(request.direction)
+
+    def _RH_session_unhold(self, request: model.SessionUnhold) -> None:
+        self._call(request).unhold()
 
     # --- AccountOwner ---
 

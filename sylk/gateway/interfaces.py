@@ -103,6 +103,19 @@ class ISIPCall(Interface):
     def send_dtmf_info(tone, duration):
         """Send one DTMF tone as SIP INFO (`duration` in ms); the Deferred fires when it has gone out."""
 
+    def update(sdp):
+        """Send a re-INVITE with the browser's new offer; the Deferred fires once it is out, the outcome arrives
+        at the observer (call_update_accepted or call_update_failed)."""
+
+    def answer_update(sdp):
+        """Answer the far end's re-INVITE (call_update_received) with the browser's answer; returns a Deferred."""
+
+    def hold(direction):
+        """Put the call on hold with a re-INVITE (`sendonly` or `inactive`); the Deferred fires once it is out."""
+
+    def unhold():
+        """Take the call off hold (a re-INVITE with the direction from before); the Deferred fires once it is out."""
+
 
 class ICallObserver(Interface):
     def call_progress():
@@ -123,6 +136,15 @@ class ICallObserver(Interface):
 
     def call_established():
         """Media between the browser and the backend are up (ICE and DTLS)."""
+
+    def call_update_received(sdp):
+        """The far end sent a re-INVITE with this offer; answer with ISIPCall.answer_update."""
+
+    def call_update_accepted(sdp):
+        """The far end answered our re-INVITE (ISIPCall.update) with this SDP."""
+
+    def call_update_failed(reason):
+        """Our re-INVITE did not go through; the call goes on as it was."""
 
     def call_dtmf(tone, duration, method):
         """The far end sent a DTMF tone: `method` "info" (SIP INFO) or "rfc4733" (in the media, if the backend

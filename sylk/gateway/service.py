@@ -91,7 +91,8 @@ class GatewayService(MultiService):
 def line_settings(config: Config) -> LineSettings:
     gateway = config.gateway
     return LineSettings(max_lines=gateway.max_calls_per_account, srtp=gateway.sip_srtp,
-                        decline_code=config.janus.decline_code, route=gateway.outbound_sip_proxy)
+                        decline_code=config.janus.decline_code, route=gateway.outbound_sip_proxy,
+                        transaction_timeout=config.janus.sip_transaction_timeout)
 
 
 WEB_DIR = Path(__file__).parent / "web"

@@ -15,6 +15,7 @@ class SIPIdentity:
     display_name: str | None = None
     user_agent: str | None = None
     incoming_header_prefixes: tuple[str, ...] = ()  # incoming headers whose names start so are passed up
+    answers_reinvites: bool = True  # the browser answers the far end's re-INVITEs; else the backend accepts them
 
     @property
     def user(self) -> str:

@@ -61,7 +61,8 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         factory = self.factory
         name = f"{self.peer}#{next(factory.serial)}"
-        self.connection = Connection(name, factory.backend, factory.settings, self, factory.reactor)
+        self.connection = Connection(name, factory.backend, factory.settings, self, factory.reactor,
+                                     answers_reinvites=self.dialect.answers_reinvites)
         self.channel = RequestChannel(name, self.dialect, self._send_frame, self.connection.handle,
                                       factory.settings.max_message_size, factory.settings.trace_client)
         factory.connections[self.connection] = self

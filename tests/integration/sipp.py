@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,22 @@ class Sipp:
         """Everything sipp sent and received (its -trace_msg file), then what it complained about."""
         errors = self.workdir / f"{self.name}.stderr"
         return "\n".join(path.read_text(errors="replace") for path in (self.log_path, errors) if path.exists())
+
+    def received(self, start: str) -> list[str]:
+        """The messages sipp received that begin with `start` ("INVITE ", "SIP/2.0 200"), in order."""
+        return self._traced("received", start)
+
+    def sent(self, start: str) -> list[str]:
+        return self._traced("sent", start)
+
+    def _traced(self, direction: str, start: str) -> list[str]:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        found = []
+        for entry in re.split(r"^-{20,}.*$", text, flags=re.MULTILINE):
+            header, _, message = entry.strip().partition("\n")
+            if f"message {direction}" in header and message.strip().startswith(start):
+                found.append(message.strip())
+        return found
 
     def __enter__(self) -> Sipp:
         return self if self.process is not None else self.start()

@@ -7,6 +7,7 @@ a real browser in test_calls_browser.py."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,78 @@ class TestSylkRTC2Details:
             assert dtmf == {"sylkrtc": "session-event", "session": incoming["session"], "event": "dtmf",
                             "digit": "5", "duration": 250, "method": "info"}
             assert bob.wait() == 0
+
+
+class TestUpdatesAndHold:
+    """Re-INVITEs both ways, watched at the phone: what the gateway sends (hold's direction, the browser's new offer)
+    and what the far end's re-INVITEs get in answer."""
+
+    @pytest.fixture
+    def client(self, gateway: Gateway, kamailio: Kamailio) -> Client:
+        client = gateway.connect(subprotocols=("sylkRTC-2",))
+        assert client.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+        return client
+
+    def accepted_call(self, client: Client) -> None:
+        client.request("session-create", account=ALICE, session="s1", uri="bob@sylk.test", sdp=OFFER)
+        client.event(lambda m: m.get("event") == "state" and m.get("state") == "accepted", 15, "the answer")
+
+    def test_update_then_hold_towards_the_phone(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer_reinvites.xml", answer1="sendrecv", answer2="recvonly") as bob:
+            self.accepted_call(client)
+            reoffer = OFFER.replace("o=- 4611731400430051336 2", "o=- 4611731400430051336 3")
+            assert client.request("session-update", session="s1", sdp=reoffer)["sylkrtc"] == "ack"
+            update = client.event(lambda m: m.get("event") == "update", 10, "the update's outcome")
+            assert update["state"] == "accepted" and "a=fingerprint" in update["sdp"], update
+            assert client.request("session-hold", session="s1")["sylkrtc"] == "ack"
+            hold = client.event(lambda m: m.get("event") == "hold", 10, "the hold")
+            assert (hold["held"], hold["originator"]) == (True, "local")
+            eventually(lambda: len(bob.received("INVITE ")) == 3, what="the hold's re-INVITE at the phone")
+            client.request("session-terminate", session="s1")
+            assert bob.wait() == 0
+            first, update_invite, hold_invite = bob.received("INVITE ")
+            assert "m=audio" in update_invite and "a=sendonly" not in update_invite  # the browser's new offer
+            assert "a=sendonly" in hold_invite and "a=sendrecv" not in hold_invite
+
+    def test_the_phone_holds_and_the_browser_answers(self, client: Client, kamailio: Kamailio,
+                                                     tmp_path: Path) -> None:
+        client.request("account-register", account=ALICE)
+        client.event(lambda m: m.get("event") == "registration-state" and m.get("state") == "registered", 15)
+        with Sipp(tmp_path / "sipp", "uac_call_hold.xml", BOB_PORT, "alice", {"caller": "bob"},
+                  auth=("bob", "bobpw")) as bob:
+            incoming = client.event(lambda m: m.get("event") == "incoming-session", 15, "an incoming call")
+            session = incoming["session"]
+            client.request("session-answer", session=session, sdp=answer_for(incoming["sdp"]))
+            for direction, held in (("recvonly", True), ("sendrecv", False)):
+                update = client.event(lambda m: m.get("event") == "update", 10, "the phone's re-INVITE")
+                assert update["state"] == "received" and "a=fingerprint" in update["sdp"], update
+                hold = client.event(lambda m: m.get("event") == "hold", 10, "the hold state")
+                assert (hold["held"], hold["originator"]) == (held, "remote")
+                answer = answer_for(update["sdp"]).replace("a=sendrecv", f"a={direction}")
+                assert client.request("session-update", session=session, sdp=answer)["sylkrtc"] == "ack"
+            assert bob.wait() == 0
+            oks = invite_oks(bob)
+            assert "a=recvonly" in oks[3], oks[3]  # the answer to the hold
+            assert "a=recvonly" not in oks[4]
+
+    def test_sylkrtc1_clients_never_see_the_phones_reinvites(self, gateway: Gateway, kamailio: Kamailio,
+                                                              tmp_path: Path) -> None:
+        client = gateway.connect(subprotocols=("sylkRTC-1",))
+        assert register(client, kamailio, ALICE) == {"state": "registered"}
+        with Sipp(tmp_path / "sipp", "uac_call_hold.xml", BOB_PORT, "alice", {"caller": "bob"},
+                  auth=("bob", "bobpw")) as bob:
+            incoming = client.event(lambda m: m.get("event") == "incoming_session", 15, "an incoming call")
+            client.request("session-answer", session=incoming["session"], sdp=answer_for(incoming["data"]["sdp"]))
+            assert bob.wait() == 0  # Janus answered both re-INVITEs by itself
+            assert "a=recvonly" in invite_oks(bob)[3]
+            assert not [e for e in client.events if e.get("event") == "update"]
+
+
+def invite_oks(phone: Sipp) -> dict[int, str]:
+    """The 200 OKs to INVITEs the phone received, by CSeq number."""
+    oks = {}
+    for message in phone.received("SIP/2.0 200"):
+        cseq = re.search(r"^CSeq:\s*(\d+) INVITE", message, re.MULTILINE | re.IGNORECASE)
+        if cseq:
+            oks[int(cseq.group(1))] = message
+    return oks

@@ -7,6 +7,8 @@ import hashlib
 import uuid
 from typing import Any
 
+from twisted.trial.unittest import SynchronousTestCase
+
 from sylk.gateway.call import TERMINATE_TIMEOUT
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, Connection
@@ -59,7 +61,8 @@ class OutgoingCallTests(CallTestCase):
         (line, body), = self.janus.call_bodies.items()
         self.assertEqual(self.janus.helpers[line], master)
         self.assertEqual(body, {"request": "call", "uri": f"sip:{BOB}",  # plain RTP towards SIP by default
-                                "call_id": body["call_id"]})  # a Call-ID of our own
+                                "call_id": body["call_id"],  # a Call-ID of our own
+                                "autoaccept_reinvites": False})  # the browser answers re-INVITEs
         self.assertRegex(body["call_id"], r"^[A-Za-z0-9_-]{24}$")
         self.assertEqual(self.janus.requests[-1]["jsep"], {"type": "offer", "sdp": "v=0 offer"})
         self.assertEqual(self.calls(peer), ["progress"])
@@ -274,8 +277,8 @@ class IncomingCallTests(CallTestCase):
         session_id = self.ring(connection, peer).session
         self.assertIsNone(self.request(connection, model.SessionAnswer, session=session_id, sdp="v=0 answer"))
         accept = self.janus.requests[-1]
-        self.assertEqual((accept["body"], accept["jsep"]), ({"request": "accept"}, {"type": "answer",
-                                                                                  "sdp": "v=0 answer"}))
+        self.assertEqual((accept["body"], accept["jsep"]), ({"request": "accept", "autoaccept_reinvites": False},
+                                                            {"type": "answer", "sdp": "v=0 answer"}))
         self.request(connection, model.SessionTrickle, session=session_id, candidates=[CANDIDATE])
         self.assertEqual(len(self.janus.trickles), 1)
         session, master = self.master()
@@ -626,3 +629,122 @@ class LineRaceTests(CallTestCase):
         self.janus.release()
         self.assertEqual(self.calls(peer), ["progress"])
         self.assertEqual(self.janus.status[self.master()[1]], "identity")
+
+
+class UpdateTests(CallTestCase):
+    """Re-INVITEs both ways (session-update, `update` events) and hold."""
+
+    def established(self, settings: WebRTCGatewayConfig | None = None) -> tuple[Connection, FakePeer, int]:
+        connection, peer = self.connect(settings)
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        return connection, peer, self.line_of()
+
+    def updates(self, peer: FakePeer) -> list[tuple[Any, ...]]:
+        return [(e.state, e.sdp or e.reason) for e in peer.events if isinstance(e, model.SessionUpdated)]
+
+    def holds(self, peer: FakePeer) -> list[tuple[bool, str]]:
+        return [(e.held, e.originator) for e in peer.events if isinstance(e, model.SessionHoldChanged)]
+
+    def test_the_browser_sends_a_new_offer(self) -> None:
+        connection, peer, line = self.established()
+        self.assertIsNone(self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 reoffer"))
+        self.assertEqual((self.janus.requests[-1]["body"], self.janus.requests[-1]["jsep"]),
+                         ({"request": "update"}, {"type": "offer", "sdp": "v=0 reoffer", "update": True}))
+        self.assertEqual(self.updates(peer), [("accepted", "v=0 reanswer")])
+        self.assertIsNone(self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 again"))  # another
+
+    def test_one_update_at_a_time(self) -> None:
+        connection, peer, line = self.established()
+        self.janus.update_outcome = "silent"
+        self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 reoffer")
+        self.assertEqual(self.request(connection, model.SessionUpdate, session="s1", sdp="v=0"),
+                         "Invalid state for updating session s1: local-updating")
+        self.assertEqual(self.request(connection, model.SessionHold, session="s1"),
+                         "Invalid state for holding session s1: local-updating")
+
+    def test_an_unanswered_update_fails_after_the_sip_transaction_timeout(self) -> None:
+        connection, peer, line = self.established()
+        self.janus.update_outcome = "silent"  # a 488 or a 491: Janus 1.1.2 says nothing
+        self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 reoffer")
+        self.janus.clock.advance(32)
+        self.assertEqual(self.updates(peer), [])
+        self.janus.clock.advance(1)
+        self.assertEqual(self.updates(peer), [("failed", "No answer to the re-INVITE")])
+        self.assertEqual(self.calls(peer)[-1], ("accepted", "v=0 answer"))  # the call goes on
+        self.assertIsNone(self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 again"))
+
+    def test_no_update_before_the_call_is_accepted(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        self.assertEqual(self.request(connection, model.SessionUpdate, session="s1", sdp="v=0"),
+                         "Invalid state for updating session s1: progress")
+
+    def test_the_far_end_updates_and_the_browser_answers(self) -> None:
+        connection, peer, line = self.established()
+        self.janus.remote_reinvite(self.session_id(), line, "v=0\r\nm=audio 9 RTP/AVP 0\r\na=sendonly\r\n")
+        self.assertEqual(self.updates(peer), [("received", "v=0\r\nm=audio 9 RTP/AVP 0\r\na=sendonly\r\n")])
+        self.assertEqual(self.holds(peer), [(True, "remote")])  # a sendonly offer: the far end holds the call
+        self.assertEqual(self.request(connection, model.SessionHold, session="s1"),
+                         "Invalid state for holding session s1: remote-updating")
+        self.assertIsNone(self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 recvonly answer"))
+        self.assertEqual(self.janus.requests[-1]["jsep"], {"type": "answer", "sdp": "v=0 recvonly answer",
+                                                           "update": True})
+        self.assertNotIn(line, self.janus.reinvited)
+        self.janus.remote_reinvite(self.session_id(), line, "v=0\r\nm=audio 9 RTP/AVP 0\r\na=sendrecv\r\n")
+        self.assertEqual(self.holds(peer), [(True, "remote"), (False, "remote")])
+
+    def test_an_update_the_browser_leaves_unanswered_ends_the_call(self) -> None:
+        from sylk.gateway.call import UPDATE_ANSWER_WAIT
+        connection, peer, line = self.established()
+        self.janus.remote_reinvite(self.session_id(), line)
+        self.janus.clock.advance(UPDATE_ANSWER_WAIT)
+        self.janus.flush()
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "The browser did not answer the far end's update "
+                                                              f"within {UPDATE_ANSWER_WAIT:g} s"))
+        self.assertEqual(self.janus.kinds()[-1], "message:hangup")
+
+    def test_an_offerless_reinvite_ends_the_call(self) -> None:
+        connection, peer, line = self.established()
+        self.janus.remote_reinvite(self.session_id(), line, sdp=None)
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "A re-INVITE without SDP is not supported"))
+        self.assertIn("message:hangup", self.janus.kinds())
+
+    def test_hold_and_unhold(self) -> None:
+        connection, peer, line = self.established()
+        self.assertIsNone(self.request(connection, model.SessionHold, session="s1"))
+        self.assertIsNone(self.request(connection, model.SessionHold, session="s1", direction="inactive"))
+        self.assertIsNone(self.request(connection, model.SessionUnhold, session="s1"))
+        self.assertEqual(self.janus.holds, [(line, "hold sendonly"), (line, "hold inactive"), (line, "unhold")])
+        self.assertEqual(self.holds(peer), [(True, "local"), (True, "local"), (False, "local")])
+
+    def test_a_hold_janus_ignores_is_reported_as_a_failed_update(self) -> None:
+        connection, peer, line = self.established()
+        self.janus.answered.discard(line)  # Janus no longer sees the call as up: it ignores the request
+        self.request(connection, model.SessionHold, session="s1")
+        self.janus.clock.advance(10)
+        self.assertEqual(self.updates(peer), [("failed", "Janus did not answer 'message' within 10 s")])
+
+    def test_sylkrtc1_connections_let_janus_accept_reinvites(self) -> None:
+        connection, peer = self.connect()
+        connection.answers_reinvites = False  # as for a sylkRTC-1 socket
+        self.add(connection)
+        self.dial(connection)
+        (body,) = self.janus.call_bodies.values()
+        self.assertNotIn("autoaccept_reinvites", body)
+
+
+class OfferHoldsTests(SynchronousTestCase):
+    def test_directions(self) -> None:
+        from sylk.gateway.call import offer_holds
+        audio = "v=0\r\nm=audio 9 RTP/AVP 0\r\n"
+        self.assertTrue(offer_holds(audio + "a=sendonly\r\n"))
+        self.assertTrue(offer_holds(audio + "a=inactive\r\n"))
+        self.assertFalse(offer_holds(audio + "a=sendrecv\r\n"))
+        self.assertFalse(offer_holds(audio))  # sendrecv by default
+        self.assertTrue(offer_holds("v=0\r\na=sendonly\r\nm=audio 9 RTP/AVP 0\r\n"))  # from the session level
+        self.assertFalse(offer_holds(audio + "a=sendonly\r\nm=video 9 RTP/AVP 96\r\na=sendrecv\r\n"))
+        self.assertTrue(offer_holds(audio + "a=sendonly\r\nm=video 0 RTP/AVP 96\r\n"))  # a rejected stream
+        self.assertFalse(offer_holds("v=0\r\n"))

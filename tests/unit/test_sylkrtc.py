@@ -415,7 +415,8 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
             "ping", "add_account", "remove_account", "register", "unregister",
             "account-add", "account-remove", "account-register", "account-unregister",
             "call", "answer", "trickle", "terminate",
-            "session-create", "session-answer", "session-trickle", "session-terminate", "session-dtmf-info"})
+            "session-create", "session-answer", "session-trickle", "session-terminate", "session-dtmf-info",
+            "session-update", "session-hold", "session-unhold"})
 
     def test_decoded_request_is_normalised(self) -> None:
         request = self.dialect.decode({"sylkrtc": "register", "transaction": "t", "account": "sip:alice@EXAMPLE.com"})
@@ -426,7 +427,7 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
         self.assertIn("bogus", str(error))
 
     def test_later_and_other_protocol_names_are_unknown(self) -> None:
-        for name in ("session-update", "bind", "ack", "event", "ready-event", "Add_Account", "account_add"):
+        for name in ("videoroom-join", "bind", "ack", "event", "ready-event", "Add_Account", "account_add"):
             error = self.assertRaises(ValidationError, self.dialect.decode, {"sylkrtc": name, "transaction": "t"})
             self.assertIn(repr(name), str(error))
 

@@ -119,3 +119,54 @@ class HeaderFieldTests(SynchronousTestCase):
                          ("X-", "P-"))
         for bad in (["X-", "X-"], "X-", [""], [1]):
             self.assertRaises(ValidationError, SylkRTC2().decode, {**add, "incoming_header_prefixes": bad})
+
+
+class CallControlTests(SynchronousTestCase):
+    """DTMF, updates and hold: the same requests in both dialects, events in each one's shape."""
+
+    def test_requests_decode_in_both_dialects(self) -> None:
+        for dialect in (SylkRTC1(), SylkRTC2()):
+            dtmf = dialect.decode({"sylkrtc": "session-dtmf-info", "transaction": "t", "session": "s",
+                                   "digit": "12#a"})
+            self.assertEqual((dtmf.digit, dtmf.duration), ("12#A", 160))
+            update = dialect.decode({"sylkrtc": "session-update", "transaction": "t", "session": "s", "sdp": "v=0"})
+            self.assertEqual(update.sdp, "v=0")
+            hold = dialect.decode({"sylkrtc": "session-hold", "transaction": "t", "session": "s"})
+            self.assertEqual(hold.direction, "sendonly")
+            dialect.decode({"sylkrtc": "session-unhold", "transaction": "t", "session": "s"})
+
+    def test_invalid_call_control_fields(self) -> None:
+        dialect = SylkRTC2()
+        for message, reason in (
+                ({"sylkrtc": "session-dtmf-info", "digit": "12x"}, "invalid field 'digit': must be DTMF tones"),
+                ({"sylkrtc": "session-dtmf-info", "digit": "1", "duration": 10}, "must be from 40 to 5000"),
+                ({"sylkrtc": "session-hold", "direction": "recvonly"}, "must be one of sendonly, inactive"),
+                ({"sylkrtc": "session-update"}, "missing mandatory field 'sdp'")):
+            error = self.assertRaises(ValidationError, dialect.decode, {"transaction": "t", "session": "s",
+                                                                         **message})
+            self.assertIn(reason, str(error))
+
+    def test_dtmf_events(self) -> None:
+        event = model.SessionDtmf(session="s", digit="5", duration=160, method="info")
+        self.assertEqual(SylkRTC1().encode(event), {"sylkrtc": "session_event", "session": "s", "event": "dtmf",
+                                                    "data": {"digit": "5", "duration": 160, "method": "info"}})
+        self.assertEqual(SylkRTC2().encode(event), {"sylkrtc": "session-event", "session": "s", "event": "dtmf",
+                                                    "digit": "5", "duration": 160, "method": "info"})
+
+    def test_update_events(self) -> None:
+        event = model.SessionUpdated(session="s", state="received", sdp="v=0")
+        self.assertEqual(SylkRTC1().encode(event), {"sylkrtc": "session_event", "session": "s", "event": "update",
+                                                    "data": {"state": "received", "sdp": "v=0"}})
+        self.assertEqual(SylkRTC2().encode(event), {"sylkrtc": "session-event", "session": "s", "event": "update",
+                                                    "state": "received", "sdp": "v=0"})
+        failed = SylkRTC2().encode(model.SessionUpdated(session="s", state="failed", reason="No answer"))
+        self.assertEqual((failed["state"], failed["reason"]), ("failed", "No answer"))
+
+    def test_hold_events(self) -> None:
+        event = model.SessionHoldChanged(session="s", held=True, originator="remote")
+        self.assertEqual(SylkRTC1().encode(event)["data"], {"held": True, "originator": "remote"})
+        self.assertEqual(SylkRTC2().encode(event), {"sylkrtc": "session-event", "session": "s", "event": "hold",
+                                                    "held": True, "originator": "remote"})
+
+    def test_only_sylkrtc2_clients_answer_reinvites(self) -> None:
+        self.assertEqual((SylkRTC1.answers_reinvites, SylkRTC2.answers_reinvites), (False, True))

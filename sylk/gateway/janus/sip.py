@@ -73,6 +73,7 @@ class LineSettings:
     srtp: str = "no"  # towards SIP: no, optional or mandatory (SDES); see docs/configuration.md on optional
     decline_code: int = 486
     route: SIPProxy | None = None  # every request through this proxy; None: to the domain, per RFC 3263
+    transaction_timeout: float = 32.0  # Sofia's T1x64: how long a SIP transaction (a re-INVITE) may take
 
 
 @implementer(ISIPBackend)
@@ -148,7 +149,7 @@ class JanusSIPUserAgent:
     def __init__(self, session: JanusSession, identity: SIPIdentity, observer: IUserAgentObserver,
                  settings: LineSettings, clock: IReactorTime, new_stacks: DeferredSemaphore) -> None:
         self._session = session
-        self._identity = identity
+        self.identity = identity
         self._observer = observer
         self.settings = settings
         self.clock = clock
@@ -272,7 +273,7 @@ class JanusSIPUserAgent:
             # Refuse it as busy, as Janus does when no line is idle; the hangup that follows carries the INVITE's
             # Call-ID, so the outgoing call on the line ignores it.
             self.log.info("Refusing an INVITE for {aor} that came on a line taken by another call",
-                          aor=self._identity.aor)
+                          aor=self.identity.aor)
             line.handle.message({"request": "decline", "code": 486}).addErrback(  # type: ignore[union-attr]
                 self._request_failed)
             self._observer.missed_call(_originator(result))
@@ -394,6 +395,8 @@ class JanusSIPUserAgent:
             body["srtp"] = srtp
         if headers:
             body["headers"] = headers
+        if self.identity.answers_reinvites:
+            body["autoaccept_reinvites"] = False  # re-INVITEs come to us (`updatingcall`), for the browser
         call.calling = True
         reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
         call.placed(reply)
@@ -429,7 +432,7 @@ class JanusSIPUserAgent:
             if generation != self._generation or line not in self._helpers:
                 raise BackendUnavailable("closed while attaching a line")
             await line.handle.message({"request": "register", "type": "helper",
-                                       "username": f"sip:{self._identity.aor}", "master_id": self._master_id})
+                                       "username": f"sip:{self.identity.aor}", "master_id": self._master_id})
             if generation != self._generation or line not in self._helpers:
                 raise BackendUnavailable("closed while attaching a line")
         except Exception:
@@ -452,7 +455,7 @@ class JanusSIPUserAgent:
 
     def _identity_body(self, ttl: int | None = None) -> dict[str, Any]:
         """A `register` request: a real one with a TTL, else one that only sets the identity for calls."""
-        identity = self._identity
+        identity = self.identity
         body: dict[str, Any] = {
             "request": "register",
             "username": f"sip:{identity.aor}",
@@ -475,7 +478,7 @@ class JanusSIPUserAgent:
     def _route_params(self) -> dict[str, Any]:
         route = self.settings.route
         if route is None:
-            return {"proxy": f"sip:{self._identity.domain}"}
+            return {"proxy": f"sip:{self.identity.domain}"}
         # `proxy` only targets the REGISTER; `outbound_proxy` also routes calls (and spares Sofia DNS lookups of
         # the account's domain, which may not resolve).
         params: dict[str, Any] = {"proxy": sip_uri(route), "outbound_proxy": sip_uri(route)}
@@ -488,19 +491,19 @@ class JanusSIPUserAgent:
     def _spare_failed(self, failure: Failure, line: _Line, generation: int) -> None:
         if generation != self._generation or failure.check(JanusDisconnected, BackendUnavailable):
             return  # closed meanwhile: nothing to add a line to
-        self.log.warn("Adding a line for {aor} failed ({error}); trying again in {delay:g} s", aor=self._identity.aor,
+        self.log.warn("Adding a line for {aor} failed ({error}); trying again in {delay:g} s", aor=self.identity.aor,
                       error=failure.value, delay=HELPER_RETRY)
         self.clock.callLater(HELPER_RETRY, lambda: generation == self._generation and self._ensure_spare_line())
 
     def _request_failed(self, failure: Failure) -> None:
         if not failure.check(JanusDisconnected, BackendUnavailable):
-            self.log.warn("A request for {aor} was refused: {error}", aor=self._identity.aor, error=failure.value)
+            self.log.warn("A request for {aor} was refused: {error}", aor=self.identity.aor, error=failure.value)
 
     def _detach_failed(self, failure: Failure) -> None:
         if failure.check(JanusError) and failure.value.code == 459:
             return  # no such handle: Janus had let it go already
         if not failure.check(JanusDisconnected):
-            self.log.warn("Detaching a SIP handle of {aor} failed: {error}", aor=self._identity.aor,
+            self.log.warn("Detaching a SIP handle of {aor} failed: {error}", aor=self.identity.aor,
                           error=failure.value)
 
 
@@ -526,6 +529,7 @@ class JanusSIPCall:
         self._accepted = False
         self._hang_up_when_placed = False
         self._hangup_wait: IDelayedCall | None = None
+        self._update_wait: IDelayedCall | None = None  # our re-INVITE is out, its answer not in yet
         self.is_ended = False
 
     @property
@@ -549,6 +553,8 @@ class JanusSIPCall:
         body: dict[str, Any] = {"request": "accept"}
         if headers:
             body["headers"] = headers
+        if self.agent.identity.answers_reinvites:
+            body["autoaccept_reinvites"] = False
         self._answered = True  # a hangup from now on comes after the accept, in Janus's order
         answer = handle.message(body, {"type": "answer", "sdp": sdp})
         self._sent = True
@@ -560,8 +566,28 @@ class JanusSIPCall:
         return answer.addCallbacks(self._reply, refused)
 
     def send_dtmf_info(self, tone: str, duration: int) -> Deferred[None]:
-        return self._handle().message({"request": "dtmf_info", "digit": tone, "duration": duration}).addCallback(
-            lambda _: None)
+        return self._request({"request": "dtmf_info", "digit": tone, "duration": duration})
+
+    def update(self, sdp: str) -> Deferred[None]:
+        sent = self._request({"request": "update"}, {"type": "offer", "sdp": sdp, "update": True})
+        # Janus 1.1.2 reports the answer (`accepted` + jsep) but not a failure (a 488, a 491, a timeout): past
+        # Sofia's own transaction timeout, the update has failed.
+        self._update_wait = self.agent.clock.callLater(self.agent.settings.transaction_timeout + 1.0,
+                                                       self._update_unanswered)
+
+        def refused(failure: Failure) -> Failure:
+            self._cancel_update_wait()
+            return failure
+        return sent.addErrback(refused)
+
+    def answer_update(self, sdp: str) -> Deferred[None]:
+        return self._request({"request": "update"}, {"type": "answer", "sdp": sdp, "update": True})
+
+    def hold(self, direction: str) -> Deferred[None]:
+        return self._request({"request": "hold", "direction": direction})
+
+    def unhold(self) -> Deferred[None]:
+        return self._request({"request": "unhold"})
 
     def terminate(self) -> None:
         if self.is_ended or self._hangup_wait is not None:
@@ -654,6 +680,7 @@ class JanusSIPCall:
         if self._hangup_wait is not None:
             self._hangup_wait.cancel()
             self._hangup_wait = None
+        self._cancel_update_wait()
         if self.line is not None:
             self.agent.line_freed(self.line, self)
         self._observer_call("call_terminated", reason)
@@ -674,11 +701,31 @@ class JanusSIPCall:
             self._observer_call("call_early_media", jsep["sdp"])  # 183 with SDP: the later 200 comes without it
 
     def _EH_accepted(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
+        if self._update_wait is not None:  # the answer to our re-INVITE
+            self._cancel_update_wait()
+            if jsep and jsep.get("sdp"):
+                self._observer_call("call_update_accepted", jsep["sdp"])
+            else:
+                self._observer_call("call_update_failed", "The far end's answer had no SDP")
+            return
+        if self._accepted:
+            return  # a repeated one: after a hold Janus 1.1.2 may report the 200 again
         self._accepted = True
         if self.direction == "outgoing":
             self._observer_call("call_accepted", (jsep or {}).get("sdp"), result.get("headers") or None)
         else:
             self._observer_call("call_accepted", None, None)
+
+    def _EH_updatingcall(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
+        """The far end's re-INVITE (Janus passes it up because `autoaccept_reinvites` is off)."""
+        if jsep and jsep.get("type") == "offer" and jsep.get("sdp"):
+            self._observer_call("call_update_received", jsep["sdp"])
+            return
+        # An offerless re-INVITE wants an offer from the browser, which sylkRTC cannot ask for; Janus would wait for
+        # ever, the far end too: end the call rather than leave it stuck.
+        self.log.warn("Ending call {call_id}: the far end sent a re-INVITE without SDP", call_id=self.call_id)
+        self._handle().message({"request": "hangup"}).addErrback(self.request_failed)
+        self.ended("A re-INVITE without SDP is not supported")
 
     def _EH_info(self, result: dict[str, Any], jsep: Any) -> None:
         """SIP INFO from the far end; DTMF in it (application/dtmf-relay or application/dtmf) is passed up."""
@@ -707,6 +754,20 @@ class JanusSIPCall:
         self.ended(_sip_reason(result.get("code"), result.get("reason")))
 
     # --- internals ---
+
+    def _request(self, body: dict[str, Any], jsep: dict[str, Any] | None = None) -> Deferred[None]:
+        """A request about the call whose answer needs no handling; fires with None once Janus took it."""
+        return self._handle().message(body, jsep).addCallback(lambda _: None)
+
+    def _update_unanswered(self) -> None:
+        self._update_wait = None
+        if not self.is_ended:
+            self._observer_call("call_update_failed", "No answer to the re-INVITE")
+
+    def _cancel_update_wait(self) -> None:
+        if self._update_wait is not None and self._update_wait.active():
+            self._update_wait.cancel()
+        self._update_wait = None
 
     def _reply(self, reply: dict[str, Any]) -> None:
         result = plugin_data(reply).get("result")

@@ -20,7 +20,7 @@ from sylk.gateway.sylkrtc.fields import ValidationError
 # The requests every dialect accepts under their canonical (dash) names.
 _CANONICAL = (model.Ping, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
-              model.SessionDtmfInfo)
+              model.SessionDtmfInfo, model.SessionUpdate, model.SessionHold, model.SessionUnhold)
 
 
 class Dialect:
@@ -28,6 +28,9 @@ class Dialect:
 
     subprotocol: str
     requests: dict[str, type[model.Request]]
+    # Whether its clients answer the far end's re-INVITEs (`update` `received`); if not, the backend accepts those
+    # as they are, without the browser.
+    answers_reinvites: bool
 
     def decode(self, message: Mapping[str, Any]) -> model.Request:
         """Turn a JSON object that has a `sylkrtc` key into a request; raises ValidationError."""
@@ -53,6 +56,7 @@ class Dialect:
 
 class SylkRTC1(Dialect):
     subprotocol = "sylkRTC-1"
+    answers_reinvites = False  # the seed's clients know nothing of updates
     requests = {
         **{cls.name: cls for cls in _CANONICAL},
         "add_account": model.AccountAdd,
@@ -82,6 +86,14 @@ class SylkRTC1(Dialect):
         data = _present(digit=event.digit, duration=event.duration, method=event.method)
         return {"sylkrtc": "session_event", "session": event.session, "event": "dtmf", "data": data}
 
+    def _encode_SessionUpdated(self, event: model.SessionUpdated) -> dict[str, Any]:
+        data = _present(state=event.state, sdp=event.sdp, reason=event.reason)
+        return {"sylkrtc": "session_event", "session": event.session, "event": "update", "data": data}
+
+    def _encode_SessionHoldChanged(self, event: model.SessionHoldChanged) -> dict[str, Any]:
+        return {"sylkrtc": "session_event", "session": event.session, "event": "hold",
+                "data": {"held": event.held, "originator": event.originator}}
+
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account_event", "account": event.account, "session": event.session,
                 "event": "incoming_session", "data": {"originator": _originator(event.originator),
@@ -94,6 +106,7 @@ class SylkRTC1(Dialect):
 
 class SylkRTC2(Dialect):
     subprotocol = "sylkRTC-2"
+    answers_reinvites = True  # as SylkServer's clients do since 2026-05
     requests = {cls.name: cls for cls in _CANONICAL}
 
     def _encode_Ready(self, event: model.Ready) -> dict[str, Any]:
@@ -111,6 +124,14 @@ class SylkRTC2(Dialect):
     def _encode_SessionDtmf(self, event: model.SessionDtmf) -> dict[str, Any]:
         return {"sylkrtc": "session-event", "session": event.session, "event": "dtmf",
                 **_present(digit=event.digit, duration=event.duration, method=event.method)}
+
+    def _encode_SessionUpdated(self, event: model.SessionUpdated) -> dict[str, Any]:
+        return {"sylkrtc": "session-event", "session": event.session, "event": "update",
+                **_present(state=event.state, sdp=event.sdp, reason=event.reason)}
+
+    def _encode_SessionHoldChanged(self, event: model.SessionHoldChanged) -> dict[str, Any]:
+        return {"sylkrtc": "session-event", "session": event.session, "event": "hold", "held": event.held,
+                "originator": event.originator}
 
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "incoming-session",

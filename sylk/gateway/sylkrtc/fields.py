@@ -63,6 +63,19 @@ class Integer(Field):
         return value
 
 
+class Choice(String):
+    """One of a few words."""
+
+    def __init__(self, values: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(max_length=max(map(len, values)), **kwargs)
+        self.values = values
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.values:
+            raise ValidationError(f"must be one of {', '.join(self.values)}")
+        return value
+
+
 class Tones(String):
     """DTMF tones: 0-9, *, #, A-D (case-insensitive; normalised to upper case)."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sylk.gateway.sylkrtc.fields import AOR, HA1, Candidates, Field, Headers, Integer, Model, String, StringList, Tones
+from sylk.gateway.sylkrtc.fields import (AOR, HA1, Candidates, Choice, Field, Headers, Integer, Model, String, StringList,
+                                        Tones)
 
 MAX_SDP = 32768
 
@@ -83,6 +84,24 @@ class SessionDtmfInfo(SessionRequest):
     duration = Integer(low=40, high=5000, optional=True, default=160)  # ms, per tone
 
 
+class SessionUpdate(SessionRequest):
+    """A re-INVITE: the browser's new offer, or, after an `update` event `received`, its answer to the far end's."""
+
+    name = "session-update"
+    sdp = String(max_length=MAX_SDP)
+
+
+class SessionHold(SessionRequest):
+    """Put the call on hold: a re-INVITE that makes the far end stop sending (`sendonly`) or both (`inactive`)."""
+
+    name = "session-hold"
+    direction = Choice(("sendonly", "inactive"), optional=True, default="sendonly")
+
+
+class SessionUnhold(SessionRequest):
+    name = "session-unhold"
+
+
 class Event(Model):
     """Something the gateway tells the browser, without a transaction."""
 
@@ -134,6 +153,27 @@ class SessionDtmf(Event):
     digit = Field()
     duration = Field(optional=True)  # ms, when the far end said
     method = Field()  # "info" or "rfc4733"
+
+
+class UpdateState:
+    RECEIVED = "received"  # the far end sent a new offer (`sdp`); answer it with session-update
+    ACCEPTED = "accepted"  # the far end answered the browser's new offer (`sdp`)
+    FAILED = "failed"  # the browser's re-INVITE (an update, a hold) did not go through (`reason`)
+
+
+class SessionUpdated(Event):
+    session = Field()
+    state = Field()
+    sdp = Field(optional=True)
+    reason = Field(optional=True)
+
+
+class SessionHoldChanged(Event):
+    """The call went on hold or off it: put there by the browser (`local`) or by the far end (`remote`)."""
+
+    session = Field()
+    held = Field()  # bool
+    originator = Field()  # "local" or "remote"
 
 
 class IncomingSession(Event):

@@ -48,6 +48,7 @@ class FakeJanus:
         self.stuck: set[int] = set()  # handles Janus 1.1.2 leaves unusable (cancelled after a provisional)
         self.reinvited: set[int] = set()  # handles with a re-INVITE from the far end waiting for our answer
         self.holds: list[tuple[int, str]] = []  # (handle, "hold <direction>" or "unhold") as asked
+        self.transfers: list[tuple[int, dict[str, Any]]] = []  # (handle, body) of our REFERs and refusals
         self.update_outcome = "accepted"  # what the far end does with our re-INVITE: "accepted" or "silent"
         self._jsep: dict[str, Any] | None = None  # of the request being handled
         self.trickles: list[dict[str, Any]] = []
@@ -133,6 +134,23 @@ class FakeJanus:
         if sdp is not None:
             message["jsep"] = {"type": "offer", "sdp": sdp}
         self.emit(message)
+
+    def refer(self, session: int, handle: int, refer_to: str = "sip:carol@example.com",
+              referred_by: str | None = "<sip:bob@example.com>", replaces: str | None = None) -> int:
+        """The far end of the call on `handle` sends a REFER (Janus answers it 202 by itself); returns refer_id."""
+        refer_id = next(self._ids)
+        result: dict[str, Any] = {"event": "transfer", "refer_id": refer_id, "refer_to": refer_to}
+        if referred_by is not None:
+            result["referred_by"] = referred_by
+        if replaces is not None:
+            result["replaces"] = replaces
+        self.sip_event(session, handle, result)
+        return refer_id
+
+    def refer_notify(self, session: int, handle: int, status_line: str, substate: str = "active") -> None:
+        """A NOTIFY about our REFER, carrying the status of the far end's call to the target."""
+        self.sip_event(session, handle, {"event": "notify", "notify": "refer", "substate": substate,
+                                         "content-type": "message/sipfrag", "content": status_line + "\r\n"})
 
     def ringing(self, session: int, handle: int) -> None:
         self.provisional.add(handle)
@@ -367,7 +385,19 @@ class FakeJanus:
         self.answered.add(handle)
         self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "accepted"}})
 
+    def _sip_transfer(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if handle not in self.answered:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (not in a call?)")
+        if "replace" in body and body["replace"] not in self.calls.values():
+            return self._sip_error(session, handle, transaction, 454, f"No such call-ID {body['replace']}")
+        self.transfers.append((handle, body))
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "transferring"}})
+
     def _sip_decline(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if "refer_id" in body:  # refusing a transfer request, not the call
+            self.transfers.append((handle, body))
+            return self._sip_reply(session, handle, transaction, {"sip": "event", "result": {
+                "event": "declining", "refer_id": body["refer_id"], "code": body.get("code", 603)}})
         if handle not in self.calls:
             return self._sip_error(session, handle, transaction, 447, "Wrong state (no call to decline)")
         call_id = self.calls.pop(handle)

@@ -97,11 +97,14 @@ class SIPAccount:
         else:
             raise APIError(f"Cannot unregister account {self.aor}: it is {self.state}")
 
-    def call(self, session_id: str, uri: str, sdp: str, headers: dict[str, str]) -> Call:
-        """Place a call; its progress is reported as session events."""
+    def call(self, session_id: str, uri: str, sdp: str, headers: dict[str, str],
+             transfer_of: Call | None = None) -> Call:
+        """Place a call; its progress is reported as session events. `transfer_of`: the call whose far end asked
+        for this one (its transfer request, taken by this call)."""
         self._check_call_limit()
+        referring = transfer_of.take_transfer_request() if transfer_of is not None else None
         call = self._new_call(session_id, "outgoing")
-        call.sip_call = self._user_agent.call(uri, sdp, headers, call)
+        call.sip_call = self._user_agent.call(uri, sdp, headers, call, transfer_of=referring)
         return call
 
     def shutdown(self) -> Deferred[None]:

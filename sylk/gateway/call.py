@@ -33,7 +33,8 @@ from sylk.gateway.errors import APIError
 from sylk.gateway.interfaces import ICallObserver, ISIPCall
 from sylk.gateway.sip import Originator
 from sylk.gateway.sylkrtc.model import (Event, SessionDtmf, SessionHoldChanged, SessionState, SessionStateChanged,
-                                       SessionUpdated, UpdateState)
+                                       SessionTransferProgress, SessionTransferRequest, SessionUpdated,
+                                       TransferState, UpdateState)
 from sylk.gateway.util import OneShotObserver
 
 # How long a call may take to end after the gateway asked the backend to end it.
@@ -42,6 +43,8 @@ TERMINATE_TIMEOUT = 10.0
 DTMF_GAP = 0.1
 # How long the browser has to answer the far end's re-INVITE (`update` `received`) before the call is ended.
 UPDATE_ANSWER_WAIT = 10.0
+# How long the browser has to act on the far end's transfer request before it is refused (603) for it.
+TRANSFER_DECISION_WAIT = 30.0
 
 State = SessionState
 _EARLY = (State.PROGRESS, State.PROCEEDING, State.RINGING, State.EARLY_MEDIA)  # outgoing, before the answer
@@ -70,6 +73,8 @@ class Call:
         self._update: str | None = None  # an update under way: "local" (our offer) or "remote" (theirs)
         self._update_answer_wait: IDelayedCall | None = None
         self._held_remotely = False
+        self._transferring = False  # our transfer (REFER) is under way
+        self._transfer_request: IDelayedCall | None = None  # the far end's transfer request awaits the browser
         self._ended = OneShotObserver()
         self.originator: Originator | None = None  # incoming calls: the caller
 
@@ -127,6 +132,28 @@ class Call:
     def unhold(self) -> None:
         self._check_in_call("unholding", no_update=True)
         self._backend().unhold().addCallbacks(lambda _: self._held_locally(False), self._hold_failed)
+
+    def transfer(self, uri: str, replace: Call | None) -> None:
+        self._check_in_call("transferring")
+        if self._transferring:
+            raise APIError(f"A transfer of session {self.id} is already under way")
+        if replace is not None and (replace is self or replace.state not in (State.ACCEPTED, State.ESTABLISHED)):
+            raise APIError(f"Session {replace.id} cannot be replaced: {replace._shown_state()}")
+        self._transferring = True
+        replaced = replace._backend() if replace is not None else None
+        self._backend().transfer(uri, replaced).addErrback(lambda f: self.call_transfer_progress(None,
+                                                                                                str(f.value)))
+
+    def reject_transfer(self, code: int) -> None:
+        self.take_transfer_request().reject_transfer(code).addErrback(self._transfer_reject_failed)
+
+    def take_transfer_request(self) -> ISIPCall:
+        """The far end's pending transfer request (in the backend's call), for the new call that carries it out
+        or for refusing it; it is no longer pending after this."""
+        if self._transfer_request is None or self.state == State.TERMINATED:
+            raise APIError(f"No transfer request for session {self.id}")
+        self._cancel_transfer_request()
+        return self._backend()
 
     def end(self) -> Deferred[None]:
         """Make sure the call ends (connection closing, account removed); fires once it has."""
@@ -194,6 +221,24 @@ class Call:
             self._update = None
             self._notify(SessionUpdated(session=self.id, state=UpdateState.FAILED, reason=reason))
 
+    def call_transfer_progress(self, code: int | None, reason: str | None) -> None:
+        if not self._transferring or self.state == State.TERMINATED:
+            return
+        if code is not None and code < 200:
+            state = TransferState.PROGRESS
+        else:
+            state = TransferState.COMPLETED if code is not None and code < 300 else TransferState.FAILED
+            self._transferring = False
+        self._notify(SessionTransferProgress(session=self.id, state=state, code=code, reason=reason))
+
+    def call_transfer_requested(self, refer_to: str, referred_by: str | None, replaces: bool) -> None:
+        if self.state == State.TERMINATED:
+            return
+        self._cancel_transfer_request()
+        self._transfer_request = self._clock.callLater(TRANSFER_DECISION_WAIT, self._transfer_undecided)
+        self._notify(SessionTransferRequest(session=self.id, refer_to=refer_to, referred_by=referred_by,
+                                            replaces=replaces))
+
     def call_dtmf(self, tone: str, duration: int | None, method: str) -> None:
         if self.state != State.TERMINATED:
             self._notify(SessionDtmf(session=self.id, digit=tone, duration=duration, method=method))
@@ -203,6 +248,7 @@ class Call:
             return
         self._tones.clear()
         self._cancel_update_answer_wait()
+        self._cancel_transfer_request()
         if self._terminating is not None and self._terminating.active():
             self._terminating.cancel()
         self._enter(State.TERMINATED, reason=reason)
@@ -258,6 +304,21 @@ class Call:
             self.log.info("Session {id}: the browser did not answer the far end's re-INVITE", id=self.id)
             self._backend_failed(Failure(APIError(
                 f"The browser did not answer the far end's update within {UPDATE_ANSWER_WAIT:g} s")))
+
+    def _transfer_undecided(self) -> None:
+        self._transfer_request = None
+        if self.state != State.TERMINATED:
+            self.log.info("Session {id}: the browser did not act on the transfer request; refusing it", id=self.id)
+            self._backend().reject_transfer(603).addErrback(self._transfer_reject_failed)
+
+    def _transfer_reject_failed(self, failure: Failure) -> None:
+        self.log.warn("Session {id}: refusing the transfer request failed: {error}", id=self.id, error=failure.value)
+
+    def _cancel_transfer_request(self) -> None:
+        if self._transfer_request is not None:
+            if self._transfer_request.active():
+                self._transfer_request.cancel()
+            self._transfer_request = None
 
     def _cancel_update_answer_wait(self) -> None:
         if self._update_answer_wait is not None:

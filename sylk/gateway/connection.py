@@ -139,7 +139,8 @@ class Connection:
         account = self._account(request, "call")
         if request.session in self.sessions:
             raise APIError(f"Session ID {request.session} already in use")
-        account.call(request.session, request.uri, request.sdp, request.headers)
+        referring = self._call(request.refer_session) if request.refer_session is not None else None
+        account.call(request.session, request.uri, request.sdp, request.headers, transfer_of=referring)
 
     def _RH_session_answer(self, request: model.SessionAnswer) -> None:
         self._call(request).answer(request.sdp, request.headers)
@@ -161,6 +162,13 @@ class Connection:
 
     def _RH_session_unhold(self, request: model.SessionUnhold) -> None:
         self._call(request).unhold()
+
+    def _RH_session_transfer(self, request: model.SessionTransfer) -> None:
+        replace = self._call(request.replace_session) if request.replace_session is not None else None
+        self._call(request.session).transfer(request.uri, replace)
+
+    def _RH_session_transfer_reject(self, request: model.SessionTransferReject) -> None:
+        self._call(request.session).reject_transfer(request.code)
 
     # --- AccountOwner ---
 
@@ -189,11 +197,12 @@ class Connection:
         except KeyError:
             raise APIError(f"Unknown account specified for {action}: {request.account}") from None
 
-    def _call(self, request: model.SessionRequest) -> Call:
+    def _call(self, session: model.SessionRequest | str) -> Call:
         """A session of this connection (or one that ended lately, whose methods say so)."""
-        call = self.sessions.get(request.session) or self._ended.get(request.session)
+        session_id = session if isinstance(session, str) else session.session
+        call = self.sessions.get(session_id) or self._ended.get(session_id)
         if call is None:
-            raise APIError(f"Unknown session {request.session}")
+            raise APIError(f"Unknown session {session_id}")
         return call
 
     def _opened(self, session: ISIPSession) -> None:

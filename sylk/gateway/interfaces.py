@@ -55,9 +55,10 @@ class ISIPUserAgent(Interface):
     def unregister():
         """Remove the registration at the registrar; the outcome arrives at the observer."""
 
-    def call(uri, sdp, headers, observer):
+    def call(uri, sdp, headers, observer, transfer_of=None):
         """Place a call to `uri` (user@domain) with the browser's SDP offer and extra SIP headers ({name: value});
-        returns an ISIPCall at once, whose progress and outcome arrive at the ICallObserver."""
+        returns an ISIPCall at once, whose progress and outcome arrive at the ICallObserver. `transfer_of`: the
+        ISIPCall whose far end asked for this call (call_transfer_requested); it hears how the call goes."""
 
     def close():
         """Release the backend resources (a later register() or call() acquires them again); returns a Deferred.
@@ -116,6 +117,13 @@ class ISIPCall(Interface):
     def unhold():
         """Take the call off hold (a re-INVITE with the direction from before); the Deferred fires once it is out."""
 
+    def transfer(uri, replace):
+        """Ask the far end to call `uri` instead (REFER); `replace`: an ISIPCall the new call replaces (attended),
+        or None. The Deferred fires once the REFER is out; progress arrives at call_transfer_progress."""
+
+    def reject_transfer(code):
+        """Refuse the far end's transfer request with this SIP status; returns a Deferred."""
+
 
 class ICallObserver(Interface):
     def call_progress():
@@ -145,6 +153,14 @@ class ICallObserver(Interface):
 
     def call_update_failed(reason):
         """Our re-INVITE did not go through; the call goes on as it was."""
+
+    def call_transfer_progress(code, reason):
+        """How our transfer goes, as the far end says: a SIP status of its call to the target (100, 180, 200,
+        486, ...), or None with a reason when nothing came."""
+
+    def call_transfer_requested(refer_to, referred_by, replaces):
+        """The far end asks for a call to `refer_to` (user@domain) instead; `replaces`: whether the new call would
+        replace one of the target's (attended)."""
 
     def call_dtmf(tone, duration, method):
         """The far end sent a DTMF tone: `method` "info" (SIP INFO) or "rfc4733" (in the media, if the backend

@@ -350,3 +350,70 @@ def invite_oks(phone: Sipp) -> dict[int, str]:
         if cseq:
             oks[int(cseq.group(1))] = message
     return oks
+
+
+class TestTransfers:
+    """REFER both ways, watched at sipp phones: the REFER the gateway sends, and the new call it places for one it
+    received."""
+
+    @pytest.fixture
+    def client(self, gateway: Gateway, kamailio: Kamailio) -> Client:
+        client = gateway.connect(subprotocols=("sylkRTC-2",))
+        assert client.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+        return client
+
+    def accepted(self, client: Client, session: str, uri: str, **extra: Any) -> None:
+        answer = client.request("session-create", account=ALICE, session=session, uri=uri, sdp=OFFER, **extra)
+        assert answer["sylkrtc"] == "ack", answer
+        client.event(lambda m: m.get("session") == session and m.get("state") == "accepted", 15,
+                     f"the answer of {session}")
+
+    def test_blind_transfer_by_the_browser(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer_referred.xml") as bob:
+            self.accepted(client, "s1", "bob@sylk.test")
+            assert client.request("session-transfer", session="s1", uri="carol@sylk.test")["sylkrtc"] == "ack"
+            progress = [client.event(lambda m: m.get("event") == "transfer", 10, "transfer progress")
+                        for _ in range(2)]
+            assert [(p["state"], p["code"]) for p in progress] == [("progress", 100), ("completed", 200)]
+            ended = client.event(lambda m: m.get("state") == "terminated", 10, "the phone's BYE")
+            assert ended["reason"] == "200 OK"
+            assert bob.wait() == 0
+            (refer,) = bob.received("REFER ")
+            assert re.search(r"^Refer-To: <sip:carol@sylk\.test>", refer, re.MULTILINE | re.IGNORECASE), refer
+
+    def test_attended_transfer_by_the_browser(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer.xml", user="carol", port=CAROL_PORT) as carol, \
+                phone(kamailio, tmp_path, "uas_answer_referred.xml") as bob:
+            self.accepted(client, "to-bob", "bob@sylk.test")
+            client.request("session-create", account=ALICE, session="to-carol", uri="carol@sylk.test", sdp=OFFER)
+            carol_call = client.event(lambda m: m.get("session") == "to-carol" and m.get("state") == "accepted", 15,
+                                      "carol's answer")
+            answer = client.request("session-transfer", session="to-bob", uri="carol@sylk.test",
+                                    replace_session="to-carol")
+            assert answer["sylkrtc"] == "ack", answer
+            client.event(lambda m: m.get("event") == "transfer" and m.get("state") == "completed", 10, "the end")
+            assert bob.wait() == 0
+            (refer,) = bob.received("REFER ")
+            refer_to = re.search(r"^Refer-To: (.*)$", refer, re.MULTILINE | re.IGNORECASE)
+            assert refer_to and "replaces=" in refer_to.group(1).lower(), refer
+            assert carol_call["call_id"].split("@")[0] in refer_to.group(1)  # carol's dialog is to be replaced
+            client.request("session-terminate", session="to-carol")
+            assert carol.wait() == 0
+
+    def test_the_phone_transfers_the_browser_to_carol(self, client: Client, kamailio: Kamailio,
+                                                      tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer.xml", user="carol", port=CAROL_PORT) as carol, \
+                phone(kamailio, tmp_path, "uas_answer_refer.xml") as bob:
+            self.accepted(client, "s1", "bob@sylk.test")
+            request = client.event(lambda m: m.get("event") == "transfer-request", 10, "the transfer request")
+            assert (request["refer_to"], request["referred_by"], request["replaces"]) == \
+                ("carol@sylk.test", "bob@sylk.test", False)
+            self.accepted(client, "s2", request["refer_to"], refer_session="s1")
+            ended = client.event(lambda m: m.get("session") == "s1" and m.get("state") == "terminated", 10,
+                                 "bob hanging up once carol answered")
+            assert ended["reason"] == "200 OK"
+            assert bob.wait() == 0  # it saw the NOTIFY with carol's 200
+            client.request("session-terminate", session="s2")
+            assert carol.wait() == 0
+            (invite,) = carol.received("INVITE ")
+            assert re.search(r"^Referred-By: <sip:bob@sylk\.test>", invite, re.MULTILINE | re.IGNORECASE), invite

@@ -748,3 +748,93 @@ class OfferHoldsTests(SynchronousTestCase):
         self.assertFalse(offer_holds(audio + "a=sendonly\r\nm=video 9 RTP/AVP 96\r\na=sendrecv\r\n"))
         self.assertTrue(offer_holds(audio + "a=sendonly\r\nm=video 0 RTP/AVP 96\r\n"))  # a rejected stream
         self.assertFalse(offer_holds("v=0\r\n"))
+
+
+class TransferTests(CallTestCase):
+    """REFER both ways: transfers the browser asks for, and the far end's requests the browser decides on."""
+
+    def established(self, session_id: str = "s1", uri: str = BOB) -> tuple[Connection, FakePeer, int]:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection, session_id, uri)
+        return connection, peer, self.line_of()
+
+    def progress(self, peer: FakePeer) -> list[tuple[Any, ...]]:
+        return [(e.state, e.code, e.reason) for e in peer.events if isinstance(e, model.SessionTransferProgress)]
+
+    def test_blind_transfer_and_its_progress(self) -> None:
+        connection, peer, line = self.established()
+        self.assertIsNone(self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com"))
+        self.assertEqual(self.janus.transfers, [(line, {"request": "transfer", "uri": "sip:carol@example.com"})])
+        self.assertEqual(self.request(connection, model.SessionTransfer, session="s1", uri="dave@example.com"),
+                         "A transfer of session s1 is already under way")
+        session = self.session_id()
+        self.janus.refer_notify(session, line, "SIP/2.0 100 Trying")
+        self.janus.refer_notify(session, line, "SIP/2.0 180 Ringing")
+        self.janus.refer_notify(session, line, "SIP/2.0 200 OK", substate="terminated")
+        self.assertEqual(self.progress(peer), [("progress", 100, "Trying"), ("progress", 180, "Ringing"),
+                                               ("completed", 200, "OK")])
+
+    def test_a_transfer_the_far_end_ignores_fails_in_bounded_time(self) -> None:
+        connection, peer, line = self.established()
+        self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com")
+        self.janus.clock.advance(33)
+        self.assertEqual(self.progress(peer), [("failed", None, "No answer to the transfer request (REFER)")])
+        self.assertIsNone(self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com"))
+
+    def test_attended_transfer_replaces_another_call(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection, "to-bob")
+        self.dial(connection, "to-carol", "carol@example.com")
+        carol_call_id = [b["call_id"] for b in self.janus.call_bodies.values() if b["uri"] == "sip:carol@example.com"]
+        self.assertIsNone(self.request(connection, model.SessionTransfer, session="to-bob", uri="carol@example.com",
+                                       replace_session="to-carol"))
+        (_, body), = self.janus.transfers
+        self.assertEqual(body["replace"], carol_call_id[0])
+        self.assertEqual(self.request(connection, model.SessionTransfer, session="to-carol", uri="bob@example.com",
+                                      replace_session="nobody"), "Unknown session nobody")
+
+    def test_no_transfer_before_the_answer(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        self.assertEqual(self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com"),
+                         "Invalid state for transferring session s1: progress")
+
+    def test_the_far_end_asks_for_a_transfer_and_the_browser_carries_it_out(self) -> None:
+        connection, peer, line = self.established()
+        refer_id = self.janus.refer(self.session_id(), line, "sip:carol@example.com;transport=udp",
+                                    '"Bob" <sip:bob@example.com>;tag=1')
+        (request,) = self.account_events(peer, model.SessionTransferRequest)
+        self.assertEqual((request.session, request.refer_to, request.referred_by, request.replaces),
+                         ("s1", "carol@example.com", "bob@example.com", False))
+        self.assertIsNone(self.request(connection, model.SessionCreate, account=ALICE, session="s2",
+                                       uri=request.refer_to, sdp="v=0 offer", refer_session="s1"))
+        (body,) = [b for b in self.janus.call_bodies.values() if b["uri"] == "sip:carol@example.com"]
+        self.assertEqual(body["refer_id"], refer_id)
+        self.assertEqual(self.request(connection, model.SessionTransferReject, session="s1"),
+                         "No transfer request for session s1")  # it was taken by s2
+
+    def test_the_browser_refuses_a_transfer(self) -> None:
+        connection, peer, line = self.established()
+        refer_id = self.janus.refer(self.session_id(), line)
+        self.assertIsNone(self.request(connection, model.SessionTransferReject, session="s1", code=486))
+        self.assertEqual(self.janus.transfers, [(line, {"request": "decline", "refer_id": refer_id, "code": 486})])
+        self.assertEqual(self.calls(peer)[-1], ("accepted", "v=0 answer"))  # the call goes on
+
+    def test_an_undecided_transfer_request_is_refused(self) -> None:
+        from sylk.gateway.call import TRANSFER_DECISION_WAIT
+        connection, peer, line = self.established()
+        refer_id = self.janus.refer(self.session_id(), line)
+        self.janus.clock.advance(TRANSFER_DECISION_WAIT)
+        self.janus.flush()
+        self.assertEqual(self.janus.transfers, [(line, {"request": "decline", "refer_id": refer_id, "code": 603})])
+
+    def test_a_new_call_needs_a_pending_transfer_request(self) -> None:
+        connection, peer, line = self.established()
+        self.assertEqual(self.request(connection, model.SessionCreate, account=ALICE, session="s2", uri=BOB,
+                                      sdp="v=0", refer_session="s1"), "No transfer request for session s1")
+        self.assertNotIn("s2", connection.sessions)

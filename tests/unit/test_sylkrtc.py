@@ -416,7 +416,7 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
             "account-add", "account-remove", "account-register", "account-unregister",
             "call", "answer", "trickle", "terminate",
             "session-create", "session-answer", "session-trickle", "session-terminate", "session-dtmf-info",
-            "session-update", "session-hold", "session-unhold"})
+            "session-update", "session-hold", "session-unhold", "session-transfer", "session-transfer-reject"})
 
     def test_decoded_request_is_normalised(self) -> None:
         request = self.dialect.decode({"sylkrtc": "register", "transaction": "t", "account": "sip:alice@EXAMPLE.com"})

@@ -170,3 +170,26 @@ class CallControlTests(SynchronousTestCase):
 
     def test_only_sylkrtc2_clients_answer_reinvites(self) -> None:
         self.assertEqual((SylkRTC1.answers_reinvites, SylkRTC2.answers_reinvites), (False, True))
+
+    def test_transfer_events(self) -> None:
+        progress = model.SessionTransferProgress(session="s", state="progress", code=180, reason="Ringing")
+        self.assertEqual(SylkRTC2().encode(progress), {"sylkrtc": "session-event", "session": "s",
+                                                       "event": "transfer", "state": "progress", "code": 180,
+                                                       "reason": "Ringing"})
+        self.assertEqual(SylkRTC1().encode(progress)["data"], {"state": "progress", "code": 180, "reason": "Ringing"})
+        request = model.SessionTransferRequest(session="s", refer_to="carol@b.c", referred_by=None, replaces=False)
+        self.assertEqual(SylkRTC2().encode(request), {"sylkrtc": "session-event", "session": "s",
+                                                      "event": "transfer-request", "refer_to": "carol@b.c",
+                                                      "replaces": False})
+        self.assertEqual(SylkRTC1().encode(request)["event"], "transfer_request")
+
+    def test_transfer_requests_decode(self) -> None:
+        transfer = SylkRTC1().decode({"sylkrtc": "session-transfer", "transaction": "t", "session": "s",
+                                      "uri": "sip:carol@b.c", "replace_session": "s2"})
+        self.assertEqual((transfer.uri, transfer.replace_session), ("carol@b.c", "s2"))
+        reject = SylkRTC2().decode({"sylkrtc": "session-transfer-reject", "transaction": "t", "session": "s"})
+        self.assertEqual(reject.code, 603)
+        error = self.assertRaises(ValidationError, SylkRTC2().decode, {"sylkrtc": "session-transfer-reject",
+                                                                        "transaction": "t", "session": "s",
+                                                                        "code": 200})
+        self.assertIn("must be from 400 to 699", str(error))

@@ -182,9 +182,13 @@ class JanusSIPUserAgent:
         return master.handle.message({"request": "unregister"}).addCallbacks(self._reply, refused,
                                                                              callbackArgs=(master,))
 
-    def call(self, uri: str, sdp: str, headers: dict[str, str], observer: ICallObserver) -> ISIPCall:
+    def call(self, uri: str, sdp: str, headers: dict[str, str], observer: ICallObserver,
+             transfer_of: ISIPCall | None = None) -> ISIPCall:
         call = JanusSIPCall(self, "outgoing", observer)
-        Deferred.fromCoroutine(self._place(call, uri, sdp, headers)).addErrback(call.failed)
+        # The far end's REFER, by Janus's id: Janus adds its Referred-By (and Replaces) to the INVITE and tells the
+        # far end how the call goes.
+        refer_id = transfer_of.take_refer_id() if isinstance(transfer_of, JanusSIPCall) else None
+        Deferred.fromCoroutine(self._place(call, uri, sdp, headers, refer_id)).addErrback(call.failed)
         return call
 
     def close(self) -> Deferred[None]:
@@ -384,7 +388,8 @@ class JanusSIPUserAgent:
             if self._status not in ("identity", "registered"):
                 raise BackendUnavailable(f"Janus did not accept the account's identity ({self._status})")
 
-    async def _place(self, call: JanusSIPCall, uri: str, sdp: str, headers: dict[str, str]) -> None:
+    async def _place(self, call: JanusSIPCall, uri: str, sdp: str, headers: dict[str, str],
+                     refer_id: int | None) -> None:
         line = await self._free_line(call)
         if call.is_ended:  # terminated while a line was being found (which freed the line)
             return
@@ -397,6 +402,8 @@ class JanusSIPUserAgent:
             body["headers"] = headers
         if self.identity.answers_reinvites:
             body["autoaccept_reinvites"] = False  # re-INVITEs come to us (`updatingcall`), for the browser
+        if refer_id is not None:
+            body["refer_id"] = refer_id
         call.calling = True
         reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
         call.placed(reply)
@@ -530,6 +537,8 @@ class JanusSIPCall:
         self._hang_up_when_placed = False
         self._hangup_wait: IDelayedCall | None = None
         self._update_wait: IDelayedCall | None = None  # our re-INVITE is out, its answer not in yet
+        self._transfer_wait: IDelayedCall | None = None  # our REFER is out, no NOTIFY in yet
+        self._refer_id: int | None = None  # Janus's id of the far end's pending REFER
         self.is_ended = False
 
     @property
@@ -588,6 +597,28 @@ class JanusSIPCall:
 
     def unhold(self) -> Deferred[None]:
         return self._request({"request": "unhold"})
+
+    def transfer(self, uri: str, replace: ISIPCall | None) -> Deferred[None]:
+        body: dict[str, Any] = {"request": "transfer", "uri": f"sip:{uri}"}
+        if replace is not None:
+            body["replace"] = replace.call_id  # Janus builds the Replaces from that call's dialog
+        sent = self._request(body)
+        # Janus 1.1.2 does not report the REFER's own answer: a refusal (405, 603, ...) shows only as no NOTIFY.
+        self._cancel_transfer_wait()
+        self._transfer_wait = self.agent.clock.callLater(self.agent.settings.transaction_timeout + 1.0,
+                                                         self._transfer_unanswered)
+
+        def refused(failure: Failure) -> Failure:
+            self._cancel_transfer_wait()
+            return failure
+        return sent.addErrback(refused)
+
+    def reject_transfer(self, code: int) -> Deferred[None]:
+        return self._request({"request": "decline", "refer_id": self.take_refer_id(), "code": code})
+
+    def take_refer_id(self) -> int | None:
+        refer_id, self._refer_id = self._refer_id, None
+        return refer_id
 
     def terminate(self) -> None:
         if self.is_ended or self._hangup_wait is not None:
@@ -681,6 +712,7 @@ class JanusSIPCall:
             self._hangup_wait.cancel()
             self._hangup_wait = None
         self._cancel_update_wait()
+        self._cancel_transfer_wait()
         if self.line is not None:
             self.agent.line_freed(self.line, self)
         self._observer_call("call_terminated", reason)
@@ -727,6 +759,23 @@ class JanusSIPCall:
         self._handle().message({"request": "hangup"}).addErrback(self.request_failed)
         self.ended("A re-INVITE without SDP is not supported")
 
+    def _EH_transfer(self, result: dict[str, Any], jsep: Any) -> None:
+        """The far end's REFER (Janus answered it 202): the browser decides whether to call the target."""
+        self._refer_id = result.get("refer_id")
+        referred_by = _bare_uri(str(result.get("referred_by") or "")) or None
+        self._observer_call("call_transfer_requested", _bare_uri(str(result.get("refer_to") or "")), referred_by,
+                            bool(result.get("replaces")))
+
+    def _EH_notify(self, result: dict[str, Any], jsep: Any) -> None:
+        """A NOTIFY about our REFER: its body is the status line of the far end's call to the target."""
+        if str(result.get("notify") or "").lower() != "refer":
+            return
+        status = re.match(r"\s*SIP/2\.0\s+(\d{3})\s*([^\r\n]*)", str(result.get("content") or ""))
+        if status is None:
+            return
+        self._cancel_transfer_wait()
+        self._observer_call("call_transfer_progress", int(status.group(1)), status.group(2).strip() or None)
+
     def _EH_info(self, result: dict[str, Any], jsep: Any) -> None:
         """SIP INFO from the far end; DTMF in it (application/dtmf-relay or application/dtmf) is passed up."""
         kind = str(result.get("type") or "").lower()
@@ -763,6 +812,16 @@ class JanusSIPCall:
         self._update_wait = None
         if not self.is_ended:
             self._observer_call("call_update_failed", "No answer to the re-INVITE")
+
+    def _transfer_unanswered(self) -> None:
+        self._transfer_wait = None
+        if not self.is_ended:
+            self._observer_call("call_transfer_progress", None, "No answer to the transfer request (REFER)")
+
+    def _cancel_transfer_wait(self) -> None:
+        if self._transfer_wait is not None and self._transfer_wait.active():
+            self._transfer_wait.cancel()
+        self._transfer_wait = None
 
     def _cancel_update_wait(self) -> None:
         if self._update_wait is not None and self._update_wait.active():
@@ -801,8 +860,16 @@ class JanusSIPCall:
             getattr(self._observer, method)(*args)
 
 
+def _bare_uri(text: str) -> str:
+    """user@host out of a SIP URI or a name-addr header value (`"Bob" <sip:bob@example.com;transport=udp>;tag=x`)."""
+    inside = re.search(r"<([^>]*)>", text)
+    uri = (inside.group(1) if inside else text).strip()
+    uri = re.sub(r"^sips?:", "", uri, flags=re.IGNORECASE)
+    return re.split(r"[;?>]", uri, maxsplit=1)[0]
+
+
 def _originator(result: dict[str, Any]) -> Originator:
-    uri = re.sub(r"^sips?:", "", str(result.get("username") or ""), flags=re.IGNORECASE)
+    uri = _bare_uri(str(result.get("username") or ""))
     display_name = str(result.get("displayname") or "").strip().strip('"').strip()  # Janus 1.1.2 adds quotes
     return Originator(uri=uri, display_name=display_name or None)
 

@@ -20,7 +20,8 @@ from sylk.gateway.sylkrtc.fields import ValidationError
 # The requests every dialect accepts under their canonical (dash) names.
 _CANONICAL = (model.Ping, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
-              model.SessionDtmfInfo, model.SessionUpdate, model.SessionHold, model.SessionUnhold)
+              model.SessionDtmfInfo, model.SessionUpdate, model.SessionHold, model.SessionUnhold,
+              model.SessionTransfer, model.SessionTransferReject)
 
 
 class Dialect:
@@ -94,6 +95,14 @@ class SylkRTC1(Dialect):
         return {"sylkrtc": "session_event", "session": event.session, "event": "hold",
                 "data": {"held": event.held, "originator": event.originator}}
 
+    def _encode_SessionTransferProgress(self, event: model.SessionTransferProgress) -> dict[str, Any]:
+        data = _present(state=event.state, code=event.code, reason=event.reason)
+        return {"sylkrtc": "session_event", "session": event.session, "event": "transfer", "data": data}
+
+    def _encode_SessionTransferRequest(self, event: model.SessionTransferRequest) -> dict[str, Any]:
+        data = _present(refer_to=event.refer_to, referred_by=event.referred_by, replaces=event.replaces)
+        return {"sylkrtc": "session_event", "session": event.session, "event": "transfer_request", "data": data}
+
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account_event", "account": event.account, "session": event.session,
                 "event": "incoming_session", "data": {"originator": _originator(event.originator),
@@ -132,6 +141,14 @@ class SylkRTC2(Dialect):
     def _encode_SessionHoldChanged(self, event: model.SessionHoldChanged) -> dict[str, Any]:
         return {"sylkrtc": "session-event", "session": event.session, "event": "hold", "held": event.held,
                 "originator": event.originator}
+
+    def _encode_SessionTransferProgress(self, event: model.SessionTransferProgress) -> dict[str, Any]:
+        return {"sylkrtc": "session-event", "session": event.session, "event": "transfer",
+                **_present(state=event.state, code=event.code, reason=event.reason)}
+
+    def _encode_SessionTransferRequest(self, event: model.SessionTransferRequest) -> dict[str, Any]:
+        return {"sylkrtc": "session-event", "session": event.session, "event": "transfer-request",
+                **_present(refer_to=event.refer_to, referred_by=event.referred_by, replaces=event.replaces)}
 
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "incoming-session",

@@ -59,6 +59,8 @@ class SessionCreate(AccountRequest, SessionRequest):
     uri = AOR()
     sdp = String(max_length=MAX_SDP)
     headers = Headers(optional=True, default={})
+    # the call whose far end asked for this one (`transfer-request`): the new call carries the transfer out
+    refer_session = String(max_length=128, optional=True)
 
 
 class SessionAnswer(SessionRequest):
@@ -100,6 +102,22 @@ class SessionHold(SessionRequest):
 
 class SessionUnhold(SessionRequest):
     name = "session-unhold"
+
+
+class SessionTransfer(SessionRequest):
+    """Send the far end to `uri` (SIP REFER): a blind transfer, or an attended one that replaces another call of the
+    connection (`replace_session`, typically a call with `uri`)."""
+
+    name = "session-transfer"
+    uri = AOR()
+    replace_session = String(max_length=128, optional=True)
+
+
+class SessionTransferReject(SessionRequest):
+    """Refuse the far end's transfer request (`transfer-request`)."""
+
+    name = "session-transfer-reject"
+    code = Integer(low=400, high=699, optional=True, default=603)
 
 
 class Event(Model):
@@ -174,6 +192,31 @@ class SessionHoldChanged(Event):
     session = Field()
     held = Field()  # bool
     originator = Field()  # "local" or "remote"
+
+
+class TransferState:
+    PROGRESS = "progress"  # the transfer target is being called (`code`: 100, 180, ...)
+    COMPLETED = "completed"  # the target answered the far end
+    FAILED = "failed"  # the far end refused, or its call to the target failed (`code`, `reason`)
+
+
+class SessionTransferProgress(Event):
+    """How a transfer the browser asked for (session-transfer) goes, as the far end reports it."""
+
+    session = Field()
+    state = Field()
+    code = Field(optional=True)
+    reason = Field(optional=True)
+
+
+class SessionTransferRequest(Event):
+    """The far end asks the browser to call `refer_to` instead (an incoming REFER); answer with a session-create
+    that names this session in `refer_session`, or with session-transfer-reject."""
+
+    session = Field()
+    refer_to = Field()
+    referred_by = Field(optional=True)
+    replaces = Field()  # bool: an attended transfer, the new call replaces one the target has
 
 
 class IncomingSession(Event):

@@ -49,6 +49,8 @@ class FakeJanus:
         self.reinvited: set[int] = set()  # handles with a re-INVITE from the far end waiting for our answer
         self.holds: list[tuple[int, str]] = []  # (handle, "hold <direction>" or "unhold") as asked
         self.transfers: list[tuple[int, dict[str, Any]]] = []  # (handle, body) of our REFERs and refusals
+        self.messages: list[tuple[int, dict[str, Any]]] = []  # (handle, body) of MESSAGEs sent
+        self.message_outcome: tuple[int, str] | None = (200, "OK")  # their answer; None: never answered
         self.update_outcome = "accepted"  # what the far end does with our re-INVITE: "accepted" or "silent"
         self._jsep: dict[str, Any] | None = None  # of the request being handled
         self.trickles: list[dict[str, Any]] = []
@@ -151,6 +153,14 @@ class FakeJanus:
         """A NOTIFY about our REFER, carrying the status of the far end's call to the target."""
         self.sip_event(session, handle, {"event": "notify", "notify": "refer", "substate": substate,
                                          "content-type": "message/sipfrag", "content": status_line + "\r\n"})
+
+    def incoming_message(self, session: int, handle: int, content: str = "hello", content_type: str = "text/plain",
+                         sender: str = "sip:bob@example.com", displayname: str | None = "Bob") -> None:
+        result: dict[str, Any] = {"event": "message", "sender": sender, "content": content,
+                                  "content_type": content_type}
+        if displayname is not None:
+            result["displayname"] = displayname
+        self.sip_event(session, handle, result)
 
     def ringing(self, session: int, handle: int) -> None:
         self.provisional.add(handle)
@@ -384,6 +394,24 @@ class FakeJanus:
             return self._sip_error(session, handle, transaction, 447, "Wrong state (no call to accept)")
         self.answered.add(handle)
         self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "accepted"}})
+
+    def _sip_message(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
+        if "uri" in body:
+            if self.status.get(handle) not in ("identity", "registered"):
+                return self._sip_error(session, handle, transaction, 447, "Wrong state (not registered)")
+            call_id = body.get("call_id") or f"message-{transaction}"
+        elif handle in self.calls:
+            call_id = self.calls[handle]
+        else:
+            return self._sip_error(session, handle, transaction, 447, "Wrong state (not in a call?)")
+        self.messages.append((handle, body))
+        self._sip_reply(session, handle, transaction, {"sip": "event", "result": {"event": "messagesent",
+                                                                                  "call_id": call_id}})
+        if self.message_outcome is not None:
+            code, reason = self.message_outcome
+            message = self._event(session, handle, {"event": "messagedelivery", "code": code, "reason": reason})
+            message["plugindata"]["data"]["call_id"] = call_id
+            self._outbox.append(message)
 
     def _sip_transfer(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
         if handle not in self.answered:

@@ -25,10 +25,11 @@ from zope.interface import implementer
 from sylk.gateway.call import Call
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.errors import APIError
+from sylk.gateway import messages
 from sylk.gateway.interfaces import ISIPCall, ISIPSession, IUserAgentObserver
 from sylk.gateway.sip import Originator, Registration, SIPIdentity
-from sylk.gateway.sylkrtc.model import (Event, IncomingSession, MissedSession, RegistrationState,
-                                        RegistrationStateChanged)
+from sylk.gateway.sylkrtc.model import (AccountDispositionNotification, AccountMessage, Event, IncomingSession,
+                                        MissedSession, RegistrationState, RegistrationStateChanged)
 from sylk.gateway.util import OneShotObserver
 
 # How long an un-REGISTER may take before the account gives up waiting and releases the backend anyway.
@@ -107,6 +108,21 @@ class SIPAccount:
         call.sip_call = self._user_agent.call(uri, sdp, headers, call, transfer_of=referring)
         return call
 
+    def send_message(self, request: AccountMessage) -> None:
+        """Send an instant message, registered or not; its outcome comes as a disposition notification."""
+        self._user_agent.send_message(request.uri, request.content_type, request.content).addCallbacks(
+            lambda answer: self._event(messages.outcome_event(self.aor, None, request.message_id, request.timestamp,
+                                                              *answer)),
+            lambda failure: self._event(messages.outcome_event(self.aor, None, request.message_id,
+                                                               request.timestamp, None, str(failure.value))))
+
+    def send_disposition(self, request: AccountDispositionNotification) -> None:
+        """Tell a sender what became of their message (an IMDN, wrapped in CPIM)."""
+        body = messages.imdn(self.aor, request.uri, request.message_id, request.state, request.timestamp)
+        self._user_agent.send_message(request.uri, messages.CPIM_TYPE, body).addCallbacks(
+            self._disposition_answered, self._disposition_answered, callbackArgs=(request.uri,),
+            errbackArgs=(request.uri,))
+
     def shutdown(self) -> Deferred[None]:
         """Stop reporting to the browser, end the calls, remove the binding if there is one, release the backend."""
         self._quiet = True
@@ -168,6 +184,9 @@ class SIPAccount:
     def missed_call(self, originator: Originator) -> None:
         self._event(MissedSession(account=self.aor, originator=originator))
 
+    def message_received(self, sender: Originator, content_type: str, content: str) -> None:
+        self._event(messages.incoming_event(self.aor, None, sender, content_type, content))
+
     # --- internals ---
 
     def _check_call_limit(self) -> None:
@@ -197,6 +216,11 @@ class SIPAccount:
     def _call_event(self, event: Event) -> None:
         if self._owner is not None:
             self._owner.account_event(event)
+
+    def _disposition_answered(self, answer: tuple[int, str] | Failure, uri: str) -> None:
+        if isinstance(answer, Failure) or not 200 <= answer[0] < 300:
+            self.log.warn("A disposition notification from {aor} to {uri} was not delivered: {answer}",
+                          aor=self.aor, uri=uri, answer=answer.value if isinstance(answer, Failure) else answer)
 
     def _start_unregister(self) -> None:
         self._unregister_when_registered = False

@@ -29,10 +29,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sylk.gateway import messages
 from sylk.gateway.errors import APIError
 from sylk.gateway.interfaces import ICallObserver, ISIPCall
 from sylk.gateway.sip import Originator
-from sylk.gateway.sylkrtc.model import (Event, SessionDtmf, SessionHoldChanged, SessionState, SessionStateChanged,
+from sylk.gateway.sylkrtc.model import (Event, SessionDtmf, SessionHoldChanged, SessionMessage, SessionState,
+                                       SessionStateChanged,
                                        SessionTransferProgress, SessionTransferRequest, SessionUpdated,
                                        TransferState, UpdateState)
 from sylk.gateway.util import OneShotObserver
@@ -133,6 +135,13 @@ class Call:
         self._check_in_call("unholding", no_update=True)
         self._backend().unhold().addCallbacks(lambda _: self._held_locally(False), self._hold_failed)
 
+    def send_message(self, request: SessionMessage) -> None:
+        """An instant message inside the call; its outcome comes as a disposition notification of the session."""
+        self._check_in_call("sending a message in")
+        self._backend().send_message(request.content_type, request.content).addCallbacks(
+            lambda answer: self._message_outcome(request, *answer),
+            lambda failure: self._message_outcome(request, None, str(failure.value)))
+
     def transfer(self, uri: str, replace: Call | None) -> None:
         self._check_in_call("transferring")
         if self._transferring:
@@ -221,6 +230,10 @@ class Call:
             self._update = None
             self._notify(SessionUpdated(session=self.id, state=UpdateState.FAILED, reason=reason))
 
+    def call_message(self, sender: Originator, content_type: str, content: str) -> None:
+        if self.state != State.TERMINATED:
+            self._notify(messages.incoming_event(self.account, self.id, sender, content_type, content))
+
     def call_transfer_progress(self, code: int | None, reason: str | None) -> None:
         if not self._transferring or self.state == State.TERMINATED:
             return
@@ -304,6 +317,10 @@ class Call:
             self.log.info("Session {id}: the browser did not answer the far end's re-INVITE", id=self.id)
             self._backend_failed(Failure(APIError(
                 f"The browser did not answer the far end's update within {UPDATE_ANSWER_WAIT:g} s")))
+
+    def _message_outcome(self, request: SessionMessage, code: int | None, reason: str) -> None:
+        self._notify(messages.outcome_event(self.account, self.id, request.message_id, request.timestamp, code,
+                                            reason))
 
     def _transfer_undecided(self) -> None:
         self._transfer_request = None

@@ -135,6 +135,12 @@ class Connection:
     def _RH_account_unregister(self, request: model.AccountUnregister) -> None:
         self._account(request, "unregister").unregister()
 
+    def _RH_account_message(self, request: model.AccountMessage) -> None:
+        self._account(request, "message").send_message(request)
+
+    def _RH_account_disposition_notification(self, request: model.AccountDispositionNotification) -> None:
+        self._account(request, "disposition notification").send_disposition(request)
+
     def _RH_session_create(self, request: model.SessionCreate) -> None:
         account = self._account(request, "call")
         if request.session in self.sessions:
@@ -162,6 +168,9 @@ class Connection:
 
     def _RH_session_unhold(self, request: model.SessionUnhold) -> None:
         self._call(request).unhold()
+
+    def _RH_session_message(self, request: model.SessionMessage) -> None:
+        self._call(request).send_message(request)
 
     def _RH_session_transfer(self, request: model.SessionTransfer) -> None:
         replace = self._call(request.replace_session) if request.replace_session is not None else None

@@ -60,6 +60,10 @@ class ISIPUserAgent(Interface):
         returns an ISIPCall at once, whose progress and outcome arrive at the ICallObserver. `transfer_of`: the
         ISIPCall whose far end asked for this call (call_transfer_requested); it hears how the call goes."""
 
+    def send_message(uri, content_type, content):
+        """Send a SIP MESSAGE to `uri` (user@domain), registered or not; the Deferred fires with the SIP answer,
+        (code, reason), or (408, "Request Timeout") when none came."""
+
     def close():
         """Release the backend resources (a later register() or call() acquires them again); returns a Deferred.
         Calls still up are dropped without signalling: end them first."""
@@ -81,6 +85,9 @@ class IUserAgentObserver(Interface):
 
     def missed_call(originator):
         """A call the account could not take arrived and was refused (every line busy)."""
+
+    def message_received(sender, content_type, content):
+        """A SIP MESSAGE for the account, outside any call (the backend answered it 200)."""
 
 
 class ISIPCall(Interface):
@@ -116,6 +123,9 @@ class ISIPCall(Interface):
 
     def unhold():
         """Take the call off hold (a re-INVITE with the direction from before); the Deferred fires once it is out."""
+
+    def send_message(content_type, content):
+        """Send a SIP MESSAGE inside the call's dialog; the Deferred fires with the answer's (code, reason)."""
 
     def transfer(uri, replace):
         """Ask the far end to call `uri` instead (REFER); `replace`: an ISIPCall the new call replaces (attended),
@@ -153,6 +163,9 @@ class ICallObserver(Interface):
 
     def call_update_failed(reason):
         """Our re-INVITE did not go through; the call goes on as it was."""
+
+    def call_message(sender, content_type, content):
+        """A SIP MESSAGE inside the call's dialog, from `sender` (an Originator)."""
 
     def call_transfer_progress(code, reason):
         """How our transfer goes, as the far end says: a SIP status of its call to the target (100, 180, 200,

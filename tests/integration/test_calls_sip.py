@@ -417,3 +417,58 @@ class TestTransfers:
             assert carol.wait() == 0
             (invite,) = carol.received("INVITE ")
             assert re.search(r"^Referred-By: <sip:bob@sylk\.test>", invite, re.MULTILINE | re.IGNORECASE), invite
+
+
+class TestMessages:
+    """SIP MESSAGE out of calls, both ways, seen at sipp phones."""
+
+    @pytest.fixture
+    def client(self, gateway: Gateway, kamailio: Kamailio) -> Client:
+        client = gateway.connect(subprotocols=("sylkRTC-2",))
+        assert client.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+        return client
+
+    def test_a_message_and_a_disposition_to_the_phone(self, client: Client, kamailio: Kamailio,
+                                                      tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_message.xml") as bob:
+            answer = client.request("account-message", account=ALICE, uri="bob@sylk.test", message_id="m1",
+                                    content="hello bob", timestamp="2026-11-26T07:00:00Z")
+            assert answer["sylkrtc"] == "ack", answer
+            outcome = client.event(lambda m: m.get("event") == "disposition-notification", 10, "the outcome")
+            assert outcome == {"sylkrtc": "account-event", "account": ALICE, "event": "disposition-notification",
+                               "message_id": "m1", "message_timestamp": "2026-11-26T07:00:00Z",
+                               "state": "accepted", "code": 200, "reason": "OK"}
+            assert bob.wait() == 0
+            (text,) = bob.received("MESSAGE ")
+            assert "Content-Type: text/plain" in text and text.endswith("hello bob")
+        with phone(kamailio, tmp_path / "imdn", "uas_message.xml") as bob:
+            client.request("account-disposition-notification", account=ALICE, uri="bob@sylk.test",
+                           message_id="their-7", state="delivered")
+            assert bob.wait() == 0
+            (imdn,) = bob.received("MESSAGE ")
+            assert "Content-Type: message/cpim" in imdn and "<message-id>their-7</message-id>" in imdn
+
+    def test_messages_inside_a_call(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        with phone(kamailio, tmp_path, "uas_answer_message.xml") as bob:
+            client.request("session-create", account=ALICE, session="s1", uri="bob@sylk.test", sdp=OFFER)
+            client.event(lambda m: m.get("state") == "accepted", 15, "the answer")
+            answer = client.request("session-message", session="s1", message_id="m1", content="in the call")
+            assert answer["sylkrtc"] == "ack", answer
+            outcome = client.event(lambda m: m.get("event") == "disposition-notification", 10, "the outcome")
+            assert (outcome["session"], outcome["state"], outcome["code"]) == ("s1", "accepted", 200)
+            message = client.event(lambda m: m.get("event") == "message", 10, "the phone's message")
+            assert (message["session"], message["content"].strip()) == ("s1", "right back at you")
+            client.request("session-terminate", session="s1")
+            assert bob.wait() == 0
+            (sent,) = bob.received("MESSAGE ")
+            assert sent.endswith("in the call") and "Call-ID: " in sent
+
+    def test_a_message_from_the_phone(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        client.request("account-register", account=ALICE)
+        client.event(lambda m: m.get("event") == "registration-state" and m.get("state") == "registered", 15)
+        with Sipp(tmp_path / "sipp", "uac_message.xml", BOB_PORT, "alice", {"caller": "bob"},
+                  auth=("bob", "bobpw")) as bob:
+            message = client.event(lambda m: m.get("event") == "message", 10, "the message")
+            assert bob.wait() == 0
+        assert (message["sender"]["uri"], message["content_type"], message["content"].strip()) == \
+            ("bob@sylk.test", "text/plain", "hello alice")

@@ -838,3 +838,110 @@ class TransferTests(CallTestCase):
         self.assertEqual(self.request(connection, model.SessionCreate, account=ALICE, session="s2", uri=BOB,
                                       sdp="v=0", refer_session="s1"), "No transfer request for session s1")
         self.assertNotIn("s2", connection.sessions)
+
+
+class MessageTests(CallTestCase):
+    """SIP MESSAGE for the account and inside calls, with delivery outcomes and IMDNs."""
+
+    def sent(self) -> list[dict[str, Any]]:
+        return [body for _, body in self.janus.messages]
+
+    def outcomes(self, peer: FakePeer) -> list[tuple[Any, ...]]:
+        return [(e.session, e.message_id, e.state, e.code, e.reason) for e in peer.events
+                if isinstance(e, model.DispositionNotification)]
+
+    def send(self, connection: Connection, **fields: Any) -> str | None:
+        values = {"account": ALICE, "uri": BOB, "message_id": "m1", "content": "hi"} | fields
+        return self.request(connection, model.AccountMessage, **values)
+
+    def test_a_message_without_registering(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.assertIsNone(self.send(connection, timestamp="2026-11-26T07:00:00Z"))
+        (body,) = self.sent()
+        self.assertEqual({k: body[k] for k in ("request", "uri", "content_type", "content")},
+                         {"request": "message", "uri": f"sip:{BOB}", "content_type": "text/plain", "content": "hi"})
+        (event,) = [e for e in peer.events if isinstance(e, model.DispositionNotification)]
+        self.assertEqual((event.message_id, event.message_timestamp, event.state, event.code, event.reason),
+                         ("m1", "2026-11-26T07:00:00Z", "accepted", 200, "OK"))
+
+    def test_refused_and_unanswered_messages_fail(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.message_outcome = (404, "Not Found")
+        self.send(connection, message_id="m1")
+        self.janus.message_outcome = None
+        self.send(connection, message_id="m2")
+        self.janus.clock.advance(33)
+        self.assertEqual(self.outcomes(peer), [(None, "m1", "failed", 404, "Not Found"),
+                                               (None, "m2", "failed", 408, "Request Timeout")])
+
+    def test_a_disposition_notification_is_an_imdn_in_cpim(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.assertIsNone(self.request(connection, model.AccountDispositionNotification, account=ALICE, uri=BOB,
+                                       message_id="their-1", state="displayed", timestamp="2026-11-26T07:00:00Z"))
+        (body,) = self.sent()
+        self.assertEqual(body["content_type"], "message/cpim")
+        self.assertIn("Content-Type: message/imdn+xml", body["content"])
+        self.assertIn("<message-id>their-1</message-id>", body["content"])
+        self.assertIn("<display-notification><status><displayed/></status></display-notification>", body["content"])
+        self.assertEqual(self.outcomes(peer), [])  # nothing to report to the browser
+
+    def test_incoming_messages(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        self.janus.incoming_message(session, master, "hello")
+        cpim = ("From: Carol <sip:carol@example.com>\r\nTo: <sip:alice@example.com>\r\nNS: imdn <urn:ietf:params:imdn>\r\n"
+                "imdn.Message-ID: c-1\r\nDateTime: 2026-11-26T06:00:00Z\r\n"
+                "imdn.Disposition-Notification: positive-delivery, display\r\n\r\n"
+                "Content-Type: text/plain\r\nContent-Length: 3\r\n\r\nhey")
+        self.janus.incoming_message(session, master, cpim, "message/cpim")
+        plain, wrapped = [e for e in peer.events if isinstance(e, model.MessageReceived)]
+        self.assertEqual((plain.session, plain.sender.uri, plain.sender.display_name, plain.content_type,
+                          plain.content), (None, BOB, "Bob", "text/plain", "hello"))
+        self.assertEqual(len(plain.message_id), 36)
+        self.assertEqual((wrapped.sender.uri, wrapped.sender.display_name, wrapped.message_id, wrapped.timestamp,
+                          wrapped.content_type, wrapped.content, wrapped.disposition_notification),
+                         ("carol@example.com", "Carol", "c-1", "2026-11-26T06:00:00Z", "text/plain", "hey",
+                          ("positive-delivery", "display")))
+
+    def test_an_incoming_imdn_is_a_disposition_notification(self) -> None:
+        from sylk.gateway import messages
+        connection, peer = self.registered()
+        session, master = self.master()
+        imdn = messages.imdn("bob@example.com", ALICE, "m1", "delivered", "2026-11-26T07:00:00Z")
+        self.janus.incoming_message(session, master, imdn, "message/cpim")
+        self.assertEqual(self.outcomes(peer), [(None, "m1", "delivered", 200, "OK")])
+
+    def test_messages_inside_a_call(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        line = self.line_of()
+        self.assertIsNone(self.request(connection, model.SessionMessage, session="s1", message_id="m1",
+                                       content="in call"))
+        self.assertEqual(self.janus.messages, [(line, {"request": "message", "content_type": "text/plain",
+                                                       "content": "in call"})])
+        self.assertEqual(self.outcomes(peer), [("s1", "m1", "accepted", 200, "OK")])
+        self.janus.incoming_message(self.session_id(), line, "back")
+        (message,) = [e for e in peer.events if isinstance(e, model.MessageReceived)]
+        self.assertEqual((message.session, message.content), ("s1", "back"))
+
+    def test_a_message_for_the_account_while_the_master_is_in_a_call(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        self.janus.incoming_call(session, master)  # from bob, on the master
+        self.janus.incoming_message(session, master, "from carol", sender="sip:carol@example.com")
+        self.janus.incoming_message(session, master, "from bob")
+        carol, bob = [e for e in peer.events if isinstance(e, model.MessageReceived)]
+        self.assertIsNone(carol.session)
+        self.assertIsNotNone(bob.session)  # the caller's counts as the call's
+
+    def test_no_message_in_a_call_not_yet_answered(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        self.assertEqual(self.request(connection, model.SessionMessage, session="s1", message_id="m1", content="x"),
+                         "Invalid state for sending a message in session s1: progress")

@@ -416,7 +416,8 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
             "account-add", "account-remove", "account-register", "account-unregister",
             "call", "answer", "trickle", "terminate",
             "session-create", "session-answer", "session-trickle", "session-terminate", "session-dtmf-info",
-            "session-update", "session-hold", "session-unhold", "session-transfer", "session-transfer-reject"})
+            "session-update", "session-hold", "session-unhold", "session-transfer", "session-transfer-reject",
+            "account-message", "account-disposition-notification", "session-message"})
 
     def test_decoded_request_is_normalised(self) -> None:
         request = self.dialect.decode({"sylkrtc": "register", "transaction": "t", "account": "sip:alice@EXAMPLE.com"})

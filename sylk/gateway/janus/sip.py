@@ -160,6 +160,7 @@ class JanusSIPUserAgent:
         self._status = "none"  # the master's plugin state: none, identity, registering, registered, unregistered
         self._status_changed = OneShotObserver()
         self._helpers: list[_Line] = []
+        self._deliveries: dict[str, Deferred[tuple[int, str]]] = {}  # our MESSAGEs' answers, by Call-ID
         self._generation = 0  # bumped by close(): work started before it is dropped
 
     # --- ISIPUserAgent ---
@@ -185,11 +186,15 @@ class JanusSIPUserAgent:
     def call(self, uri: str, sdp: str, headers: dict[str, str], observer: ICallObserver,
              transfer_of: ISIPCall | None = None) -> ISIPCall:
         call = JanusSIPCall(self, "outgoing", observer)
+        call.remote_uri = uri
         # The far end's REFER, by Janus's id: Janus adds its Referred-By (and Replaces) to the INVITE and tells the
         # far end how the call goes.
         refer_id = transfer_of.take_refer_id() if isinstance(transfer_of, JanusSIPCall) else None
         Deferred.fromCoroutine(self._place(call, uri, sdp, headers, refer_id)).addErrback(call.failed)
         return call
+
+    def send_message(self, uri: str, content_type: str, content: str) -> Deferred[tuple[int, str]]:
+        return Deferred.fromCoroutine(self._send_message(uri, content_type, content))
 
     def close(self) -> Deferred[None]:
         self._generation += 1
@@ -284,6 +289,7 @@ class JanusSIPUserAgent:
             return
         call = JanusSIPCall(self, "incoming", None, line)
         call.call_id = result.get("call_id")
+        call.remote_uri = _originator(result).uri
         call.headers = result.get("headers") or {}
         line.call = call
         self._ensure_spare_line()
@@ -295,6 +301,23 @@ class JanusSIPUserAgent:
 
     def _EH_missed_call(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
         self._observer.missed_call(_originator(result))
+
+    def _EH_message(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
+        """A MESSAGE: inside the call on the line, or for the account (those come to the master, which may be in a
+        call too: Janus does not say which, so one from the call's far end counts as the call's)."""
+        sender = _originator({"username": result.get("sender"), "displayname": result.get("displayname")})
+        content_type, content = str(result.get("content_type") or "text/plain"), str(result.get("content") or "")
+        if line.call is not None and (line.helper or line.call.remote_uri == sender.uri):
+            line.call.plugin_event("message", result, jsep)
+        else:
+            self._observer.message_received(sender, content_type, content)
+
+    def _EH_messagedelivery(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
+        delivery = self._deliveries.pop(str(result.get("call_id")), None)
+        if delivery is not None:
+            delivery.callback((int(result.get("code") or 0), str(result.get("reason") or "")))
+        elif line.call is not None:
+            line.call.plugin_event("messagedelivery", result, jsep)  # one sent inside the call
 
     # --- internals ---
 
@@ -387,6 +410,19 @@ class JanusSIPUserAgent:
             await self._master_request(line, self._identity_body(), "identifying", generation)
             if self._status not in ("identity", "registered"):
                 raise BackendUnavailable(f"Janus did not accept the account's identity ({self._status})")
+
+    async def _send_message(self, uri: str, content_type: str, content: str) -> tuple[int, str]:
+        line = await self._callable_master()
+        call_id = secrets.token_urlsafe(18)  # ours, so Janus's `messagedelivery` can be matched to it
+        # waiting before the request goes: the answer may overtake Janus's reply to it
+        delivery: Deferred[tuple[int, str]] = Deferred()
+        self._deliveries[call_id] = delivery
+        try:
+            await line.handle.message({"request": "message", "uri": f"sip:{uri}",  # type: ignore[union-attr]
+                                       "content_type": content_type, "content": content, "call_id": call_id})
+            return await _answer_of(delivery, self.settings.transaction_timeout, self.clock)
+        finally:
+            self._deliveries.pop(call_id, None)
 
     async def _place(self, call: JanusSIPCall, uri: str, sdp: str, headers: dict[str, str],
                      refer_id: int | None) -> None:
@@ -528,6 +564,7 @@ class JanusSIPCall:
         # The SIP Call-ID; ours for outgoing calls (Janus takes it), the caller's for incoming ones.
         self.call_id: str | None = secrets.token_urlsafe(18) if direction == "outgoing" else None
         self.headers: dict[str, str] = {}
+        self.remote_uri = ""  # the far end, user@domain
         self.calling = False  # outgoing: the `call` request went to Janus
         self._observer = observer
         self._sent = False  # our SDP (offer or answer) is with Janus: candidates can follow
@@ -539,6 +576,7 @@ class JanusSIPCall:
         self._update_wait: IDelayedCall | None = None  # our re-INVITE is out, its answer not in yet
         self._transfer_wait: IDelayedCall | None = None  # our REFER is out, no NOTIFY in yet
         self._refer_id: int | None = None  # Janus's id of the far end's pending REFER
+        self._deliveries: list[Deferred[tuple[int, str]]] = []  # our MESSAGEs in the dialog, oldest first
         self.is_ended = False
 
     @property
@@ -597,6 +635,20 @@ class JanusSIPCall:
 
     def unhold(self) -> Deferred[None]:
         return self._request({"request": "unhold"})
+
+    def send_message(self, content_type: str, content: str) -> Deferred[tuple[int, str]]:
+        # Janus reports the answer with the dialog's Call-ID, the same for every MESSAGE in it: answers are
+        # matched in order.
+        delivery: Deferred[tuple[int, str]] = Deferred()
+        self._deliveries.append(delivery)
+
+        def forget(result: Any) -> Any:
+            if delivery in self._deliveries:
+                self._deliveries.remove(delivery)
+            return result
+        sent = self._request({"request": "message", "content_type": content_type, "content": content})
+        return sent.addCallback(lambda _: _answer_of(delivery, self.agent.settings.transaction_timeout,
+                                                     self.agent.clock)).addBoth(forget)
 
     def transfer(self, uri: str, replace: ISIPCall | None) -> Deferred[None]:
         body: dict[str, Any] = {"request": "transfer", "uri": f"sip:{uri}"}
@@ -759,6 +811,15 @@ class JanusSIPCall:
         self._handle().message({"request": "hangup"}).addErrback(self.request_failed)
         self.ended("A re-INVITE without SDP is not supported")
 
+    def _EH_message(self, result: dict[str, Any], jsep: Any) -> None:
+        sender = _originator({"username": result.get("sender"), "displayname": result.get("displayname")})
+        self._observer_call("call_message", sender, str(result.get("content_type") or "text/plain"),
+                            str(result.get("content") or ""))
+
+    def _EH_messagedelivery(self, result: dict[str, Any], jsep: Any) -> None:
+        if self._deliveries:
+            self._deliveries.pop(0).callback((int(result.get("code") or 0), str(result.get("reason") or "")))
+
     def _EH_transfer(self, result: dict[str, Any], jsep: Any) -> None:
         """The far end's REFER (Janus answered it 202): the browser decides whether to call the target."""
         self._refer_id = result.get("refer_id")
@@ -858,6 +919,12 @@ class JanusSIPCall:
     def _observer_call(self, method: str, *args: Any) -> None:
         if self._observer is not None:
             getattr(self._observer, method)(*args)
+
+
+def _answer_of(delivery: Deferred[tuple[int, str]], transaction_timeout: float,
+               clock: IReactorTime) -> Deferred[tuple[int, str]]:
+    """A MESSAGE's answer as Janus reports it, or 408 once Sofia's transaction would have timed out."""
+    return delivery.addTimeout(transaction_timeout + 1.0, clock, onTimeoutCancel=lambda *_: (408, "Request Timeout"))
 
 
 def _bare_uri(text: str) -> str:

@@ -19,6 +19,7 @@ from sylk.gateway.sylkrtc.fields import ValidationError
 
 # The requests every dialect accepts under their canonical (dash) names.
 _CANONICAL = (model.Ping, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
+              model.AccountMessage, model.AccountDispositionNotification, model.SessionMessage,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
               model.SessionDtmfInfo, model.SessionUpdate, model.SessionHold, model.SessionUnhold,
               model.SessionTransfer, model.SessionTransferReject)
@@ -103,6 +104,13 @@ class SylkRTC1(Dialect):
         data = _present(refer_to=event.refer_to, referred_by=event.referred_by, replaces=event.replaces)
         return {"sylkrtc": "session_event", "session": event.session, "event": "transfer_request", "data": data}
 
+    def _encode_MessageReceived(self, event: model.MessageReceived) -> dict[str, Any]:
+        return _about(event, "session_event", "account_event", "message", {"data": _message(event)})
+
+    def _encode_DispositionNotification(self, event: model.DispositionNotification) -> dict[str, Any]:
+        return _about(event, "session_event", "account_event", "disposition_notification",
+                      {"data": _disposition(event)})
+
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account_event", "account": event.account, "session": event.session,
                 "event": "incoming_session", "data": {"originator": _originator(event.originator),
@@ -150,6 +158,12 @@ class SylkRTC2(Dialect):
         return {"sylkrtc": "session-event", "session": event.session, "event": "transfer-request",
                 **_present(refer_to=event.refer_to, referred_by=event.referred_by, replaces=event.replaces)}
 
+    def _encode_MessageReceived(self, event: model.MessageReceived) -> dict[str, Any]:
+        return _about(event, "session-event", "account-event", "message", _message(event))
+
+    def _encode_DispositionNotification(self, event: model.DispositionNotification) -> dict[str, Any]:
+        return _about(event, "session-event", "account-event", "disposition-notification", _disposition(event))
+
     def _encode_IncomingSession(self, event: model.IncomingSession) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "incoming-session",
                 "session": event.session, "originator": _originator(event.originator), "sdp": event.sdp,
@@ -178,3 +192,22 @@ def _originator(originator: Any) -> dict[str, str]:
 
 # By preference: a browser that offers both gets sylkRTC-2.
 DIALECTS: dict[str, Dialect] = {dialect.subprotocol: dialect for dialect in (SylkRTC2(), SylkRTC1())}
+
+
+def _about(event: model.MessageReceived | model.DispositionNotification, session_kind: str, account_kind: str,
+           name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A message event about a call (`session`) or about the account."""
+    if event.session is not None:
+        return {"sylkrtc": session_kind, "session": event.session, "event": name, **fields}
+    return {"sylkrtc": account_kind, "account": event.account, "event": name, **fields}
+
+
+def _message(event: model.MessageReceived) -> dict[str, Any]:
+    return _present(sender=_originator(event.sender), timestamp=event.timestamp,
+                    disposition_notification=list(event.disposition_notification or ()) or None,
+                    message_id=event.message_id, content_type=event.content_type, content=event.content)
+
+
+def _disposition(event: model.DispositionNotification) -> dict[str, Any]:
+    return _present(message_id=event.message_id, message_timestamp=event.message_timestamp, state=event.state,
+                    code=event.code, reason=event.reason)

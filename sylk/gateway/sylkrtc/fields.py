@@ -76,6 +76,19 @@ class Choice(String):
         return value
 
 
+class ContentType(String):
+    """A MIME type, `type/subtype` with optional parameters."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=128, **kwargs)
+
+    def convert(self, value: Any) -> str:
+        value = super().convert(value)
+        if not re.fullmatch(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[^\r\n]*)?", value):
+            raise ValidationError("must be a MIME type such as text/plain")
+        return value
+
+
 class Tones(String):
     """DTMF tones: 0-9, *, #, A-D (case-insensitive; normalised to upper case)."""
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sylk.gateway.sylkrtc.fields import (AOR, HA1, Candidates, Choice, Field, Headers, Integer, Model, String, StringList,
-                                        Tones)
+from sylk.gateway.sylkrtc.fields import (AOR, HA1, Candidates, Choice, ContentType, Field, Headers, Integer, Model,
+                                        String, StringList, Tones)
 
 MAX_SDP = 32768
+MAX_MESSAGE = 16384  # a SIP MESSAGE's content (RFC 3428 wants small ones; Sofia moves big ones to TCP)
+DISPOSITION_STATES = ("delivered", "displayed", "failed", "forbidden", "error")  # what an IMDN can say
 
 
 class Request(Model):
@@ -48,6 +50,27 @@ class AccountRegister(AccountRequest):
 
 class AccountUnregister(AccountRequest):
     name = "account-unregister"
+
+
+class AccountMessage(AccountRequest):
+    """An instant message to `uri` (SIP MESSAGE, out of any call); the outcome comes as disposition-notification."""
+
+    name = "account-message"
+    uri = AOR()
+    message_id = String(max_length=256)
+    content = String(max_length=MAX_MESSAGE)
+    content_type = ContentType(optional=True, default="text/plain")
+    timestamp = String(max_length=64, optional=True)
+
+
+class AccountDispositionNotification(AccountRequest):
+    """Tell `uri` what became of their message `message_id` (an IMDN)."""
+
+    name = "account-disposition-notification"
+    uri = AOR()
+    message_id = String(max_length=256)
+    state = Choice(DISPOSITION_STATES)
+    timestamp = String(max_length=64, optional=True)  # when their message was sent
 
 
 class SessionRequest(Request):
@@ -102,6 +125,16 @@ class SessionHold(SessionRequest):
 
 class SessionUnhold(SessionRequest):
     name = "session-unhold"
+
+
+class SessionMessage(SessionRequest):
+    """An instant message inside the call's dialog (SIP MESSAGE)."""
+
+    name = "session-message"
+    message_id = String(max_length=256)
+    content = String(max_length=MAX_MESSAGE)
+    content_type = ContentType(optional=True, default="text/plain")
+    timestamp = String(max_length=64, optional=True)
 
 
 class SessionTransfer(SessionRequest):
@@ -217,6 +250,32 @@ class SessionTransferRequest(Event):
     refer_to = Field()
     referred_by = Field(optional=True)
     replaces = Field()  # bool: an attended transfer, the new call replaces one the target has
+
+
+class MessageReceived(Event):
+    """An instant message for the account: out of any call, or inside one (`session`)."""
+
+    account = Field()
+    session = Field(optional=True)
+    sender = Field()  # Originator
+    message_id = Field()
+    timestamp = Field()
+    content_type = Field()
+    content = Field()
+    disposition_notification = Field(optional=True)  # what the sender wants to hear back: ["positive-delivery", ...]
+
+
+class DispositionNotification(Event):
+    """What became of a message: `accepted`/`failed` from the SIP answer to the browser's MESSAGE (`code`,
+    `reason`), or what the recipient reported (an IMDN: `delivered`, `displayed`, ...)."""
+
+    account = Field()
+    session = Field(optional=True)
+    message_id = Field()
+    message_timestamp = Field(optional=True)
+    state = Field()
+    code = Field(optional=True)  # the SIP status, when there was one
+    reason = Field()
 
 
 class IncomingSession(Event):

@@ -13,8 +13,11 @@ connection closed) ends the calls and removes the binding at the registrar befor
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -28,12 +31,32 @@ from sylk.gateway.errors import APIError
 from sylk.gateway import messages
 from sylk.gateway.interfaces import ISIPCall, ISIPSession, IUserAgentObserver
 from sylk.gateway.sip import Originator, Registration, SIPIdentity
-from sylk.gateway.sylkrtc.model import (AccountDispositionNotification, AccountMessage, Event, IncomingSession,
-                                        MissedSession, RegistrationState, RegistrationStateChanged)
+from sylk.gateway.sylkrtc.model import (AccountDeviceToken, AccountDispositionNotification, AccountMessage,
+                                        AddressBookFetched, Event, IncomingSession, MissedSession, RegistrationState,
+                                        RegistrationStateChanged)
 from sylk.gateway.util import OneShotObserver
 
 # How long an un-REGISTER may take before the account gives up waiting and releases the backend anyway.
 UNREGISTER_TIMEOUT = 10.0
+# The biggest address book file served.
+MAX_ADDRESSBOOK = 1024 * 1024
+# RFC 8599 pn-provider names for the platforms Sylk clients report.
+_PUSH_PROVIDERS = {"ios": "apns", "apple": "apns", "android": "fcm", "firebase": "fcm"}
+
+
+@dataclass(frozen=True)
+class PushToken:
+    """A device's push token, as a device reported it (account-devicetoken)."""
+
+    token: str
+    platform: str | None
+    app: str | None
+    silent: bool
+
+    def contact_params(self) -> tuple[tuple[str, str], ...]:
+        params = [("pn-provider", _PUSH_PROVIDERS.get((self.platform or "").lower(), self.platform or "")),
+                  ("pn-prid", self.token), ("pn-param", self.app or "")]
+        return tuple((name, quote(value, safe="-_.!~*'()[]/:&+$")) for name, value in params if value)
 
 State = RegistrationState
 
@@ -69,6 +92,7 @@ class SIPAccount:
         self._operation = 0  # counts backend operations, so a late failure of an abandoned one is ignored
         self._unregister_when_registered = False
         self._released: OneShotObserver | None = None  # set by shutdown(): fired once the backend is released
+        self.push_tokens: dict[str, PushToken] = {}  # by device; the latest one reported goes into REGISTERs
 
     @property
     def aor(self) -> str:
@@ -81,7 +105,9 @@ class SIPAccount:
             raise APIError(f"Cannot register account {self.aor}: it is {self.state}")
         self._unregister_when_registered = False
         self._enter(State.REGISTERING)
-        registration = Registration(ttl=self._settings.register_ttl)
+        latest = list(self.push_tokens.values())[-1:]
+        registration = Registration(ttl=self._settings.register_ttl,
+                                    contact_params=latest[0].contact_params() if latest else ())
         self._operation += 1
         self._user_agent.register(registration).addCallbacks(
             self._registration_sent, self._request_failed, callbackArgs=(self._operation,),
@@ -107,6 +133,18 @@ class SIPAccount:
         call = self._new_call(session_id, "outgoing")
         call.sip_call = self._user_agent.call(uri, sdp, headers, call, transfer_of=referring)
         return call
+
+    def set_push_token(self, request: AccountDeviceToken) -> None:
+        """Keep (or with no token, forget) a device's push token; the next REGISTER carries the latest one."""
+        token = request.token if request.token is not None else request.new_token
+        device = request.device or ""
+        self.push_tokens.pop(device, None)
+        if token:
+            self.push_tokens[device] = PushToken(token, request.platform, request.app, request.silent)
+
+    def fetch_addressbook(self) -> None:
+        """Answer with the account's address book: `addressbook_dir`/<user@domain>.json, or an empty one."""
+        self._event(AddressBookFetched(account=self.aor, addressbook=self._addressbook()))
 
     def send_message(self, request: AccountMessage) -> None:
         """Send an instant message, registered or not; its outcome comes as a disposition notification."""
@@ -216,6 +254,24 @@ class SIPAccount:
     def _call_event(self, event: Event) -> None:
         if self._owner is not None:
             self._owner.account_event(event)
+
+    def _addressbook(self) -> dict[str, Any]:
+        folder = self._settings.addressbook_dir
+        if folder is None:
+            return {}
+        path = folder / f"{quote(self.aor, safe='@.-_+')}.json"  # no path separators from the address
+        try:
+            if path.stat().st_size > MAX_ADDRESSBOOK:
+                raise ValueError(f"larger than {MAX_ADDRESSBOOK} bytes")
+            addressbook = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(addressbook, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            self.log.error("Address book {path} of {aor} is unusable: {error}", path=path, aor=self.aor, error=error)
+            raise APIError(f"The address book of {self.aor} is unavailable") from None
+        return addressbook
 
     def _disposition_answered(self, answer: tuple[int, str] | Failure, uri: str) -> None:
         if isinstance(answer, Failure) or not 200 <= answer[0] < 300:

@@ -94,6 +94,7 @@ class WebRTCGatewayConfig:
     register_ttl: int = 600
     register_timeout: float = 45.0
     user_agent: str = f"sylkgateway {__version__}"
+    addressbook_dir: Path | None = None  # <dir>/<user@domain>.json: what account-fetch-addressbook answers
 
     def domain_allowed(self, domain: str) -> bool:
         return any(fnmatch.fnmatchcase(domain.lower(), pattern) for pattern in self.sip_domains)
@@ -203,6 +204,13 @@ def _existing_file(text: str) -> Path:
     return path
 
 
+def _existing_dir(text: str) -> Path:
+    path = Path(text.strip())
+    if not path.is_dir():
+        raise ValueError(f"no such folder: {path}")
+    return path
+
+
 def _janus_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -239,6 +247,7 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "register_ttl": _integer(60, 86400),
         "register_timeout": _seconds(1, 3600),
         "user_agent": _nonempty,
+        "addressbook_dir": _optional(_existing_dir),
     }),
     "Janus": (JanusConfig, {
         "spawn": _boolean,

@@ -135,6 +135,12 @@ class Connection:
     def _RH_account_unregister(self, request: model.AccountUnregister) -> None:
         self._account(request, "unregister").unregister()
 
+    def _RH_account_devicetoken(self, request: model.AccountDeviceToken) -> None:
+        self._account(request, "devicetoken").set_push_token(request)
+
+    def _RH_account_fetch_addressbook(self, request: model.AccountFetchAddressBook) -> None:
+        self._account(request, "fetch-addressbook").fetch_addressbook()
+
     def _RH_account_message(self, request: model.AccountMessage) -> None:
         self._account(request, "message").send_message(request)
 

@@ -39,3 +39,4 @@ class Registration:
     """How to register: for how long (the route is the backend's setting, as it is for calls)."""
 
     ttl: int
+    contact_params: tuple[tuple[str, str], ...] = ()  # added to the Contact (push parameters, RFC 8599)

@@ -61,6 +61,18 @@ def test_sylkrtc_2_client(gateway: Gateway, kamailio: Kamailio) -> None:
     assert kamailio.contacts("alice")
 
 
+def test_a_push_token_is_in_the_registered_contact(gateway: Gateway, kamailio: Kamailio) -> None:
+    client = gateway.connect(subprotocols=("sylkRTC-2",))
+    assert client.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+    answer = client.request("account-devicetoken", account=ALICE, token="f00d", platform="android", device="d1",
+                            app="com.example.sylk")
+    assert answer["sylkrtc"] == "ack", answer
+    client.request("account-register", account=ALICE)
+    client.event(lambda m: m.get("state") == "registered", timeout=15)
+    (contact,) = kamailio.contacts("alice")
+    assert ";pn-provider=fcm;pn-prid=f00d;pn-param=com.example.sylk" in contact, contact
+
+
 def test_unregister_removes_the_binding(gateway: Gateway, kamailio: Kamailio) -> None:
     client = gateway.connect()
     register(client, kamailio, ALICE)

@@ -417,7 +417,8 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
             "call", "answer", "trickle", "terminate",
             "session-create", "session-answer", "session-trickle", "session-terminate", "session-dtmf-info",
             "session-update", "session-hold", "session-unhold", "session-transfer", "session-transfer-reject",
-            "account-message", "account-disposition-notification", "session-message"})
+            "account-message", "account-disposition-notification", "session-message", "account-devicetoken",
+            "account-fetch-addressbook"})
 
     def test_decoded_request_is_normalised(self) -> None:
         request = self.dialect.decode({"sylkrtc": "register", "transaction": "t", "account": "sip:alice@EXAMPLE.com"})

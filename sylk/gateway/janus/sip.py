@@ -333,7 +333,7 @@ class JanusSIPUserAgent:
     async def _register(self, registration: Registration) -> None:
         line = await self._master_line()
         generation = self._generation
-        await self._master_request(line, self._identity_body(ttl=registration.ttl), "registering", generation)
+        await self._master_request(line, self._identity_body(registration), "registering", generation)
 
     def _reply(self, reply: dict[str, Any], line: _Line) -> None:
         """A plugin's direct answer can already be final (`registered` for an identity, say): handle it as an
@@ -496,8 +496,8 @@ class JanusSIPUserAgent:
         line = self._new_helper()
         Deferred.fromCoroutine(self._attach_helper(line)).addErrback(self._spare_failed, line, generation)
 
-    def _identity_body(self, ttl: int | None = None) -> dict[str, Any]:
-        """A `register` request: a real one with a TTL, else one that only sets the identity for calls."""
+    def _identity_body(self, registration: Registration | None = None) -> dict[str, Any]:
+        """A `register` request: a real one, else one that only sets the identity for calls."""
         identity = self.identity
         body: dict[str, Any] = {
             "request": "register",
@@ -505,10 +505,12 @@ class JanusSIPUserAgent:
             "authuser": identity.user,
             "ha1_secret": identity.ha1,
         }
-        if ttl is None:
+        if registration is None:
             body["send_register"] = False
         else:
-            body["register_ttl"] = ttl
+            body["register_ttl"] = registration.ttl
+            if registration.contact_params:
+                body["contact_params"] = dict(registration.contact_params)  # an object in 1.1.2, not an array
         if identity.display_name:
             body["display_name"] = identity.display_name
         if identity.user_agent:

@@ -20,6 +20,7 @@ from sylk.gateway.sylkrtc.fields import ValidationError
 # The requests every dialect accepts under their canonical (dash) names.
 _CANONICAL = (model.Ping, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
               model.AccountMessage, model.AccountDispositionNotification, model.SessionMessage,
+              model.AccountDeviceToken, model.AccountFetchAddressBook,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
               model.SessionDtmfInfo, model.SessionUpdate, model.SessionHold, model.SessionUnhold,
               model.SessionTransfer, model.SessionTransferReject)
@@ -107,6 +108,10 @@ class SylkRTC1(Dialect):
     def _encode_MessageReceived(self, event: model.MessageReceived) -> dict[str, Any]:
         return _about(event, "session_event", "account_event", "message", {"data": _message(event)})
 
+    def _encode_AddressBookFetched(self, event: model.AddressBookFetched) -> dict[str, Any]:
+        return {"sylkrtc": "account_event", "account": event.account, "event": "addressbook_fetched",
+                "data": {"addressbook": event.addressbook}}
+
     def _encode_DispositionNotification(self, event: model.DispositionNotification) -> dict[str, Any]:
         return _about(event, "session_event", "account_event", "disposition_notification",
                       {"data": _disposition(event)})
@@ -160,6 +165,10 @@ class SylkRTC2(Dialect):
 
     def _encode_MessageReceived(self, event: model.MessageReceived) -> dict[str, Any]:
         return _about(event, "session-event", "account-event", "message", _message(event))
+
+    def _encode_AddressBookFetched(self, event: model.AddressBookFetched) -> dict[str, Any]:
+        return {"sylkrtc": "account-event", "account": event.account, "event": "addressbook-fetched",
+                "addressbook": event.addressbook}
 
     def _encode_DispositionNotification(self, event: model.DispositionNotification) -> dict[str, Any]:
         return _about(event, "session-event", "account-event", "disposition-notification", _disposition(event))

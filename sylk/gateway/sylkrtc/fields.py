@@ -50,6 +50,13 @@ class String(Field):
         return value
 
 
+class Boolean(Field):
+    def convert(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError(f"must be true or false, not {_json_type(value)}")
+        return value
+
+
 class Integer(Field):
     def __init__(self, *, low: int, high: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sylk.gateway.sylkrtc.fields import (AOR, HA1, Candidates, Choice, ContentType, Field, Headers, Integer, Model,
-                                        String, StringList, Tones)
+from sylk.gateway.sylkrtc.fields import (AOR, HA1, Boolean, Candidates, Choice, ContentType, Field, Headers, Integer,
+                                        Model, String, StringList, Tones)
 
 MAX_SDP = 32768
 MAX_MESSAGE = 16384  # a SIP MESSAGE's content (RFC 3428 wants small ones; Sofia moves big ones to TCP)
@@ -50,6 +50,24 @@ class AccountRegister(AccountRequest):
 
 class AccountUnregister(AccountRequest):
     name = "account-unregister"
+
+
+class AccountDeviceToken(AccountRequest):
+    """A push token of one of the user's devices, for the REGISTER Contact (RFC 8599 parameters); no token removes
+    the device's. The 2016-2020 clients' `new_token` is read as `token`."""
+
+    name = "account-devicetoken"
+    token = String(optional=True, allow_empty=True, max_length=4096)
+    platform = String(optional=True, max_length=64)  # apns, fcm, ... (pn-provider); "ios"/"android" are mapped
+    device = String(optional=True, allow_empty=True, max_length=256)
+    silent = Boolean(optional=True, default=False)
+    app = String(optional=True, max_length=256)  # pn-param: the app (and topic) the token belongs to
+    new_token = String(optional=True, allow_empty=True, max_length=4096)
+    old_token = String(optional=True, allow_empty=True, max_length=4096)
+
+
+class AccountFetchAddressBook(AccountRequest):
+    name = "account-fetch-addressbook"
 
 
 class AccountMessage(AccountRequest):
@@ -276,6 +294,11 @@ class DispositionNotification(Event):
     state = Field()
     code = Field(optional=True)  # the SIP status, when there was one
     reason = Field()
+
+
+class AddressBookFetched(Event):
+    account = Field()
+    addressbook = Field()  # a JSON object
 
 
 class IncomingSession(Event):

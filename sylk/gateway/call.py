@@ -180,17 +180,17 @@ class Call:
 
     def call_proceeding(self, code: int) -> None:
         if self.state in _EARLY:
-            self._enter(State.PROCEEDING, code=code)  # once per provisional response
+            self._enter_early(State.PROCEEDING, code=code)  # once per provisional response
 
     def call_ringing(self) -> None:
         if self.state in _EARLY and not self._rang:
             self._rang = True
-            self._enter(State.RINGING)
+            self._enter_early(State.RINGING)
 
     def call_early_media(self, sdp: str) -> None:
         if self.state in _EARLY and self._early_sdp is None:
             self._early_sdp = sdp
-            self._enter(State.EARLY_MEDIA, sdp=sdp)
+            self._enter(State.EARLY_MEDIA, sdp=sdp, call_id=getattr(self.sip_call, "call_id", None))
 
     def call_accepted(self, sdp: str | None, headers: dict[str, str] | None = None) -> None:
         if self.state == State.CONNECTING or self.state in _EARLY:
@@ -285,6 +285,13 @@ class Call:
         if self._tones:
             self._tones.pop(0)
         self._next_tone()
+
+    def _enter_early(self, state: str, **details: Any) -> None:
+        """A provisional state; reported, but once in early media the call stays there (media flows, DTMF works)."""
+        if self.state == State.EARLY_MEDIA:
+            self._notify(SessionStateChanged(session=self.id, state=state, **details))
+        else:
+            self._enter(state, **details)
 
     def _enter(self, state: str, **details: Any) -> None:
         self.state = state

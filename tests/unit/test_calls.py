@@ -125,6 +125,19 @@ class OutgoingCallTests(CallTestCase):
         accepted = [e for e in peer.events if getattr(e, "state", None) == "accepted"][0]
         self.assertEqual(accepted.early_sdp, "v=0 early")  # what sylkRTC-1 clients get as the answer
 
+    def test_a_provisional_response_after_early_media_keeps_the_call_in_early_media(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.dial(connection)
+        line = self.line_of()
+        self.janus.early_media(self.session_id(), line)
+        self.janus.sip_event(self.session_id(), line, {"event": "proceeding", "code": 183})  # Janus's order, at times
+        states = [(e.state, e.code, e.call_id) for e in peer.events if isinstance(e, model.SessionStateChanged)]
+        call_id = self.janus.calls[line]
+        self.assertEqual(states, [("progress", None, None), ("early-media", None, call_id), ("proceeding", 183, None)])
+        self.assertEqual(connection.sessions["s1"].state, "early-media")
+        self.assertIsNone(self.request(connection, model.SessionDtmfInfo, session="s1", digit="1"))  # still allowed
+
     def test_provisional_responses(self) -> None:
         connection, peer = self.connect()
         self.add(connection)

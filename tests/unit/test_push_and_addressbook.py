@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,11 @@ class PushTokenTests(ConnectionTestCase):
 
 
 class AddressBookTests(ConnectionTestCase):
+    def folder(self) -> Path:
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        return folder
+
     def fetched(self, folder: Path | None) -> tuple[str | None, list[Any]]:
         connection, peer = self.connect(WebRTCGatewayConfig(addressbook_dir=folder))
         self.add(connection)
@@ -58,8 +65,7 @@ class AddressBookTests(ConnectionTestCase):
         self.assertEqual(self.fetched(None), (None, [{}]))
 
     def test_from_the_folder(self) -> None:
-        folder = Path(self.mktemp())
-        folder.mkdir()
+        folder = self.folder()
         (folder / f"{ALICE}.json").write_text(json.dumps({"contacts": [{"uri": "bob@example.com"}]}))
         self.assertEqual(self.fetched(folder), (None, [{"contacts": [{"uri": "bob@example.com"}]}]))
         (folder / f"{ALICE}.json").write_text("[1, 2]")
@@ -67,6 +73,5 @@ class AddressBookTests(ConnectionTestCase):
         self.flushLoggedErrors()
 
     def test_a_missing_file_is_an_empty_address_book(self) -> None:
-        folder = Path(self.mktemp())
-        folder.mkdir()
+        folder = self.folder()
         self.assertEqual(self.fetched(folder), (None, [{}]))

@@ -210,7 +210,7 @@ class SessionStateChanged(Event):
     sdp = Field(optional=True)  # EARLY_MEDIA, or ACCEPTED of an outgoing call: the SDP answer it brought
     early_sdp = Field(optional=True)  # ACCEPTED after EARLY_MEDIA: the answer given then (for sylkRTC-1)
     code = Field(optional=True)  # PROCEEDING: the provisional status code
-    call_id = Field(optional=True)  # ACCEPTED: the SIP Call-ID
+    call_id = Field(optional=True)  # EARLY_MEDIA, ACCEPTED: the SIP Call-ID
     headers = Field(optional=True)  # ACCEPTED: the answer's headers matching the account's prefixes
     reason = Field(optional=True)  # TERMINATED
 

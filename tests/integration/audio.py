@@ -2,6 +2,7 @@
 
     write_tone(path, 440, seconds=60)            # 8 kHz mono S16LE sine, what baresip's aufile source wants
     write_tone(path, 1000, rate=48000)            # for Chromium's --use-file-for-fake-audio-capture
+    write_ulaw_tone(path, 440, seconds=10)        # headerless 8 kHz G.711 u-law, for sipp's rtp_stream
     dominant_frequency(path)                      # e.g. 439.6 (median over the non-silent windows), or None
     has_tone(path, 440, tolerance=15)             # True when most non-silent windows peak near 440 Hz
     tone_report(path)                             # what has_tone saw, for assertion messages
@@ -56,6 +57,24 @@ def write_silence(path: str | Path, seconds: float = 10.0, rate: int = 8000, cha
     path = Path(path)
     _write(path, array.array("h", bytes(2 * int(round(seconds * rate)) * channels)), rate, channels)
     return path
+
+
+def write_ulaw_tone(path: str | Path, hz: float, seconds: float = 10.0, amplitude: float = 0.5) -> Path:
+    """A sine of `hz` Hz as raw 8 kHz G.711 u-law bytes, no header (sipp's `rtp_stream=FILE,LOOPS,0` plays them
+    as PCMU payload as they are); returns the path."""
+    path = Path(path)
+    path.write_bytes(bytes(_ulaw(int(round(amplitude * 32767 * math.sin(2 * math.pi * hz * n / 8000))))
+                           for n in range(int(round(seconds * 8000)))))
+    return path
+
+
+def _ulaw(sample: int) -> int:
+    """One 16-bit linear sample as a G.711 u-law byte (ITU-T G.711, with the usual 0x84 bias and 32635 clip)."""
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(abs(sample), 32635) + 0x84
+    exponent = max(0, magnitude.bit_length() - 8)  # the segment: position of the highest bit above bit 7
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
 
 
 def _period(hz: float, rate: int) -> int | None:

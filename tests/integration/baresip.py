@@ -7,6 +7,7 @@
         bob.hangup()
         bob.wait_event("CALL_CLOSED")
     bob.received_wav()                             # what bob heard (WAV, decoded), see audio.has_tone()
+    bob.wait_dtmf(4)                               # "123#": DTMF tones bob received (RFC 4733 or SIP INFO)
     bob.rtp_stats()                                # [{"tx_packets": 251, "rx_packets": 250, ...}] per ended call
 
 Configuration (written to `workdir`): no sound card; the microphone is `aufile` playing a WAV (a sine of
@@ -21,7 +22,9 @@ INVITE, ...) is sent to 127.0.0.1:5070 while the URIs keep the SIP domain, so no
 Control: the `ctrl_tcp` module (netstrings of JSON, on 127.0.0.1:<ctrl_port>): commands get a response
 ({"response": true, "ok": ..., "data": ..., "token": ...}), and baresip pushes events ({"event": true, "type":
 "CALL_INCOMING", "class": "call", "accountaor", "direction", "peeruri", "id", "param"}). Every wait is bounded.
-An auto-answering phone gets no CALL_INCOMING event (baresip 1.0.0), only CALL_ESTABLISHED.
+An auto-answering phone gets no CALL_INCOMING event (baresip 1.0.0), only CALL_ESTABLISHED. DTMF received in a call,
+as RFC 4733 telephone-events or as SIP INFO (application/dtmf-relay), comes as CALL_DTMF_START (param: the tone)
+and CALL_DTMF_END events; the log tells the two apart ("call: received DTMF: '5' (duration=160)" for SIP INFO only).
 
 Ports (all on 127.0.0.1): SIP (UDP+TCP) and control ports are picked free unless given; RTP uses a block of 100
 ports in 16000-19999 (below the ephemeral range and the gateway's Janus ranges). Registration is checked with
@@ -423,6 +426,23 @@ class Baresip:
                                    f"{self.log_tail()}")
             self._check_alive(f"while waiting for {kind}")
             self._pump(0.05)
+
+    def wait_dtmf(self, count: int, timeout: float = 10.0) -> str:
+        """The next `count` DTMF tones received (CALL_DTMF_START events), as a string; waits at most `timeout` s."""
+        deadline = time.monotonic() + timeout
+        tones = ""
+        while len(tones) < count:
+            try:
+                event = self.wait_event("CALL_DTMF_START", max(0.0, deadline - time.monotonic()))
+            except BaresipError as error:
+                raise BaresipError(f"{self.aor}: only {len(tones)} of {count} DTMF tones ({tones!r}) within "
+                                   f"{timeout:g} s\n{error}") from None
+            tones += str(event.get("param", "?"))
+        return tones
+
+    def received_dtmf_info(self) -> list[str]:
+        """The tones received as SIP INFO so far, from the log (RFC 4733 tones are not there)."""
+        return re.findall(r"call: received DTMF: '(.)'", self.log())
 
     def _ok(self, response: dict[str, Any], what: str) -> dict[str, Any]:
         if not response.get("ok"):

@@ -5,6 +5,7 @@ import type { Connection } from './connection.js';
 import { REQUESTS } from './connection.js';
 import { Emitter } from './emitter.js';
 import { SylkRTCError } from './errors.js';
+import type { AccountEvent } from './protocol.js';
 import { errorMessage, parseAddress, uuid4, type SipAddress } from './util.js';
 
 /**
@@ -36,6 +37,7 @@ export interface AccountOptions {
     ha1: string;
     displayName: string | null;
     userAgent: string | null;
+    incomingHeaderPrefixes: string[] | null;
 }
 
 export class Account extends Emitter<AccountEvents> {
@@ -51,6 +53,7 @@ export class Account extends Emitter<AccountEvents> {
 
     private readonly _ha1: string;
     private readonly _userAgent: string | null;
+    private readonly _incomingHeaderPrefixes: string[] | null;
     private _calls = new Set<Call>();
     private _registerAfterReconnect = false;
 
@@ -64,6 +67,7 @@ export class Account extends Emitter<AccountEvents> {
         this.displayName = options.displayName;
         this._ha1 = options.ha1;
         this._userAgent = options.userAgent;
+        this._incomingHeaderPrefixes = options.incomingHeaderPrefixes;
     }
 
     /** The account's calls that are not terminated. */
@@ -97,8 +101,9 @@ export class Account extends Emitter<AccountEvents> {
 
     /**
      * Calls `uri` (`user@domain`, `sip:user@domain`, or just `user` for the account's own domain). The call starts
-     * in state `connecting`: the offer is made, then sent with `session-create`. Pass the `localStream` from
-     * getUserMedia; without one the call only receives audio. Throws when the connection is not ready.
+     * in state `connecting`: the offer is made, then sent with `session-create` (with `headers`, if given, for the
+     * INVITE). Pass the `localStream` from getUserMedia; without one the call only receives audio. Throws when the
+     * connection is not ready, or a TypeError for bad arguments.
      */
     call(uri: string, options: CallOptions = {}): Call {
         if (!this.active) {
@@ -130,6 +135,9 @@ export class Account extends Emitter<AccountEvents> {
         }
         if (this._userAgent) {
             fields.user_agent = this._userAgent;
+        }
+        if (this._incomingHeaderPrefixes) {
+            fields.incoming_header_prefixes = [...this._incomingHeaderPrefixes];
         }
         return fields;
     }
@@ -205,37 +213,32 @@ export class Account extends Emitter<AccountEvents> {
         this.emit('removed', reason);
     }
 
-    /** @internal */
-    _onEvent(message: Record<string, unknown>): void {
-        const data = (message.data ?? {}) as Record<string, unknown>;
-        switch (message.event) {
-            case 'registration_state': {
-                const state = data.state;
+    /** @internal: an account event, decoded from either dialect. */
+    _onEvent(event: AccountEvent): void {
+        switch (event.type) {
+            case 'registration-state': {
+                const state = event.state;
                 if (state === 'registering' || state === 'registered' || state === 'failed' || state === 'unregistered') {
-                    this._setRegistrationState(state, typeof data.reason === 'string' ? data.reason : null);
+                    this._setRegistrationState(state, event.reason);
                 }
                 break;
             }
-            case 'incoming_session':
-            case 'incoming_call': // the July 2015 seed's name, with data.caller
-                this._onIncoming(message.session, data);
+            case 'incoming-session': {
+                if (this.connection._hasCall(event.session)) {
+                    break;
+                }
+                const call = new Call(this, event.session, 'incoming', { ...event.originator }, event.sdp);
+                call._setSipDetails(event.callId, event.headers);
+                this._addCall(call);
+                this.emit('incomingCall', call);
                 break;
-            case 'missed_session':
-                this.emit('missedCall', { originator: toIdentity(data.originator) });
+            }
+            case 'missed-session':
+                this.emit('missedCall', { originator: { ...event.originator } });
                 break;
             default:
                 break;
         }
-    }
-
-    private _onIncoming(session: unknown, data: Record<string, unknown>): void {
-        if (typeof session !== 'string' || session === '' || this.connection._hasCall(session)) {
-            return;
-        }
-        const sdp = typeof data.sdp === 'string' ? data.sdp : '';
-        const call = new Call(this, session, 'incoming', toIdentity(data.originator ?? data.caller), sdp);
-        this._addCall(call);
-        this.emit('incomingCall', call);
     }
 
     private _setRegistrationState(state: RegistrationState, reason: string | null): void {
@@ -250,18 +253,4 @@ export class Account extends Emitter<AccountEvents> {
     private _removedError(request: string): SylkRTCError {
         return new SylkRTCError(`Account ${this.id} was removed from the connection`, 'local', request);
     }
-}
-
-function toIdentity(value: unknown): Identity {
-    if (typeof value === 'string') {
-        return { uri: value, displayName: null };
-    }
-    if (value !== null && typeof value === 'object') {
-        const v = value as Record<string, unknown>;
-        return {
-            uri: typeof v.uri === 'string' ? v.uri : '',
-            displayName: typeof v.display_name === 'string' && v.display_name !== '' ? v.display_name : null,
-        };
-    }
-    return { uri: '', displayName: null };
 }

@@ -4,17 +4,23 @@ import type { Account } from './account.js';
 import { REQUESTS } from './connection.js';
 import { Emitter } from './emitter.js';
 import { SylkRTCError } from './errors.js';
+import { encodeHeaders, type HeaderMap, type SessionEvent, type SessionStateEvent, type SipHeaders } from './protocol.js';
 import { errorMessage } from './util.js';
 
 /**
  * - `connecting`: local only. Outgoing: the offer is being made and sent; incoming: `answer()` is under way.
  * - `incoming`: an incoming call ringing, not answered yet.
  * - `progress`: outgoing: the INVITE is on its way.
+ * - `proceeding`: outgoing, sylkRTC-2: a provisional response came (its code in `provisionalCode`).
+ * - `ringing`: outgoing, sylkRTC-2: the callee is being alerted.
+ * - `early-media`: outgoing, sylkRTC-2: the callee's early answer has been applied; media (ringback,
+ *   announcements) flow before the call is answered.
  * - `accepted`: answered (for outgoing calls the remote answer has been applied).
  * - `established`: media flow between the browser and the gateway.
  * - `terminated`: over; `reason` says why. Terminal.
  */
-export type CallState = 'connecting' | 'incoming' | 'progress' | 'accepted' | 'established' | 'terminated';
+export type CallState = 'connecting' | 'incoming' | 'progress' | 'proceeding' | 'ringing' | 'early-media' | 'accepted'
+    | 'established' | 'terminated';
 export type CallDirection = 'incoming' | 'outgoing';
 
 export interface Identity {
@@ -30,6 +36,11 @@ export interface CallOptions {
     pcConfig?: RTCConfiguration;
     /** Passed to createOffer / createAnswer. */
     offerOptions?: RTCOfferOptions;
+    /**
+     * Extra SIP headers for the INVITE (`call()`) or the 200 OK (`answer()`): `[{name: 'X-Room', value: '42'}]` or
+     * `{'X-Room': '42'}`. The gateway refuses the headers that make the dialog (Via, From, To, Call-ID, ...).
+     */
+    headers?: SipHeaders;
 }
 
 export interface DtmfOptions {
@@ -39,20 +50,45 @@ export interface DtmfOptions {
     gap?: number;
 }
 
+export interface DtmfInfoOptions {
+    /** Duration of each tone in ms, 40 to 5000 (default 160). */
+    duration?: number;
+}
+
+/** A DTMF tone from the far end (the `dtmf` event). */
+export interface ReceivedDtmf {
+    /** One tone: 0-9, *, #, A-D. */
+    digit: string;
+    /** In ms, when the far end said. */
+    duration: number | null;
+    /** How it came: `info` (SIP INFO) or `rfc4733` (media events, when the gateway's Janus reports them). */
+    method: string;
+}
+
 export type CallEvents = {
     stateChanged: (state: CallState, previousState: CallState, reason: string | null) => void;
     /** A remote stream arrived (attach it to an `<audio>`/`<video>` element). */
     streamAdded: (stream: MediaStream) => void;
+    /** Outgoing, sylkRTC-2: a provisional response (100, 180, 183, ...), once per response. */
+    proceeding: (code: number | null) => void;
+    /** A DTMF tone from the far end. */
+    dtmf: (dtmf: ReceivedDtmf) => void;
 };
 
 const ORDER: Record<CallState, number> = {
     connecting: 0,
     incoming: 0,
     progress: 1,
-    accepted: 2,
-    established: 3,
-    terminated: 4,
+    proceeding: 2,
+    ringing: 3,
+    'early-media': 4,
+    accepted: 5,
+    established: 6,
+    terminated: 7,
 };
+
+/** The states in which the far end can hear DTMF. */
+const MEDIA_STATES: readonly CallState[] = ['early-media', 'accepted', 'established'];
 
 type TrickleCandidate = { candidate: string; sdpMid: string | null; sdpMLineIndex: number | null };
 
@@ -71,6 +107,15 @@ export class Call extends Emitter<CallEvents> {
     localStream: MediaStream | null = null;
     /** The first remote stream, once it arrived. */
     remoteStream: MediaStream | null = null;
+    /** The SIP Call-ID (sylkRTC-2): of an incoming call from the start, of an outgoing one once accepted. */
+    callId: string | null = null;
+    /**
+     * SIP headers from the far end (sylkRTC-2): of the INVITE of an incoming call, of the answer of an outgoing one;
+     * only those whose names start with one of the account's `incomingHeaderPrefixes`.
+     */
+    remoteHeaders: HeaderMap = {};
+    /** Outgoing, sylkRTC-2: the status code of the latest provisional response (180, 183, ...), or null. */
+    provisionalCode: number | null = null;
 
     private _remoteStreams: MediaStream[] = [];
     private _trackStream: MediaStream | null = null;
@@ -83,9 +128,12 @@ export class Call extends Emitter<CallEvents> {
     private _endOfCandidates = false;
     private _terminateSent = false;
     private _terminateTimer: unknown = null;
-    /** The remote answer is being applied: state events wait in `_waiting`. */
+    /** The remote answer is being applied: events wait in `_waiting`. */
     private _applying = false;
-    private _waiting: Record<string, unknown>[] = [];
+    private _waiting: SessionEvent[] = [];
+    /** The early answer (early-media), and how it was applied: as a provisional answer, or as the answer. */
+    private _earlySdp: string | null = null;
+    private _earlyAppliedAs: 'pranswer' | 'answer' | null = null;
     private _ended: Promise<void>;
     private _resolveEnded!: () => void;
 
@@ -126,6 +174,7 @@ export class Call extends Emitter<CallEvents> {
             throw new SylkRTCError(`Cannot answer ${this.direction} call ${this.id} in state ${this.state}`, 'local',
                 REQUESTS.answer);
         }
+        const headers = options.headers === undefined ? null : encodeHeaders(options.headers, 'answer');
         this._setState('connecting', null);
         try {
             const pc = this._createPeerConnection(options);
@@ -135,10 +184,11 @@ export class Call extends Emitter<CallEvents> {
             this._checkActive();
             await pc.setLocalDescription(answer);
             this._checkActive();
-            const sent = this._connection()._request(REQUESTS.answer, {
-                session: this.id,
-                sdp: pc.localDescription?.sdp ?? answer.sdp,
-            });
+            const fields: Record<string, unknown> = { session: this.id, sdp: pc.localDescription?.sdp ?? answer.sdp };
+            if (headers) {
+                fields.headers = headers;
+            }
+            const sent = this._connection()._request(REQUESTS.answer, fields);
             this._startTrickling();
             await sent;
         } catch (error) {
@@ -186,10 +236,11 @@ export class Call extends Emitter<CallEvents> {
 
     /**
      * Plays DTMF tones (0-9, *, #, A-D; ',' is a 2 s pause) in the audio (RFC 4733) via the audio sender's
-     * RTCDTMFSender. Tones are queued after those still playing. Throws if the call is not answered or has no audio.
+     * RTCDTMFSender. Tones are queued after those still playing. Throws if the call has no media yet (states
+     * `early-media`, `accepted` and `established` have) or sends no audio.
      */
     sendDtmf(tones: string, options: DtmfOptions = {}): void {
-        if (this.state !== 'accepted' && this.state !== 'established') {
+        if (!MEDIA_STATES.includes(this.state)) {
             throw new SylkRTCError(`Cannot send DTMF in state ${this.state}`, 'local');
         }
         if (typeof tones !== 'string' || !/^[0-9A-Da-d#*,]+$/.test(tones)) {
@@ -207,6 +258,25 @@ export class Call extends Emitter<CallEvents> {
         dtmf.insertDTMF(dtmf.toneBuffer + tones.toUpperCase(), options.duration ?? 100, options.gap ?? 70);
     }
 
+    /**
+     * Sends DTMF tones (0-9, *, #, A-D; up to 64) as SIP INFO (`session-dtmf-info`): the gateway sends one INFO per
+     * tone, each after the previous one's duration. Resolves on the gateway's ack (the tones are queued there).
+     * Rejects in states other than `early-media`, `accepted` and `established`, and with a TypeError for bad tones.
+     */
+    async sendDtmfInfo(tones: string, options: DtmfInfoOptions = {}): Promise<void> {
+        if (typeof tones !== 'string' || !/^[0-9A-Da-d#*]{1,64}$/.test(tones)) {
+            throw new TypeError(`Invalid DTMF tones ${JSON.stringify(tones)}: use 1 to 64 of 0-9, *, #, A-D`);
+        }
+        const duration = options.duration ?? 160;
+        if (!Number.isInteger(duration) || duration < 40 || duration > 5000) {
+            throw new TypeError(`Invalid DTMF duration ${JSON.stringify(options.duration)}: 40 to 5000 ms`);
+        }
+        if (!MEDIA_STATES.includes(this.state)) {
+            throw new SylkRTCError(`Cannot send DTMF in state ${this.state}`, 'local', REQUESTS.dtmfInfo);
+        }
+        await this._connection()._request(REQUESTS.dtmfInfo, { session: this.id, digit: tones.toUpperCase(), duration });
+    }
+
     // ---- internals ----
 
     private _connection() {
@@ -218,21 +288,37 @@ export class Call extends Emitter<CallEvents> {
      * make the offer and send session-create.
      */
     _startOutgoing(options: CallOptions): void {
-        void this._makeOffer(this._createPeerConnection(options), options);
+        const headers = options.headers === undefined ? null : encodeHeaders(options.headers, 'call');
+        void this._makeOffer(this._createPeerConnection(options), options, headers);
     }
 
-    private async _makeOffer(pc: RTCPeerConnection, options: CallOptions): Promise<void> {
+    /** @internal: the Call-ID and headers of an incoming call. */
+    _setSipDetails(callId: string | null, headers: HeaderMap | null): void {
+        if (callId !== null) {
+            this.callId = callId;
+        }
+        if (headers !== null) {
+            this.remoteHeaders = { ...headers };
+        }
+    }
+
+    private async _makeOffer(pc: RTCPeerConnection, options: CallOptions,
+        headers: Array<{ name: string; value: string }> | null): Promise<void> {
         try {
             const offer = await pc.createOffer(options.offerOptions);
             this._checkActive();
             await pc.setLocalDescription(offer);
             this._checkActive();
-            const sent = this._connection()._request(REQUESTS.call, {
+            const fields: Record<string, unknown> = {
                 account: this.account.id,
                 session: this.id,
                 uri: this.remoteIdentity.uri,
                 sdp: pc.localDescription?.sdp ?? offer.sdp,
-            });
+            };
+            if (headers) {
+                fields.headers = headers;
+            }
+            const sent = this._connection()._request(REQUESTS.call, fields);
             this._known = true;
             this._startTrickling();
             await sent;
@@ -350,49 +436,69 @@ export class Call extends Emitter<CallEvents> {
         }
     }
 
-    /** @internal: a session_event for this call. */
-    _onEvent(message: Record<string, unknown>): void {
-        if (message.event !== 'state') {
+    /** @internal: a session event for this call, decoded from either dialect. */
+    _onEvent(event: SessionEvent): void {
+        if (this.state === 'terminated') {
             return;
         }
-        const data = (message.data ?? {}) as Record<string, unknown>;
-        if (data.state === 'terminated') {
+        if (event.type === 'state' && event.state === 'terminated') {
             // at once, not after a pending setRemoteDescription
-            this._end(typeof data.reason === 'string' ? data.reason : 'Terminated');
+            this._end(event.reason ?? 'Terminated');
             return;
         }
         if (this._applying) {
-            this._waiting.push(data); // after the remote answer has been applied
+            this._waiting.push(event); // after the remote description has been applied
         } else {
-            this._applyState(data);
+            this._handle(event);
         }
     }
 
-    private _applyState(data: Record<string, unknown>): void {
-        switch (data.state) {
+    private _handle(event: SessionEvent): void {
+        if (event.type === 'dtmf') {
+            this.emit('dtmf', { digit: event.digit, duration: event.duration, method: event.method });
+        } else {
+            this._applyState(event);
+        }
+    }
+
+    private _applyState(event: SessionStateEvent): void {
+        const outgoing = this.direction === 'outgoing';
+        switch (event.state) {
             case 'progress':
-                if (this.direction === 'outgoing') {
+                if (outgoing) {
                     this._setState('progress', null);
                 }
                 break;
-            case 'accepted': {
-                const pc = this.pc;
-                if (this.direction === 'outgoing' && typeof data.sdp === 'string' && pc
-                    && pc.signalingState === 'have-local-offer') {
-                    this._applying = true;
-                    pc.setRemoteDescription({ type: 'answer', sdp: data.sdp }).then(() => {
-                        this._applying = false;
-                        this._setState('accepted', null);
-                        this._applyWaiting();
-                    }, (error: unknown) => {
-                        this._applying = false;
-                        this._fail(`Could not apply the remote answer: ${errorMessage(error)}`);
-                    });
-                    return;
+            case 'proceeding':
+                if (outgoing && ORDER[this.state] < ORDER.accepted) {
+                    if (event.code !== null) {
+                        this.provisionalCode = event.code;
+                    }
+                    this._setState('proceeding', null);
+                    this.emit('proceeding', event.code);
                 }
-                this._setState('accepted', null);
                 break;
-            }
+            case 'ringing':
+                if (outgoing) {
+                    this._setState('ringing', null);
+                }
+                break;
+            case 'early-media':
+                if (event.callId !== null) {
+                    this.callId = event.callId;
+                }
+                if (outgoing && ORDER[this.state] < ORDER['early-media']) {
+                    this._applyEarlyMedia(event.sdp);
+                }
+                break;
+            case 'accepted':
+                this._setSipDetails(event.callId, event.headers);
+                if (outgoing) {
+                    this._applyAnswer(event.sdp);
+                } else {
+                    this._setState('accepted', null);
+                }
+                break;
             case 'established':
                 this._setState('established', null);
                 break;
@@ -401,9 +507,66 @@ export class Call extends Emitter<CallEvents> {
         }
     }
 
+    /**
+     * Applies the early answer as a provisional answer (`pranswer`), so that early media play; a browser that
+     * refuses pranswer gets it as the answer. `early-media` follows once it is applied.
+     */
+    private _applyEarlyMedia(sdp: string | null): void {
+        const pc = this.pc;
+        if (sdp === null || pc === null || pc.signalingState !== 'have-local-offer') {
+            return;
+        }
+        this._earlySdp = sdp;
+        this._applying = true;
+        pc.setRemoteDescription({ type: 'pranswer', sdp }).then(
+            () => 'pranswer' as const,
+            async (error: unknown) => {
+                if (this.state === 'terminated' || pc.signalingState !== 'have-local-offer') {
+                    throw error;
+                }
+                await pc.setRemoteDescription({ type: 'answer', sdp });
+                return 'answer' as const;
+            },
+        ).then((how) => {
+            this._applying = false;
+            this._earlyAppliedAs = how;
+            this._setState('early-media', null);
+            this._applyWaiting();
+        }, (error: unknown) => {
+            this._applying = false;
+            this._fail(`Could not apply the early media answer: ${errorMessage(error)}`);
+        });
+    }
+
+    /**
+     * The call was answered: applies the answer (the accepted event's SDP, or the early answer when the 200 OK
+     * brought none), then `accepted`.
+     */
+    private _applyAnswer(sdp: string | null): void {
+        const pc = this.pc;
+        const answer = sdp ?? this._earlySdp;
+        const waiting = pc !== null
+            && (pc.signalingState === 'have-local-offer' || pc.signalingState === 'have-remote-pranswer');
+        if (answer === null || pc === null || !waiting || this._earlyAppliedAs === 'answer') {
+            // nothing to apply, or the early answer already was the answer (a browser without pranswer: a new SDP
+            // in the 200 OK can't be applied then, and the early one stays)
+            this._setState('accepted', null);
+            return;
+        }
+        this._applying = true;
+        pc.setRemoteDescription({ type: 'answer', sdp: answer }).then(() => {
+            this._applying = false;
+            this._setState('accepted', null);
+            this._applyWaiting();
+        }, (error: unknown) => {
+            this._applying = false;
+            this._fail(`Could not apply the remote answer: ${errorMessage(error)}`);
+        });
+    }
+
     private _applyWaiting(): void {
         while (this._waiting.length > 0 && !this._applying && this.state !== 'terminated') {
-            this._applyState(this._waiting.shift()!);
+            this._handle(this._waiting.shift()!);
         }
     }
 
@@ -441,6 +604,7 @@ export class Call extends Emitter<CallEvents> {
         this.state = 'terminated';
         this.reason = reason;
         this._queued = [];
+        this._waiting = [];
         if (this.pc) {
             try {
                 this.pc.close();

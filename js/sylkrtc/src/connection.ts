@@ -1,6 +1,6 @@
 /**
- * A connection to the gateway: one WebSocket speaking sylkRTC-1, its requests and transactions, its accounts and
- * calls, and reconnecting when the socket drops.
+ * A connection to the gateway: one WebSocket speaking sylkRTC-2 or sylkRTC-1 (the gateway picks), its requests and
+ * transactions, its accounts and calls, and reconnecting when the socket drops.
  */
 
 import { Account, type AccountOptions } from './account.js';
@@ -8,10 +8,8 @@ import type { Call } from './call.js';
 import { Emitter } from './emitter.js';
 import { SylkRTCError } from './errors.js';
 import { md5 } from './md5.js';
+import { decode, isProtocol, protocolOfReady, PROTOCOLS, type Protocol, type ServerMessage } from './protocol.js';
 import { defaultEnvironment, parseAddress, uuid4, type Environment } from './util.js';
-
-/** The WebSocket subprotocol this library speaks. */
-export const SUBPROTOCOL = 'sylkRTC-1';
 
 /**
  * - `connecting`: the socket is opening, or open and waiting for the gateway's `ready` event (and, after a
@@ -44,6 +42,11 @@ export interface ConnectionOptions {
     terminateTimeout?: number;
     /** The SIP User-Agent for accounts that do not set their own (default: the gateway's). */
     userAgent?: string;
+    /**
+     * The WebSocket subprotocols to offer, preferred first (default `['sylkRTC-2', 'sylkRTC-1']`: the gateway picks
+     * sylkRTC-2, an older one sylkRTC-1). `['sylkRTC-1']` forces the older dialect.
+     */
+    protocols?: Protocol | readonly Protocol[];
     /** Replacements for the browser APIs used (WebSocket, RTCPeerConnection, timers): for tests. */
     env?: Partial<Environment>;
 }
@@ -71,6 +74,11 @@ export interface AddAccountOptions {
     ha1?: boolean;
     /** The SIP User-Agent of this account's requests. */
     userAgent?: string;
+    /**
+     * Header name prefixes (e.g. `['X-']`): the headers of incoming INVITEs and of answers whose names start so are
+     * passed up by the gateway (sylkRTC-2) and show in `Call.remoteHeaders`.
+     */
+    incomingHeaderPrefixes?: string[];
 }
 
 export type ConnectionEvents = {
@@ -80,7 +88,7 @@ export type ConnectionEvents = {
     serverError: (message: string) => void;
 };
 
-/** The request names of sylkRTC-1 that this library sends (the 2015 server's dash names). */
+/** The request names this library sends: the dash names, which both dialects accept. */
 export const REQUESTS = {
     addAccount: 'account-add',
     removeAccount: 'account-remove',
@@ -90,6 +98,7 @@ export const REQUESTS = {
     answer: 'session-answer',
     trickle: 'session-trickle',
     terminate: 'session-terminate',
+    dtmfInfo: 'session-dtmf-info',
 } as const;
 
 /** Close codes after which reconnecting makes no sense. 4001 (shutting down) and 4503 (backend lost) are retried. */
@@ -119,11 +128,18 @@ export class Connection extends Emitter<ConnectionEvents> {
     readonly url: string;
     /** The current state; see `ConnectionState`. */
     state: ConnectionState = 'connecting';
+    /** The subprotocols offered, preferred first. */
+    readonly protocols: readonly Protocol[];
+    /**
+     * The dialect the gateway selected for the current socket (`sylkRTC-2` or `sylkRTC-1`); null while no socket
+     * is open.
+     */
+    protocol: Protocol | null = null;
 
     /** @internal */
     readonly _env: Environment;
     /** @internal */
-    readonly _options: Required<Omit<ConnectionOptions, 'env' | 'reconnect' | 'userAgent'>> & { userAgent?: string };
+    readonly _options: Required<Omit<ConnectionOptions, 'env' | 'reconnect' | 'userAgent' | 'protocols'>> & { userAgent?: string };
     private readonly _reconnect: Required<ReconnectOptions> | null;
     private _ws: WebSocket | null = null;
     private _pending = new Map<string, PendingRequest>();
@@ -144,6 +160,7 @@ export class Connection extends Emitter<ConnectionEvents> {
             terminateTimeout: options.terminateTimeout ?? 2000,
             userAgent: options.userAgent,
         };
+        this.protocols = checkProtocols(options.protocols ?? PROTOCOLS);
         const reconnect = options.reconnect ?? true;
         this._reconnect = reconnect === false ? null : {
             initialDelay: 500,
@@ -234,10 +251,15 @@ export class Connection extends Emitter<ConnectionEvents> {
         if (this._accounts.has(address.aor)) {
             throw new SylkRTCError(`Account ${address.aor} already added`, 'local', REQUESTS.addAccount);
         }
+        const prefixes = options.incomingHeaderPrefixes;
+        if (prefixes !== undefined && (!Array.isArray(prefixes) || !prefixes.every((p) => typeof p === 'string' && p !== ''))) {
+            throw new TypeError('addAccount: incomingHeaderPrefixes must be an array of non-empty strings');
+        }
         const accountOptions: AccountOptions = {
             ha1,
             displayName: options.displayName ?? null,
             userAgent: options.userAgent ?? this._options.userAgent ?? null,
+            incomingHeaderPrefixes: prefixes && prefixes.length > 0 ? [...prefixes] : null,
         };
         const account = new Account(this, address, accountOptions);
         await this._request(REQUESTS.addAccount, account._addFields());
@@ -287,6 +309,7 @@ export class Connection extends Emitter<ConnectionEvents> {
                 // already closing
             }
         }
+        this.protocol = null;
         this._lost('Connection closed', true);
         this._setState('closed', { code: 1000, reason: 'Closed by the application' });
     }
@@ -356,7 +379,7 @@ export class Connection extends Emitter<ConnectionEvents> {
     private _open(first = false): void {
         let ws: WebSocket;
         try {
-            ws = new this._env.WebSocket(this.url, SUBPROTOCOL);
+            ws = new this._env.WebSocket(this.url, [...this.protocols]);
         } catch (error) {
             if (first) {
                 throw error;
@@ -365,6 +388,8 @@ export class Connection extends Emitter<ConnectionEvents> {
             return;
         }
         this._ws = ws;
+        this.protocol = null;
+        ws.addEventListener('open', this._onOpen);
         ws.addEventListener('message', this._onMessage);
         ws.addEventListener('close', this._onClose);
         const timeout = this._options.connectTimeout;
@@ -384,9 +409,26 @@ export class Connection extends Emitter<ConnectionEvents> {
     }
 
     private _detach(ws: WebSocket): void {
+        ws.removeEventListener('open', this._onOpen);
         ws.removeEventListener('message', this._onMessage);
         ws.removeEventListener('close', this._onClose);
     }
+
+    /** The socket is open: the gateway's selected subprotocol decides the dialect. */
+    private _onOpen = (event: Event): void => {
+        const ws = (event.target as WebSocket | null) ?? this._ws;
+        if (ws !== this._ws || ws === null) {
+            return;
+        }
+        const selected = ws.protocol;
+        if (isProtocol(selected) && this.protocols.includes(selected)) {
+            this.protocol = selected;
+        } else if (this.protocols.length === 1) {
+            this.protocol = this.protocols[0];
+        } else {
+            this.protocol = null; // a gateway that selected none: its ready event tells (see _onMessage)
+        }
+    };
 
     private _onClose = (event: Event): void => {
         const ws = event.target as WebSocket | null;
@@ -403,6 +445,7 @@ export class Connection extends Emitter<ConnectionEvents> {
 
     /** The socket is gone, not by close(): fail what was pending, end calls, reconnect or close for good. */
     private _socketGone(code: number, reason: string): void {
+        this.protocol = null;
         if (this._connectTimer !== null) {
             this._env.clearTimeout(this._connectTimer);
             this._connectTimer = null;
@@ -487,47 +530,55 @@ export class Connection extends Emitter<ConnectionEvents> {
         if (message === null || typeof message !== 'object' || Array.isArray(message)) {
             return;
         }
-        switch (message.sylkrtc) {
+        if (this.protocol === null) {
+            // no subprotocol selected (or no open event seen): the first message of the gateway is its ready event
+            const protocol = protocolOfReady(message);
+            if (protocol === null || !this.protocols.includes(protocol)) {
+                return;
+            }
+            this.protocol = protocol;
+        }
+        const decoded = decode(this.protocol, message);
+        if (decoded !== null) {
+            this._dispatch(decoded);
+        }
+    };
+
+    private _dispatch(message: ServerMessage): void {
+        switch (message.kind) {
             case 'ack':
             case 'error':
                 this._onAnswer(message);
                 break;
-            case 'event':
-                if (message.event === 'ready') {
-                    void this._onReady();
-                }
+            case 'ready':
+                void this._onReady();
                 break;
-            case 'account_event': {
-                const account = typeof message.account === 'string' ? this._accounts.get(message.account) : undefined;
-                account?._onEvent(message);
+            case 'account':
+                this._accounts.get(message.account)?._onEvent(message.event);
                 break;
-            }
-            case 'session_event': {
-                const call = typeof message.session === 'string' ? this._calls.get(message.session) : undefined;
-                call?._onEvent(message);
+            case 'session':
+                this._calls.get(message.session)?._onEvent(message.event);
                 break;
-            }
             default:
-                break; // unknown: newer gateways may send more
+                break;
         }
-    };
+    }
 
-    private _onAnswer(message: Record<string, unknown>): void {
+    private _onAnswer(message: Extract<ServerMessage, { kind: 'ack' | 'error' }>): void {
         const transaction = message.transaction;
         const pending = typeof transaction === 'string' ? this._pending.get(transaction) : undefined;
         if (!pending) {
-            if (message.sylkrtc === 'error' && transaction === undefined) {
-                this.emit('serverError', String(message.error));
+            if (message.kind === 'error' && transaction === undefined) {
+                this.emit('serverError', message.error);
             }
             return; // late answer to a request that timed out
         }
         this._pending.delete(transaction as string);
         this._env.clearTimeout(pending.timer);
-        if (message.sylkrtc === 'ack') {
+        if (message.kind === 'ack') {
             pending.resolve();
         } else {
-            pending.reject(new SylkRTCError(String(message.error ?? 'Unknown error'), 'server', pending.request,
-                transaction as string));
+            pending.reject(new SylkRTCError(message.error, 'server', pending.request, transaction as string));
         }
     }
 
@@ -554,4 +605,12 @@ export class Connection extends Emitter<ConnectionEvents> {
             }
         }
     }
+}
+
+function checkProtocols(protocols: Protocol | readonly Protocol[]): readonly Protocol[] {
+    const list = typeof protocols === 'string' ? [protocols] : protocols;
+    if (!Array.isArray(list) || list.length === 0 || !list.every(isProtocol) || new Set(list).size !== list.length) {
+        throw new TypeError(`protocols must be some of ${PROTOCOLS.join(', ')}, each once, not ${JSON.stringify(protocols)}`);
+    }
+    return Object.freeze([...list]);
 }

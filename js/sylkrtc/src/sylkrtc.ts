@@ -1,5 +1,6 @@
 /**
- * sylkrtc.js: the browser client of sylkgateway's sylkRTC-1 WebSocket API (WebRTC calls to and from SIP).
+ * sylkrtc.js: the browser client of sylkgateway's sylkRTC WebSocket API (WebRTC calls to and from SIP). It speaks
+ * sylkRTC-2, and sylkRTC-1 with gateways that only know that.
  *
  *     import { connect } from './sylkrtc.js';
  *     const connection = connect('wss://gateway.example.com/webrtcgateway/ws');
@@ -8,7 +9,7 @@
  *     await account.register();
  */
 
-export { connect, Connection, SUBPROTOCOL, REQUESTS } from './connection.js';
+export { connect, Connection, REQUESTS } from './connection.js';
 export type {
     AddAccountOptions,
     ConnectionEvents,
@@ -17,10 +18,21 @@ export type {
     ConnectionStateDetails,
     ReconnectOptions,
 } from './connection.js';
+export { PROTOCOLS } from './protocol.js';
+export type { HeaderMap, Protocol, SipHeaders } from './protocol.js';
 export { Account } from './account.js';
 export type { AccountEvents, MissedCall, RegistrationState } from './account.js';
 export { Call } from './call.js';
-export type { CallDirection, CallEvents, CallOptions, CallState, DtmfOptions, Identity } from './call.js';
+export type {
+    CallDirection,
+    CallEvents,
+    CallOptions,
+    CallState,
+    DtmfInfoOptions,
+    DtmfOptions,
+    Identity,
+    ReceivedDtmf,
+} from './call.js';
 export { Emitter } from './emitter.js';
 export { SylkRTCError } from './errors.js';
 export { md5 } from './md5.js';

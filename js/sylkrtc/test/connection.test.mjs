@@ -6,20 +6,77 @@ import { FakeWebSocket, flush } from './fakes.mjs';
 import { URL, addAccount, newConnection, readyConnection, record, registeredAccount, rejection } from './helpers.mjs';
 
 describe('connecting', () => {
-    test('opens the WebSocket with the sylkRTC-1 subprotocol and is ready only after the ready event', async () => {
+    test('offers sylkRTC-2 and sylkRTC-1, speaks what the gateway selects, is ready only after the ready event', async () => {
         const { conn, ws } = newConnection();
         const log = record(conn, 'stateChanged');
         assert.ok(conn instanceof Connection);
         assert.equal(ws.url, URL);
-        assert.equal(ws.protocols, 'sylkRTC-1');
+        assert.deepEqual(ws.protocols, ['sylkRTC-2', 'sylkRTC-1']);
+        assert.deepEqual(conn.protocols, ['sylkRTC-2', 'sylkRTC-1']);
         assert.equal(conn.state, 'connecting');
+        assert.equal(conn.protocol, null);
         ws.open();
         await flush();
+        assert.equal(conn.protocol, 'sylkRTC-2', 'the gateway prefers sylkRTC-2');
         assert.equal(conn.state, 'connecting', 'an open socket is not ready yet');
-        ws.receive({ sylkrtc: 'event', event: 'ready' });
+        ws.receive({ sylkrtc: 'event', event: 'ready' }); // sylkRTC-1's ready: not this socket's dialect
+        await flush();
+        assert.equal(conn.state, 'connecting');
+        ws.receive({ sylkrtc: 'ready-event' });
         await flush();
         assert.equal(conn.state, 'ready');
         assert.deepEqual(log, [['stateChanged', 'ready', 'connecting', {}]]);
+    });
+
+    test('falls back to sylkRTC-1 with a gateway that only speaks that', async () => {
+        const { conn, ws } = newConnection({ server: ['sylkRTC-1'] });
+        ws.open();
+        assert.equal(ws.protocol, 'sylkRTC-1');
+        assert.equal(conn.protocol, 'sylkRTC-1');
+        ws.receive({ sylkrtc: 'ready-event' }); // not sylkRTC-1: ignored
+        await flush();
+        assert.equal(conn.state, 'connecting');
+        ws.receive({ sylkrtc: 'event', event: 'ready' });
+        await flush();
+        assert.equal(conn.state, 'ready');
+    });
+
+    test('the protocols option forces one dialect', async () => {
+        for (const protocols of [['sylkRTC-1'], 'sylkRTC-1']) {
+            const { conn, ws } = newConnection({ protocols });
+            assert.deepEqual(ws.protocols, ['sylkRTC-1']);
+            assert.deepEqual(conn.protocols, ['sylkRTC-1']);
+            ws.ready();
+            await flush();
+            assert.equal(conn.protocol, 'sylkRTC-1');
+            assert.equal(conn.state, 'ready');
+        }
+        const { conn, ws } = newConnection({ protocols: ['sylkRTC-2'] });
+        assert.deepEqual(ws.protocols, ['sylkRTC-2']);
+        ws.ready();
+        await flush();
+        assert.equal(conn.protocol, 'sylkRTC-2');
+    });
+
+    test('unknown or repeated protocols are refused', () => {
+        const { env } = newConnection();
+        for (const protocols of [[], ['sylkRTC-3'], ['sylkRTC-2', 'sylkRTC-2'], 'chat', [1]]) {
+            assert.throws(() => connect(URL, { env, protocols }), TypeError, JSON.stringify(protocols));
+        }
+    });
+
+    test('a gateway that selects no subprotocol: its ready event tells the dialect', async () => {
+        for (const [ready, protocol] of [[{ sylkrtc: 'ready-event' }, 'sylkRTC-2'],
+            [{ sylkrtc: 'event', event: 'ready' }, 'sylkRTC-1']]) {
+            const { conn, ws } = newConnection();
+            ws.open('');
+            assert.equal(conn.protocol, null);
+            ws.receive({ sylkrtc: 'ack', transaction: 'x' }); // not a ready event: ignored until one comes
+            ws.receive(ready);
+            await flush();
+            assert.equal(conn.protocol, protocol);
+            assert.equal(conn.state, 'ready');
+        }
     });
 
     test('new Connection() works like connect()', async () => {
@@ -166,7 +223,32 @@ describe('reconnecting', () => {
         assert.deepEqual(log[log.length - 1], ['stateChanged', 'disconnected', 'ready',
             { code: 4503, reason: 'SIP backend lost: gone', retryIn: 500 }]);
         assert.equal(FakeWebSocket.last.url, ctx.ws.url);
-        assert.equal(FakeWebSocket.last.protocols, 'sylkRTC-1');
+        assert.deepEqual(FakeWebSocket.last.protocols, ['sylkRTC-2', 'sylkRTC-1']);
+    });
+
+    test('the dialect is the current socket\'s: a reconnect may get another', async () => {
+        const ctx = await readyConnection();
+        const alice = await registeredAccount(ctx);
+        assert.equal(ctx.conn.protocol, 'sylkRTC-2');
+        ctx.ws.drop(1006);
+        await flush();
+        assert.equal(ctx.conn.protocol, null);
+        FakeWebSocket.serverProtocols = ['sylkRTC-1']; // the gateway was downgraded meanwhile
+        await ctx.clock.tick(500);
+        const ws2 = FakeWebSocket.last;
+        ws2.ready();
+        await flush();
+        assert.equal(ctx.conn.protocol, 'sylkRTC-1');
+        ws2.ackAll('account-add');
+        await flush();
+        ws2.ackAll('account-register');
+        ws2.registrationState('alice@sylk.test', 'registering');
+        ws2.registrationState('alice@sylk.test', 'registered');
+        await flush();
+        assert.equal(ws2.sent.at(-1).sylkrtc, 'account-register', 'the same requests in both dialects');
+        assert.equal(alice.registrationState, 'registered');
+        ctx.conn.close();
+        assert.equal(ctx.conn.protocol, null);
     });
 
     test('the delays have jitter of up to ±20 %', async () => {

@@ -59,7 +59,27 @@ function messageEvent(data) {
     return event;
 }
 
-/** A fake browser WebSocket; the test plays the gateway through open(), ready(), receive(), ack(), drop(). */
+/** The dialects, the gateway's preference first. */
+export const PROTOCOLS = ['sylkRTC-2', 'sylkRTC-1'];
+
+/** The session states sylkRTC-1 can say; the gateway drops the others (proceeding, ringing, early-media). */
+const SYLKRTC_1_STATES = ['progress', 'accepted', 'established', 'terminated'];
+
+/** The fields that have a value (the gateway leaves out what does not apply). */
+function present(fields) {
+    return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined && value !== null));
+}
+
+function originator({ uri, display_name: displayName }) {
+    return present({ uri, display_name: displayName || undefined });
+}
+
+/**
+ * A fake browser WebSocket; the test plays the gateway through open(), ready(), receive(), ack(), drop(). Like the
+ * gateway it selects a subprotocol (sylkRTC-2 when offered, else sylkRTC-1: `serverProtocols`), and its event
+ * helpers (registrationState, sessionState, incomingSession, missedSession, dtmf) speak the selected dialect as
+ * sylk/gateway/sylkrtc/dialects.py does.
+ */
 export class FakeWebSocket extends EventTarget {
     static CONNECTING = 0;
     static OPEN = 1;
@@ -67,6 +87,8 @@ export class FakeWebSocket extends EventTarget {
     static CLOSED = 3;
     /** Every socket created, in order. */
     static instances = [];
+    /** The subprotocols the fake gateway speaks, preferred first (fakeEnv() resets it). */
+    static serverProtocols = PROTOCOLS;
 
     static get last() {
         return FakeWebSocket.instances[FakeWebSocket.instances.length - 1];
@@ -110,7 +132,18 @@ export class FakeWebSocket extends EventTarget {
 
     // ---- the gateway's side ----
 
-    open(protocol = 'sylkRTC-1') {
+    /** The subprotocol the gateway selects: its preferred one among those offered, '' if none. */
+    selectProtocol() {
+        const offered = this.protocols === undefined ? [] : [].concat(this.protocols);
+        return FakeWebSocket.serverProtocols.find((protocol) => offered.includes(protocol)) ?? '';
+    }
+
+    /** The dialect the helpers speak: the selected one (sylkRTC-2 for a socket that selected none). */
+    get dialect() {
+        return this.protocol === 'sylkRTC-1' ? 'sylkRTC-1' : 'sylkRTC-2';
+    }
+
+    open(protocol = this.selectProtocol()) {
         this.protocol = protocol;
         this.readyState = FakeWebSocket.OPEN;
         this.dispatchEvent(new Event('open'));
@@ -121,7 +154,7 @@ export class FakeWebSocket extends EventTarget {
         if (this.readyState === FakeWebSocket.CONNECTING) {
             this.open();
         }
-        this.receive({ sylkrtc: 'event', event: 'ready' });
+        this.receive(this.dialect === 'sylkRTC-1' ? { sylkrtc: 'event', event: 'ready' } : { sylkrtc: 'ready-event' });
     }
 
     receive(message) {
@@ -178,13 +211,62 @@ export class FakeWebSocket extends EventTarget {
         return requests;
     }
 
+    // ---- events, in the selected dialect ----
+
     registrationState(account, state, reason) {
-        const data = reason === undefined ? { state } : { state, reason };
-        this.receive({ sylkrtc: 'account_event', account, event: 'registration_state', data });
+        const fields = present({ state, reason });
+        if (this.dialect === 'sylkRTC-1') {
+            this.receive({ sylkrtc: 'account_event', account, event: 'registration_state', data: fields });
+        } else {
+            this.receive({ sylkrtc: 'account-event', account, event: 'registration-state', ...fields });
+        }
     }
 
+    /**
+     * A state of a session; `extra`: sdp, reason, code, call_id, headers. In sylkRTC-1, like the gateway, only the
+     * states and fields it has (a state it lacks is not sent: returns false).
+     */
     sessionState(session, state, extra = {}) {
-        this.receive({ sylkrtc: 'session_event', session, event: 'state', data: { state, ...extra } });
+        if (this.dialect === 'sylkRTC-1') {
+            if (!SYLKRTC_1_STATES.includes(state)) {
+                return false;
+            }
+            const data = present({ state, sdp: extra.sdp, reason: extra.reason });
+            this.receive({ sylkrtc: 'session_event', session, event: 'state', data });
+        } else {
+            this.receive({ sylkrtc: 'session-event', session, event: 'state', ...present({ state, ...extra }) });
+        }
+        return true;
+    }
+
+    /** An incoming call: `originator` {uri, display_name?}, `sdp`, and in sylkRTC-2 `call_id`, `headers`. */
+    incomingSession(account, session, { originator: from, sdp, call_id: callId, headers }) {
+        if (this.dialect === 'sylkRTC-1') {
+            this.receive({ sylkrtc: 'account_event', account, session, event: 'incoming_session',
+                data: { originator: originator(from), sdp } });
+        } else {
+            this.receive({ sylkrtc: 'account-event', account, event: 'incoming-session', session,
+                originator: originator(from), sdp, ...present({ call_id: callId, headers }) });
+        }
+    }
+
+    missedSession(account, from) {
+        if (this.dialect === 'sylkRTC-1') {
+            this.receive({ sylkrtc: 'account_event', account, event: 'missed_session',
+                data: { originator: originator(from) } });
+        } else {
+            this.receive({ sylkrtc: 'account-event', account, event: 'missed-session', originator: originator(from) });
+        }
+    }
+
+    /** A DTMF tone from the far end: {digit, duration?, method}. */
+    dtmf(session, { digit, duration, method = 'info' }) {
+        const fields = present({ digit, duration, method });
+        if (this.dialect === 'sylkRTC-1') {
+            this.receive({ sylkrtc: 'session_event', session, event: 'dtmf', data: fields });
+        } else {
+            this.receive({ sylkrtc: 'session-event', session, event: 'dtmf', ...fields });
+        }
     }
 }
 
@@ -262,6 +344,10 @@ export class FakeRTCPeerConnection extends EventTarget {
         this.failSetRemote = null;
         /** Set to a promise to make setRemoteDescription wait for it. */
         this.holdSetRemote = null;
+        /** Set to true to refuse pranswer descriptions, as a browser without them would. */
+        this.refusePranswer = false;
+        /** Every remote description applied, in order. */
+        this.remoteDescriptions = [];
         FakeRTCPeerConnection.instances.push(this);
     }
 
@@ -310,11 +396,16 @@ export class FakeRTCPeerConnection extends EventTarget {
             this.failSetRemote = null;
             throw error;
         }
-        if (description.type === 'answer' && this.signalingState !== 'have-local-offer') {
+        if (description.type === 'pranswer' && this.refusePranswer) {
+            throw new Error('InvalidAccessError: pranswer is not supported');
+        }
+        if ((description.type === 'answer' || description.type === 'pranswer')
+            && this.signalingState !== 'have-local-offer' && this.signalingState !== 'have-remote-pranswer') {
             throw new Error('InvalidStateError: no local offer');
         }
         this.remoteDescription = { ...description };
-        this.signalingState = description.type === 'offer' ? 'have-remote-offer' : 'stable';
+        this.remoteDescriptions.push({ ...description });
+        this.signalingState = { offer: 'have-remote-offer', pranswer: 'have-remote-pranswer' }[description.type] ?? 'stable';
     }
 
     close() {
@@ -354,6 +445,7 @@ export class FakeRTCPeerConnection extends EventTarget {
 /** Fresh fakes for one test; `options` go to connect() (env is filled in). */
 export function fakeEnv() {
     FakeWebSocket.instances = [];
+    FakeWebSocket.serverProtocols = PROTOCOLS;
     FakeRTCPeerConnection.instances = [];
     const clock = new FakeClock();
     const env = {

@@ -1,14 +1,23 @@
 // Shared set-up for the tests: a connection on fakes, made ready; an added account.
 
+import { describe } from 'node:test';
+
 import { connect } from '../dist/sylkrtc.js';
-import { FakeWebSocket, fakeEnv, flush } from './fakes.mjs';
+import { FakeWebSocket, PROTOCOLS, fakeEnv, flush } from './fakes.mjs';
 
 export const URL = 'ws://gateway.test/webrtcgateway/ws';
 
-/** A connection on fresh fakes, not opened by the "gateway" yet. */
+/**
+ * A connection on fresh fakes, not opened by the "gateway" yet. `options` go to connect(), except `server`: the
+ * subprotocols the fake gateway speaks (default both; ['sylkRTC-1'] for a gateway that only knows that one).
+ */
 export function newConnection(options = {}) {
+    const { server, ...connectOptions } = options;
     const { clock, env } = fakeEnv();
-    const conn = connect(URL, { ...options, env: { ...env, ...(options.env ?? {}) } });
+    if (server !== undefined) {
+        FakeWebSocket.serverProtocols = server;
+    }
+    const conn = connect(URL, { ...connectOptions, env: { ...env, ...(options.env ?? {}) } });
     return { clock, env, conn, ws: FakeWebSocket.last };
 }
 
@@ -60,4 +69,14 @@ export async function rejection(promise) {
         return error;
     }
     throw new Error('expected a rejection');
+}
+
+/**
+ * Runs `suite(protocol)` once per dialect, in a describe() named after it. The suite's connections should pass
+ * `server: [protocol]`: the fake gateway then speaks only that one, and the library falls back to it.
+ */
+export function eachDialect(suite) {
+    for (const protocol of PROTOCOLS) {
+        describe(protocol, () => suite(protocol));
+    }
 }

@@ -10,7 +10,8 @@ test('the bundle exports the API', () => {
     for (const name of ['connect', 'Connection', 'Account', 'Call', 'Emitter', 'SylkRTCError', 'md5']) {
         assert.equal(typeof sylkrtc[name], 'function', name);
     }
-    assert.equal(sylkrtc.SUBPROTOCOL, 'sylkRTC-1');
+    assert.deepEqual(sylkrtc.PROTOCOLS, ['sylkRTC-2', 'sylkRTC-1']);
+    assert.ok(Object.isFrozen(sylkrtc.PROTOCOLS));
     assert.equal(sylkrtc.VERSION, pkg.version);
 });
 
@@ -24,6 +25,7 @@ test('the request names are those of docs/api.md (the dash names)', () => {
         answer: 'session-answer',
         trickle: 'session-trickle',
         terminate: 'session-terminate',
+        dtmfInfo: 'session-dtmf-info',
     });
 });
 

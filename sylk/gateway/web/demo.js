@@ -5,14 +5,17 @@
 // - window.demo = {connection, account, call, incoming, localStream}: the current objects (call stays set after it
 //   ended, until the next one);
 // - data-testid on every control and display:
-//     ws-url connect disconnect connection-state (idle|connecting|ready|disconnected|closed) connection-detail
+//     ws-url protocol ("" for sylkRTC-2 falling back to sylkRTC-1, or "sylkRTC-2"/"sylkRTC-1" only) connect
+//     disconnect connection-state (idle|connecting|ready|disconnected|closed) connection-protocol (the dialect the
+//     gateway selected, "sylkRTC-2" or "sylkRTC-1", empty while there is no socket) connection-detail
 //     account password display-name register unregister registration-state (none|registering|registered|failed|
 //     unregistered) registration-reason
-//     dial-uri video call hangup call-state (idle|connecting|incoming|progress|accepted|established|terminated)
-//     call-remote call-reason ("(486 Busy Here)") incoming (the banner; hidden when nothing rings) incoming-from
-//     answer reject dtmf-0..dtmf-9 dtmf-star dtmf-hash dtmf-A..dtmf-D dtmf-sent
+//     dial-uri video call hangup call-state (idle|connecting|incoming|progress|proceeding|ringing|early-media|
+//     accepted|established|terminated) call-remote call-reason ("(486 Busy Here)") incoming (the banner; hidden
+//     when nothing rings) incoming-from answer reject dtmf-0..dtmf-9 dtmf-star dtmf-hash dtmf-A..dtmf-D
+//     dtmf-info (send the keypad's tones as SIP INFO instead of RFC 4733) dtmf-sent dtmf-received
 //     remote-audio remote-video local-video log clear-log
-// - query parameters prefill the form: ?ws=URL&account=A&password=P&name=N&uri=U&video=1
+// - query parameters prefill the form: ?ws=URL&protocol=sylkRTC-1&account=A&password=P&name=N&uri=U&video=1&dtmfinfo=1
 // Register (and Call) connect and add the account by themselves when needed.
 
 import { connect } from './sylkrtc.js';
@@ -70,6 +73,8 @@ function render() {
     $('connect').disabled = connected;
     $('disconnect').disabled = !connected;
     $('ws-url').disabled = connected;
+    $('protocol').disabled = connected;
+    $('connection-protocol').textContent = connection && connection.protocol ? connection.protocol : '';
 
     const account = demo.account && demo.account.active ? demo.account : null;
     const registration = account ? account.registrationState : null;
@@ -84,7 +89,7 @@ function render() {
     $('call-reason').textContent = call && call.state === 'terminated' && call.reason ? `(${call.reason})` : '';
     $('call').disabled = isActive(call);
     $('hangup').disabled = !isActive(call);
-    const media = call !== null && (call.state === 'accepted' || call.state === 'established');
+    const media = call !== null && ['early-media', 'accepted', 'established'].includes(call.state);
     for (const key of document.querySelectorAll('#keypad button')) {
         key.disabled = !media;
     }
@@ -108,16 +113,19 @@ function defaultUrl() {
     return 'ws://127.0.0.1:10888/webrtcgateway/ws';
 }
 
-/** The connection to the URL in the form, opened if needed. */
+/** The connection to the URL (and with the protocols) in the form, opened if needed. */
 function openConnection() {
     const url = $('ws-url').value.trim();
-    if (demo.connection && demo.connection.state !== 'closed' && demo.connection.url === url) {
+    const protocols = $('protocol').value ? [$('protocol').value] : undefined;
+    const wanted = (protocols ?? ['sylkRTC-2', 'sylkRTC-1']).join();
+    if (demo.connection && demo.connection.state !== 'closed' && demo.connection.url === url
+        && demo.connection.protocols.join() === wanted) {
         return demo.connection;
     }
     closeConnection();
-    const connection = connect(url);
+    const connection = connect(url, protocols ? { protocols } : {});
     demo.connection = connection;
-    log(`connecting to ${url}`);
+    log(`connecting to ${url} (offering ${connection.protocols.join(', ')})`);
     connection.on('stateChanged', (state, previous, details) => {
         if (connection !== demo.connection) {
             return;
@@ -133,7 +141,8 @@ function openConnection() {
         }
         $('connection-state').textContent = state;
         $('connection-detail').textContent = detail;
-        log(`connection: ${previous} → ${state}${detail ? ` (${detail})` : ''}`, state === 'disconnected');
+        const dialect = state === 'ready' && connection.protocol ? ` speaking ${connection.protocol}` : '';
+        log(`connection: ${previous} → ${state}${dialect}${detail ? ` (${detail})` : ''}`, state === 'disconnected');
         if (state === 'closed') {
             demo.account = null;
             credentials = null;
@@ -267,17 +276,26 @@ function showCall(call, localStream) {
     demo.call = call;
     demo.localStream = localStream;
     $('dtmf-sent').textContent = '';
+    $('dtmf-received').textContent = '';
     if (localStream && localStream.getVideoTracks().length > 0) {
         $('local-video').srcObject = localStream;
     }
     call.on('stateChanged', (state, previous, reason) => {
-        log(`call ${call.id.slice(0, 8)}: ${previous} → ${state}${reason ? ` (${reason})` : ''}`);
+        const callId = state === 'accepted' && call.callId ? ` Call-ID ${call.callId}` : '';
+        log(`call ${call.id.slice(0, 8)}: ${previous} → ${state}${reason ? ` (${reason})` : ''}${callId}`);
         if (state === 'terminated' && call === demo.call) {
             stopLocalMedia();
             $('remote-audio').srcObject = null;
             $('remote-video').srcObject = null;
         }
         render();
+    });
+    call.on('proceeding', (code) => log(`call ${call.id.slice(0, 8)}: provisional response ${code ?? ''}`));
+    call.on('dtmf', ({ digit, method }) => {
+        log(`call ${call.id.slice(0, 8)}: DTMF ${digit} received (${method})`);
+        if (call === demo.call) {
+            $('dtmf-received').textContent += digit;
+        }
     });
     call.on('streamAdded', (stream) => {
         log(`call ${call.id.slice(0, 8)}: remote stream (${stream.getTracks().map((t) => t.kind).join(', ')})`);
@@ -370,14 +388,23 @@ async function hangup() {
     render();
 }
 
-function sendTone(tone) {
-    if (!demo.call) {
+async function sendTone(tone) {
+    const call = demo.call;
+    if (!call) {
         return;
     }
+    const info = $('dtmf-info').checked;
     try {
-        demo.call.sendDtmf(tone);
-        $('dtmf-sent').textContent += tone;
-        log(`DTMF ${tone}`);
+        if (info) {
+            await call.sendDtmfInfo(tone); // as SIP INFO, through the gateway (acks come in order)
+            if (call === demo.call) {
+                $('dtmf-sent').textContent += tone;
+            }
+        } else {
+            call.sendDtmf(tone); // RFC 4733, in the audio
+            $('dtmf-sent').textContent += tone;
+        }
+        log(`DTMF ${tone}${info ? ' (SIP INFO)' : ''}`);
     } catch (error) {
         logError('DTMF', error);
     }
@@ -389,6 +416,8 @@ function sendTone(tone) {
 function prefill() {
     const params = new URLSearchParams(location.search);
     $('ws-url').value = params.get('ws') ?? defaultUrl();
+    $('protocol').value = ['sylkRTC-2', 'sylkRTC-1'].includes(params.get('protocol')) ? params.get('protocol') : '';
+    $('dtmf-info').checked = params.get('dtmfinfo') === '1';
     $('account').value = params.get('account') ?? 'alice@sylk.test';
     $('password').value = params.get('password') ?? 'alicepw';
     $('display-name').value = params.get('name') ?? '';

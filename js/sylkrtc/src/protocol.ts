@@ -1,0 +1,290 @@
+/**
+ * The two wire dialects of the gateway, chosen per socket by the WebSocket subprotocol, decoded into one internal
+ * shape so that the rest of the library does not care which one the gateway picked:
+ *
+ * - `sylkRTC-2` (SylkServer since 2017): `{"sylkrtc": "ready-event"}`; flat `account-event` / `session-event`
+ *   messages with dash event names (`registration-state`, `incoming-session`, `missed-session`), no `data` wrapper;
+ *   calls report `proceeding`, `ringing` and `early-media` besides the states of sylkRTC-1.
+ * - `sylkRTC-1` (2015, the seed): `{"sylkrtc": "event", "event": "ready"}`; `account_event` / `session_event` with
+ *   underscore event names and the details under `data`.
+ *
+ * `ack` and `error` are the same in both, and so are the requests: the library sends the dash names, which both
+ * dialects accept.
+ */
+
+/** A WebSocket subprotocol this library speaks. */
+export type Protocol = 'sylkRTC-2' | 'sylkRTC-1';
+
+/** The subprotocols offered by default, preferred first (the gateway picks `sylkRTC-2` when both are offered). */
+export const PROTOCOLS: readonly Protocol[] = Object.freeze(['sylkRTC-2', 'sylkRTC-1'] as Protocol[]);
+
+export function isProtocol(value: unknown): value is Protocol {
+    return value === 'sylkRTC-2' || value === 'sylkRTC-1';
+}
+
+/** Someone on the other side of a call, as the gateway describes them. */
+export interface Originator {
+    uri: string;
+    displayName: string | null;
+}
+
+/** SIP headers, by name (the gateway passes up those matching the account's `incomingHeaderPrefixes`). */
+export type HeaderMap = Record<string, string>;
+
+/** An account event, whatever the dialect. */
+export type AccountEvent =
+    | { type: 'registration-state'; state: string; reason: string | null }
+    | {
+        type: 'incoming-session';
+        session: string;
+        originator: Originator;
+        sdp: string;
+        callId: string | null;
+        headers: HeaderMap | null;
+    }
+    | { type: 'missed-session'; originator: Originator };
+
+/** A state change of a call, whatever the dialect. */
+export interface SessionStateEvent {
+    type: 'state';
+    /** `progress`, `proceeding`, `ringing`, `early-media`, `accepted`, `established`, `terminated`, or newer ones. */
+    state: string;
+    /** `terminated`: why. */
+    reason: string | null;
+    /** `early-media`, `accepted`: the remote SDP answer. */
+    sdp: string | null;
+    /** `proceeding`: the provisional response's status code. */
+    code: number | null;
+    /** `accepted` (and `early-media`, when the gateway sends it): the SIP Call-ID. */
+    callId: string | null;
+    /** `accepted`: the answer's headers matching the account's prefixes. */
+    headers: HeaderMap | null;
+}
+
+/** A DTMF tone the far end sent (SIP INFO, or RFC 4733 when the gateway can see those). */
+export interface SessionDtmfEvent {
+    type: 'dtmf';
+    digit: string;
+    duration: number | null;
+    method: string;
+}
+
+export type SessionEvent = SessionStateEvent | SessionDtmfEvent;
+
+/** Every message of the gateway the library acts on, in one shape. */
+export type ServerMessage =
+    | { kind: 'ready' }
+    | { kind: 'ack'; transaction: unknown }
+    | { kind: 'error'; transaction: unknown; error: string }
+    | { kind: 'account'; account: string; event: AccountEvent }
+    | { kind: 'session'; session: string; event: SessionEvent };
+
+type Json = Record<string, unknown>;
+
+/**
+ * The message in the internal shape, or null for what the library does not know (newer gateways may send more,
+ * and messages of the other dialect are not understood either).
+ */
+export function decode(protocol: Protocol, message: Json): ServerMessage | null {
+    switch (message.sylkrtc) {
+        case 'ack':
+            return { kind: 'ack', transaction: message.transaction };
+        case 'error':
+            return { kind: 'error', transaction: message.transaction, error: String(message.error ?? 'Unknown error') };
+        default:
+            return protocol === 'sylkRTC-2' ? decode2(message) : decode1(message);
+    }
+}
+
+/** Which dialect a gateway speaks that selected no subprotocol, judging by its ready event; null if it is not one. */
+export function protocolOfReady(message: Json): Protocol | null {
+    if (message.sylkrtc === 'ready-event') {
+        return 'sylkRTC-2';
+    }
+    if (message.sylkrtc === 'event' && message.event === 'ready') {
+        return 'sylkRTC-1';
+    }
+    return null;
+}
+
+// ---- sylkRTC-2: flat ----
+
+function decode2(message: Json): ServerMessage | null {
+    switch (message.sylkrtc) {
+        case 'ready-event':
+            return { kind: 'ready' };
+        case 'account-event': {
+            if (typeof message.account !== 'string') {
+                return null;
+            }
+            const event = accountEvent(message, {
+                'registration-state': 'registration-state',
+                'incoming-session': 'incoming-session',
+                'missed-session': 'missed-session',
+            }, message, message.session);
+            return event && { kind: 'account', account: message.account, event };
+        }
+        case 'session-event': {
+            if (typeof message.session !== 'string') {
+                return null;
+            }
+            const event = sessionEvent(message.event, message);
+            return event && { kind: 'session', session: message.session, event };
+        }
+        default:
+            return null;
+    }
+}
+
+// ---- sylkRTC-1: nested under data ----
+
+function decode1(message: Json): ServerMessage | null {
+    switch (message.sylkrtc) {
+        case 'event':
+            return message.event === 'ready' ? { kind: 'ready' } : null;
+        case 'account_event': {
+            if (typeof message.account !== 'string') {
+                return null;
+            }
+            const event = accountEvent(message, {
+                registration_state: 'registration-state',
+                incoming_session: 'incoming-session',
+                incoming_call: 'incoming-session', // the July 2015 seed's name, with data.caller
+                missed_session: 'missed-session',
+            }, object(message.data), message.session);
+            return event && { kind: 'account', account: message.account, event };
+        }
+        case 'session_event': {
+            if (typeof message.session !== 'string') {
+                return null;
+            }
+            const event = sessionEvent(message.event, object(message.data));
+            return event && { kind: 'session', session: message.session, event };
+        }
+        default:
+            return null;
+    }
+}
+
+// ---- shared ----
+
+function accountEvent(message: Json, names: Record<string, AccountEvent['type']>, data: Json,
+    session: unknown): AccountEvent | null {
+    const name = typeof message.event === 'string' && Object.prototype.hasOwnProperty.call(names, message.event)
+        ? names[message.event] : undefined;
+    switch (name) {
+        case 'registration-state':
+            return typeof data.state === 'string'
+                ? { type: 'registration-state', state: data.state, reason: string(data.reason) }
+                : null;
+        case 'incoming-session':
+            if (typeof session !== 'string' || session === '') {
+                return null;
+            }
+            return {
+                type: 'incoming-session',
+                session,
+                originator: originator(data.originator ?? data.caller),
+                sdp: string(data.sdp) ?? '',
+                callId: string(data.call_id),
+                headers: headers(data.headers),
+            };
+        case 'missed-session':
+            return { type: 'missed-session', originator: originator(data.originator) };
+        default:
+            return null;
+    }
+}
+
+function sessionEvent(name: unknown, data: Json): SessionEvent | null {
+    if (name === 'state') {
+        if (typeof data.state !== 'string') {
+            return null;
+        }
+        return {
+            type: 'state',
+            state: data.state,
+            reason: string(data.reason),
+            sdp: string(data.sdp),
+            code: typeof data.code === 'number' ? data.code : null,
+            callId: string(data.call_id),
+            headers: headers(data.headers),
+        };
+    }
+    if (name === 'dtmf') {
+        if (typeof data.digit !== 'string' || data.digit === '') {
+            return null;
+        }
+        return {
+            type: 'dtmf',
+            digit: data.digit,
+            duration: typeof data.duration === 'number' ? data.duration : null,
+            method: string(data.method) ?? 'info',
+        };
+    }
+    return null;
+}
+
+function object(value: unknown): Json {
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value as Json : {};
+}
+
+function string(value: unknown): string | null {
+    return typeof value === 'string' ? value : null;
+}
+
+function originator(value: unknown): Originator {
+    if (typeof value === 'string') {
+        return { uri: value, displayName: null };
+    }
+    const v = object(value);
+    return {
+        uri: typeof v.uri === 'string' ? v.uri : '',
+        displayName: typeof v.display_name === 'string' && v.display_name !== '' ? v.display_name : null,
+    };
+}
+
+function headers(value: unknown): HeaderMap | null {
+    if (value === null || typeof value !== 'object') {
+        return null;
+    }
+    const result: HeaderMap = {};
+    if (Array.isArray(value)) {
+        // (the request shape, [{name, value}], in case a gateway sends that)
+        for (const item of value) {
+            const h = object(item);
+            if (typeof h.name === 'string' && typeof h.value === 'string') {
+                result[h.name] = h.value;
+            }
+        }
+    } else {
+        for (const [name, text] of Object.entries(value as Json)) {
+            if (typeof text === 'string') {
+                result[name] = text;
+            }
+        }
+    }
+    return result;
+}
+
+/** SIP headers for a request: `[{name, value}]` as given, or made from `{name: value}`. */
+export type SipHeaders = Array<{ name: string; value: string }> | Record<string, string>;
+
+/** The `headers` field of session-create / session-answer: `[{name, value}]`; throws a TypeError on bad input. */
+export function encodeHeaders(value: SipHeaders, what: string): Array<{ name: string; value: string }> {
+    const list = Array.isArray(value)
+        ? value
+        : value !== null && typeof value === 'object'
+            ? Object.entries(value).map(([name, text]) => ({ name, value: text }))
+            : null;
+    if (list === null) {
+        throw new TypeError(`${what}: headers must be [{name, value}] or {name: value}`);
+    }
+    return list.map((item, index) => {
+        if (item === null || typeof item !== 'object' || typeof item.name !== 'string' || item.name === ''
+            || typeof item.value !== 'string') {
+            throw new TypeError(`${what}: header ${index} needs a name and a string value`);
+        }
+        return { name: item.name, value: item.value };
+    });
+}

@@ -37,7 +37,7 @@ from sylk.gateway.sylkrtc.model import (Event, SessionDtmf, SessionHoldChanged, 
                                        SessionStateChanged,
                                        SessionTransferProgress, SessionTransferRequest, SessionUpdated,
                                        TransferState, UpdateState)
-from sylk.gateway.util import OneShotObserver
+from sylk.gateway.util import OneShotObserver, Timer
 
 # How long a call may take to end after the gateway asked the backend to end it.
 TERMINATE_TIMEOUT = 10.0
@@ -73,10 +73,10 @@ class Call:
         self._early_sdp: str | None = None
         self._tones: list[tuple[str, int]] = []  # DTMF waiting to go out, the first one going now
         self._update: str | None = None  # an update under way: "local" (our offer) or "remote" (theirs)
-        self._update_answer_wait: IDelayedCall | None = None
+        self._update_answer_wait = Timer(clock)  # the far end's offer awaits the browser's answer
         self._held_remotely = False
         self._transferring = False  # our transfer (REFER) is under way
-        self._transfer_request: IDelayedCall | None = None  # the far end's transfer request awaits the browser
+        self._transfer_request = Timer(clock)  # runs while the far end's transfer request awaits the browser
         self._ended = OneShotObserver()
         self.originator: Originator | None = None  # incoming calls: the caller
 
@@ -118,7 +118,7 @@ class Call:
         self._check_in_call("updating")
         if self._update == "remote":
             self._update = None
-            self._cancel_update_answer_wait()
+            self._update_answer_wait.cancel()
             # refused, the far end's re-INVITE would hang unanswered (the backend can't answer it alone): end the call
             self._backend().answer_update(sdp).addErrback(self._backend_failed)
         elif self._update is None:
@@ -159,9 +159,9 @@ class Call:
     def take_transfer_request(self) -> ISIPCall:
         """The far end's pending transfer request (in the backend's call), for the new call that carries it out
         or for refusing it; it is no longer pending after this."""
-        if self._transfer_request is None or self.state == State.TERMINATED:
+        if not self._transfer_request.running or self.state == State.TERMINATED:
             raise APIError(f"No transfer request for session {self.id}")
-        self._cancel_transfer_request()
+        self._transfer_request.cancel()
         return self._backend()
 
     def end(self) -> Deferred[None]:
@@ -218,7 +218,7 @@ class Call:
         if held != self._held_remotely:
             self._held_remotely = held
             self._notify(SessionHoldChanged(session=self.id, held=held, originator="remote"))
-        self._update_answer_wait = self._clock.callLater(UPDATE_ANSWER_WAIT, self._update_unanswered)
+        self._update_answer_wait.start(UPDATE_ANSWER_WAIT, self._update_unanswered)
 
     def call_update_accepted(self, sdp: str) -> None:
         if self._update == "local" and self.state != State.TERMINATED:
@@ -247,8 +247,7 @@ class Call:
     def call_transfer_requested(self, refer_to: str, referred_by: str | None, replaces: bool) -> None:
         if self.state == State.TERMINATED:
             return
-        self._cancel_transfer_request()
-        self._transfer_request = self._clock.callLater(TRANSFER_DECISION_WAIT, self._transfer_undecided)
+        self._transfer_request.start(TRANSFER_DECISION_WAIT, self._transfer_undecided)
         self._notify(SessionTransferRequest(session=self.id, refer_to=refer_to, referred_by=referred_by,
                                             replaces=replaces))
 
@@ -260,8 +259,8 @@ class Call:
         if self.state == State.TERMINATED:
             return
         self._tones.clear()
-        self._cancel_update_answer_wait()
-        self._cancel_transfer_request()
+        self._update_answer_wait.cancel()
+        self._transfer_request.cancel()
         if self._terminating is not None and self._terminating.active():
             self._terminating.cancel()
         self._enter(State.TERMINATED, reason=reason)
@@ -319,7 +318,6 @@ class Call:
             self._notify(SessionUpdated(session=self.id, state=UpdateState.FAILED, reason=str(failure.value)))
 
     def _update_unanswered(self) -> None:
-        self._update_answer_wait = None
         if self._update == "remote" and self.state != State.TERMINATED:
             self.log.info("Session {id}: the browser did not answer the far end's re-INVITE", id=self.id)
             self._backend_failed(Failure(APIError(
@@ -330,7 +328,6 @@ class Call:
                                             reason))
 
     def _transfer_undecided(self) -> None:
-        self._transfer_request = None
         if self.state != State.TERMINATED:
             self.log.info("Session {id}: the browser did not act on the transfer request; refusing it", id=self.id)
             self._backend().reject_transfer(603).addErrback(self._transfer_reject_failed)
@@ -338,17 +335,6 @@ class Call:
     def _transfer_reject_failed(self, failure: Failure) -> None:
         self.log.warn("Session {id}: refusing the transfer request failed: {error}", id=self.id, error=failure.value)
 
-    def _cancel_transfer_request(self) -> None:
-        if self._transfer_request is not None:
-            if self._transfer_request.active():
-                self._transfer_request.cancel()
-            self._transfer_request = None
-
-    def _cancel_update_answer_wait(self) -> None:
-        if self._update_answer_wait is not None:
-            if self._update_answer_wait.active():
-                self._update_answer_wait.cancel()
-            self._update_answer_wait = None
 
     def _backend(self) -> ISIPCall:
         assert self.sip_call is not None, "a call that is not terminated has its backend call"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 _UNSET = object()
 
@@ -34,3 +35,24 @@ class OneShotObserver:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(result)
+
+
+class Timer:
+    """At most one pending delayed call: start() replaces it, cancel() drops it, and it knows whether it runs."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._call: IDelayedCall | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._call is not None and self._call.active()
+
+    def start(self, delay: float, function: Callable[..., Any], *args: Any) -> None:
+        self.cancel()
+        self._call = self._clock.callLater(delay, function, *args)
+
+    def cancel(self) -> None:
+        if self.running:
+            self._call.cancel()  # type: ignore[union-attr]
+        self._call = None

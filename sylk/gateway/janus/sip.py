@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -41,7 +41,7 @@ from sylk.gateway.interfaces import (ICallObserver, ISIPBackend, ISIPCall, ISIPS
 from sylk.gateway.janus.client import (JanusAPI, JanusDisconnected, JanusError, JanusHandle, JanusSession,
                                       plugin_data)
 from sylk.gateway.sip import Originator, Registration, SIPIdentity
-from sylk.gateway.util import OneShotObserver
+from sylk.gateway.util import OneShotObserver, Timer
 
 SIP_PLUGIN = "janus.plugin.sip"
 # How long a call waits for the master to leave a transient state (registering, ...) before it gives up.
@@ -574,9 +574,9 @@ class JanusSIPCall:
         self._answered = False  # incoming: Janus took our `accept`
         self._accepted = False
         self._hang_up_when_placed = False
-        self._hangup_wait: IDelayedCall | None = None
-        self._update_wait: IDelayedCall | None = None  # our re-INVITE is out, its answer not in yet
-        self._transfer_wait: IDelayedCall | None = None  # our REFER is out, no NOTIFY in yet
+        self._hangup_wait = Timer(agent.clock)  # our hangup is out, its end not reported yet
+        self._update_wait = Timer(agent.clock)  # our re-INVITE is out, its answer not in yet
+        self._transfer_wait = Timer(agent.clock)  # our REFER is out, no NOTIFY in yet
         self._refer_id: int | None = None  # Janus's id of the far end's pending REFER
         self._deliveries: list[Deferred[tuple[int, str]]] = []  # our MESSAGEs in the dialog, oldest first
         self.is_ended = False
@@ -618,16 +618,9 @@ class JanusSIPCall:
         return self._request({"request": "dtmf_info", "digit": tone, "duration": duration})
 
     def update(self, sdp: str) -> Deferred[None]:
-        sent = self._request({"request": "update"}, {"type": "offer", "sdp": sdp, "update": True})
-        # Janus 1.1.2 reports the answer (`accepted` + jsep) but not a failure (a 488, a 491, a timeout): past
-        # Sofia's own transaction timeout, the update has failed.
-        self._update_wait = self.agent.clock.callLater(self.agent.settings.transaction_timeout + 1.0,
-                                                       self._update_unanswered)
-
-        def refused(failure: Failure) -> Failure:
-            self._cancel_update_wait()
-            return failure
-        return sent.addErrback(refused)
+        # Janus 1.1.2 reports the answer (`accepted` + jsep) but not a failure (a 488, a 491, a timeout).
+        return self._request_with_outcome({"request": "update"}, {"type": "offer", "sdp": sdp, "update": True},
+                                          self._update_wait, "call_update_failed", "No answer to the re-INVITE")
 
     def answer_update(self, sdp: str) -> Deferred[None]:
         return self._request({"request": "update"}, {"type": "answer", "sdp": sdp, "update": True})
@@ -656,16 +649,9 @@ class JanusSIPCall:
         body: dict[str, Any] = {"request": "transfer", "uri": f"sip:{uri}"}
         if replace is not None:
             body["replace"] = replace.call_id  # Janus builds the Replaces from that call's dialog
-        sent = self._request(body)
         # Janus 1.1.2 does not report the REFER's own answer: a refusal (405, 603, ...) shows only as no NOTIFY.
-        self._cancel_transfer_wait()
-        self._transfer_wait = self.agent.clock.callLater(self.agent.settings.transaction_timeout + 1.0,
-                                                         self._transfer_unanswered)
-
-        def refused(failure: Failure) -> Failure:
-            self._cancel_transfer_wait()
-            return failure
-        return sent.addErrback(refused)
+        return self._request_with_outcome(body, None, self._transfer_wait, "call_transfer_progress", None,
+                                          "No answer to the transfer request (REFER)")
 
     def reject_transfer(self, code: int) -> Deferred[None]:
         return self._request({"request": "decline", "refer_id": self.take_refer_id(), "code": code})
@@ -675,7 +661,7 @@ class JanusSIPCall:
         return refer_id
 
     def terminate(self) -> None:
-        if self.is_ended or self._hangup_wait is not None:
+        if self.is_ended or self._hangup_wait.running:
             return
         if self.direction == "outgoing" and not self.calling:
             self.ended("487 Request Terminated")  # not placed yet: nothing went out
@@ -698,10 +684,9 @@ class JanusSIPCall:
             request.addCallback(self._cancelled)  # Janus 1.1.2 may never report this call's end
         request.addErrback(self.request_failed)
         # Janus ignores a hangup in a state it does not expect, without a word: don't wait for ever.
-        self._hangup_wait = self.agent.clock.callLater(HANGUP_WAIT, self._hangup_unanswered)
+        self._hangup_wait.start(HANGUP_WAIT, self._hangup_unanswered)
 
     def _hangup_unanswered(self) -> None:
-        self._hangup_wait = None
         if self.is_ended:
             return
         line = self.line
@@ -762,11 +747,8 @@ class JanusSIPCall:
         if self.is_ended:
             return
         self.is_ended = True
-        if self._hangup_wait is not None:
-            self._hangup_wait.cancel()
-            self._hangup_wait = None
-        self._cancel_update_wait()
-        self._cancel_transfer_wait()
+        for wait in (self._hangup_wait, self._update_wait, self._transfer_wait):
+            wait.cancel()
         if self.line is not None:
             self.agent.line_freed(self.line, self)
         self._observer_call("call_terminated", reason)
@@ -787,8 +769,8 @@ class JanusSIPCall:
             self._observer_call("call_early_media", jsep["sdp"])  # 183 with SDP: the later 200 comes without it
 
     def _EH_accepted(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
-        if self._update_wait is not None:  # the answer to our re-INVITE
-            self._cancel_update_wait()
+        if self._update_wait.running:  # the answer to our re-INVITE
+            self._update_wait.cancel()
             if jsep and jsep.get("sdp"):
                 self._observer_call("call_update_accepted", jsep["sdp"])
             else:
@@ -836,7 +818,7 @@ class JanusSIPCall:
         status = re.match(r"\s*SIP/2\.0\s+(\d{3})\s*([^\r\n]*)", str(result.get("content") or ""))
         if status is None:
             return
-        self._cancel_transfer_wait()
+        self._transfer_wait.cancel()
         self._observer_call("call_transfer_progress", int(status.group(1)), status.group(2).strip() or None)
 
     def _EH_info(self, result: dict[str, Any], jsep: Any) -> None:
@@ -871,25 +853,21 @@ class JanusSIPCall:
         """A request about the call whose answer needs no handling; fires with None once Janus took it."""
         return self._handle().message(body, jsep).addCallback(lambda _: None)
 
-    def _update_unanswered(self) -> None:
-        self._update_wait = None
+    def _request_with_outcome(self, body: dict[str, Any], jsep: dict[str, Any] | None, wait: Timer,
+                              report: str, *failure: Any) -> Deferred[None]:
+        """A request whose SIP outcome Janus reports later, or never: past Sofia's own transaction timeout the
+        observer hears `report(*failure)`; the outcome's handler cancels `wait`."""
+        sent = self._request(body, jsep)
+        wait.start(self.agent.settings.transaction_timeout + 1.0, self._outcome_unreported, report, *failure)
+
+        def refused(refusal: Failure) -> Failure:
+            wait.cancel()
+            return refusal
+        return sent.addErrback(refused)
+
+    def _outcome_unreported(self, report: str, *failure: Any) -> None:
         if not self.is_ended:
-            self._observer_call("call_update_failed", "No answer to the re-INVITE")
-
-    def _transfer_unanswered(self) -> None:
-        self._transfer_wait = None
-        if not self.is_ended:
-            self._observer_call("call_transfer_progress", None, "No answer to the transfer request (REFER)")
-
-    def _cancel_transfer_wait(self) -> None:
-        if self._transfer_wait is not None and self._transfer_wait.active():
-            self._transfer_wait.cancel()
-        self._transfer_wait = None
-
-    def _cancel_update_wait(self) -> None:
-        if self._update_wait is not None and self._update_wait.active():
-            self._update_wait.cancel()
-        self._update_wait = None
+            self._observer_call(report, *failure)
 
     def _reply(self, reply: dict[str, Any]) -> None:
         result = plugin_data(reply).get("result")

@@ -143,8 +143,10 @@ class SIPAccount:
             self.push_tokens[device] = PushToken(token, request.platform, request.app, request.silent)
 
     def fetch_addressbook(self) -> None:
-        """Answer with the account's address book: `addressbook_dir`/<user@domain>.json, or an empty one."""
-        self._event(AddressBookFetched(account=self.aor, addressbook=self._addressbook()))
+        """Answer with the account's address book: `addressbook_dir`/<user@domain>.json, or an empty one. Read now
+        (a bad file is the request's error), reported right after the ack."""
+        event = AddressBookFetched(account=self.aor, addressbook=self._addressbook())
+        self._clock.callLater(0, self._event, event)
 
     def send_message(self, request: AccountMessage) -> None:
         """Send an instant message, registered or not; its outcome comes as a disposition notification."""

@@ -212,6 +212,8 @@ class Call:
     def call_update_received(self, sdp: str) -> None:
         if self.state not in (State.ACCEPTED, State.ESTABLISHED) or self._terminating:
             return
+        if self._update == "local":  # both sides at once: the far end's goes on (Janus would not report ours)
+            self.call_update_failed("The far end sent a re-INVITE of its own")
         self._update = "remote"
         self._notify(SessionUpdated(session=self.id, state=UpdateState.RECEIVED, sdp=sdp))
         held = offer_holds(sdp)

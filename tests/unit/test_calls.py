@@ -709,6 +709,16 @@ class UpdateTests(CallTestCase):
         self.janus.remote_reinvite(self.session_id(), line, "v=0\r\nm=audio 9 RTP/AVP 0\r\na=sendrecv\r\n")
         self.assertEqual(self.holds(peer), [(True, "remote"), (False, "remote")])
 
+    def test_both_sides_updating_at_once_fails_the_browsers(self) -> None:
+        connection, peer, line = self.established()
+        self.janus.update_outcome = "silent"
+        self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 reoffer")
+        self.janus.remote_reinvite(self.session_id(), line)
+        self.assertEqual(self.updates(peer), [("failed", "The far end sent a re-INVITE of its own"),
+                                              ("received", "v=0 reoffer\r\na=sendrecv")])
+        self.janus.clock.advance(33)  # no second failure for the browser's
+        self.assertEqual(len(self.updates(peer)), 2)
+
     def test_an_update_the_browser_leaves_unanswered_ends_the_call(self) -> None:
         from sylk.gateway.call import UPDATE_ANSWER_WAIT
         connection, peer, line = self.established()

@@ -59,6 +59,8 @@ class AddressBookTests(ConnectionTestCase):
         connection, peer = self.connect(WebRTCGatewayConfig(addressbook_dir=folder))
         self.add(connection)
         error = self.request(connection, model.AccountFetchAddressBook, account=ALICE)
+        self.assertEqual([e for e in peer.events if isinstance(e, model.AddressBookFetched)], [])  # after the ack
+        self.janus.clock.advance(0)
         return error, [e.addressbook for e in peer.events if isinstance(e, model.AddressBookFetched)]
 
     def test_without_a_folder_the_address_book_is_empty(self) -> None:

@@ -1,6 +1,9 @@
 """Calls with real media: headless Chromium running the demo page (and through it sylkrtc.js) -> the gateway -> its
 Janus -> Kamailio -> baresip phones, all in a private network namespace. Chromium's fake microphone plays a 1 kHz
 tone; the phones play their own tones and record what they receive, so audio is checked in both directions.
+Call control (hold, the far end's re-INVITEs, transfers both ways, messages) is checked against sipp phones
+(tests/integration/sipp/), through the demo page's controls and what sylkrtc.js reports there (`window.demo.events`),
+and at the phone (what it received).
 sylkrtc.js offers sylkRTC-2 and sylkRTC-1, and the gateway picks sylkRTC-2: every test speaks that unless it
 forces sylkRTC-1 (`protocol=` of the demo page).
 
@@ -9,20 +12,21 @@ loopback one) and the gateway's Janus is restricted to it (`[Janus] interface = 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from tests.integration.audio import has_tone, write_tone, write_ulaw_tone
 from tests.integration.baresip import Baresip
 from tests.integration.browser import Browser, BrowserPage
-from tests.integration.gateway import Gateway
+from tests.integration.gateway import Gateway, eventually
 from tests.integration.kamailio import Kamailio
 from tests.integration.sipp import Sipp, register as sipp_register
 
 BROWSER_TONE, BOB_TONE, CAROL_TONE = 1000, 660, 440
-SIPP_PORT = 5092
+SIPP_PORT, CAROL_SIPP_PORT = 5092, 5094
 
 
 class Phone:
@@ -64,6 +68,22 @@ class Phone:
 
     def remote_frequency(self) -> float | None:
         return self.page.dominant_frequency("window.demo.call.remoteStream", seconds=1.5)
+
+    def fill(self, testid: str, value: str) -> None:
+        self.page.page.fill(f'[data-testid="{testid}"]', value)
+
+    def events(self, name: str) -> list[Any]:
+        """The details of the page's call-control events `name` so far (window.demo.events)."""
+        return self.page.evaluate(f"window.demo.events.filter(e => e[0] === {name!r}).map(e => e[1])")
+
+    def wait_events(self, name: str, count: int, timeout: float = 10) -> list[Any]:
+        """The first `count` call-control events `name`, once there are that many."""
+        self.page.wait_for(f"window.demo.events.filter(e => e[0] === {name!r}).length >= {count}", timeout,
+                           f"{count} {name} events (so far {self.events(name)})")
+        return self.events(name)[:count]
+
+    def wait_ringing(self) -> None:
+        self.page.wait_for('!document.querySelector(\'[data-testid="incoming"]\').hidden', 15, "the ringing")
 
 
 @pytest.fixture
@@ -314,3 +334,151 @@ def test_dtmf_from_the_far_end_as_sip_info(browser: Browser, gateway: Gateway, k
         alice.wait_text("dtmf-received", "5")
         alice.wait_text("call-state", "terminated")
         assert bob.wait(10) == 0
+
+
+# --- call control: hold, re-INVITEs both ways, transfer, messages, with sipp phones ---
+
+def sipp_phone(tmp_path: Path, kamailio: Kamailio, scenario: str, user: str = "bob", port: int = SIPP_PORT,
+               **render: str) -> Sipp:
+    """`user` as a registered sipp phone on `port`, running `scenario` (a UAS: it waits for a call)."""
+    workdir = tmp_path / "sipp"
+    workdir.mkdir(exist_ok=True)
+    sipp_register(workdir, user, kamailio.users[user], port)
+    return Sipp(workdir, scenario, port, user, render=render).start()
+
+
+def invite_oks(phone: Sipp) -> dict[int, str]:
+    """The 200 OKs to INVITEs that the phone received (it called), by CSeq number."""
+    oks = {}
+    for message in phone.received("SIP/2.0 200"):
+        cseq = re.search(r"^CSeq:\s*(\d+) INVITE", message, re.MULTILINE | re.IGNORECASE)
+        if cseq:
+            oks[int(cseq.group(1))] = message
+    return oks
+
+
+@pytest.mark.parametrize("protocol", ["", "sylkRTC-1"], ids=["sylkRTC-2", "sylkRTC-1"])
+def test_the_browser_holds_and_resumes_a_call(browser: Browser, gateway: Gateway, kamailio: Kamailio,
+                                              tmp_path: Path, protocol: str) -> None:
+    with sipp_phone(tmp_path, kamailio, "uas_answer_reinvites.xml", answer1="recvonly", answer2="sendrecv") as bob:
+        alice = demo(browser, gateway, "alice@sylk.test", "alicepw", protocol=protocol)
+        alice.dial("bob@sylk.test")
+        alice.call_established()
+        assert alice.protocol == (protocol or "sylkRTC-2")
+        alice.click("hold")
+        assert alice.wait_events("hold", 1) == [{"held": True, "originator": "local"}]
+        alice.wait_text("hold-state", "on hold")
+        assert alice.text("hold") == "Resume"
+        eventually(lambda: len(bob.received("INVITE ")) == 2, 10, "the hold's re-INVITE at the phone")
+        alice.click("hold")  # now "Resume"
+        assert alice.wait_events("hold", 2)[1] == {"held": False, "originator": "local"}
+        alice.wait_text("hold-state", "")
+        eventually(lambda: len(bob.received("INVITE ")) == 3, 10, "the resume's re-INVITE at the phone")
+        assert alice.text("call-state") == "established"  # the call went on
+        assert alice.page.evaluate("window.demo.call.pc.signalingState") == "stable"  # no renegotiation in the page
+        alice.click("hangup")
+        alice.wait_text("call-state", "terminated")
+        assert bob.wait(10) == 0
+        _, hold, resume = bob.received("INVITE ")
+        assert "a=sendonly" in hold and "a=sendrecv" not in hold, hold
+        assert "a=sendonly" not in resume, resume
+        assert [name for name, _ in alice.page.evaluate("window.demo.events")] == ["hold", "hold"]
+
+
+def test_a_sip_phone_holds_and_resumes_the_call(browser: Browser, gateway: Gateway, kamailio: Kamailio,
+                                                tmp_path: Path) -> None:
+    alice = demo(browser, gateway, "alice@sylk.test", "alicepw")
+    alice.register()
+    # bob calls, puts the call on hold 0.5 s after the answer (CSeq 3, a=sendonly), resumes it (CSeq 4), and
+    # hangs up a second later: sylkrtc.js must answer both re-INVITEs itself, or the gateway ends the call
+    with Sipp(tmp_path / "sipp", "uac_call_hold.xml", SIPP_PORT, "alice", {"caller": "bob"}, auth=("bob", "bobpw"),
+              render={"hold": "1000"}) as bob:
+        alice.wait_ringing()
+        alice.click("answer")
+        assert alice.wait_events("hold", 2) == [{"held": True, "originator": "remote"},
+                                                {"held": False, "originator": "remote"}]
+        assert alice.wait_events("updated", 2) == [{"originator": "remote"}, {"originator": "remote"}]
+        assert alice.text("call-state") in ("accepted", "established")  # still up, until bob's BYE
+        alice.wait_text("call-state", "terminated")
+        assert alice.text("call-reason") == "(200 OK)"
+        assert bob.wait(10) == 0  # both re-INVITEs answered with 200, and the BYE too
+        assert len(bob.sent("BYE ")) == 1  # the phone hung up, not the gateway
+        oks = invite_oks(bob)
+        assert "a=recvonly" in oks[3], oks[3]  # the browser's answer to the hold
+        assert "a=recvonly" not in oks[4] and "a=sendonly" not in oks[4], oks[4]
+        assert [name for name, _ in alice.page.evaluate("window.demo.events")] == \
+            ["updateReceived", "hold", "updated", "updateReceived", "hold", "updated"]
+
+
+def test_the_browser_transfers_a_call_to_carol(browser: Browser, gateway: Gateway, kamailio: Kamailio,
+                                               tmp_path: Path) -> None:
+    # bob takes the REFER, reports his call to carol as 100 Trying then 200 OK (NOTIFYs), and hangs up
+    with sipp_phone(tmp_path, kamailio, "uas_answer_referred.xml") as bob:
+        alice = demo(browser, gateway, "alice@sylk.test", "alicepw")
+        alice.dial("bob@sylk.test")
+        alice.call_established()
+        alice.fill("transfer-uri", "carol@sylk.test")
+        alice.click("transfer")
+        progress = alice.wait_events("transfer", 2)
+        assert [(p["state"], p["code"]) for p in progress] == [("progress", 100), ("completed", 200)]
+        alice.wait_text("transfer-state", "completed 200 OK")
+        alice.wait_text("call-state", "terminated")  # bob's BYE after the transfer
+        assert alice.text("call-reason") == "(200 OK)"
+        assert bob.wait(10) == 0
+        (refer,) = bob.received("REFER ")
+        assert re.search(r"^Refer-To: <sip:carol@sylk\.test>", refer, re.MULTILINE | re.IGNORECASE), refer
+
+
+def test_the_phone_transfers_the_browser_to_carol(browser: Browser, gateway: Gateway, kamailio: Kamailio,
+                                                  tmp_path: Path) -> None:
+    # bob answers, then REFERs the browser to carol, follows the new call through the NOTIFYs, and hangs up
+    with sipp_phone(tmp_path, kamailio, "uas_answer.xml", user="carol", port=CAROL_SIPP_PORT) as carol, \
+            sipp_phone(tmp_path, kamailio, "uas_answer_refer.xml") as bob:
+        alice = demo(browser, gateway, "alice@sylk.test", "alicepw")
+        alice.dial("bob@sylk.test")
+        alice.call_established()
+        alice.page.wait_for('!document.querySelector(\'[data-testid="transfer-request"]\').hidden', 10,
+                            "the transfer request banner")
+        assert alice.text("transfer-request-to") == "carol@sylk.test"
+        assert alice.events("transferRequest") == [{"referTo": "carol@sylk.test", "referredBy": "bob@sylk.test",
+                                                    "replaces": False}]
+        first = alice.page.evaluate("window.demo.call.id")
+        alice.click("transfer-accept")  # sylkrtc.js: request.accept(), a new call with refer_session
+        alice.page.wait_for(f"window.demo.call.id !== {first!r} && window.demo.call.state === 'established'", 15,
+                            "the call to carol")
+        assert alice.page.evaluate("window.demo.call.remoteIdentity.uri") == "carol@sylk.test"
+        alice.page.wait_for(f"window.demo.connection.calls.every(c => c.id !== {first!r})", 10,
+                            "bob hanging up the first call once carol answered")
+        assert bob.wait(10) == 0  # it saw carol's 200 in a NOTIFY
+        alice.click("hangup")
+        alice.wait_text("call-state", "terminated")
+        assert carol.wait(10) == 0
+        (invite,) = carol.received("INVITE ")
+        assert re.search(r"^Referred-By: <sip:bob@sylk\.test>", invite, re.MULTILINE | re.IGNORECASE), invite
+
+
+def test_messages_to_and_from_sip_phones(browser: Browser, gateway: Gateway, kamailio: Kamailio,
+                                         tmp_path: Path) -> None:
+    alice = demo(browser, gateway, "alice@sylk.test", "alicepw")
+    alice.register()  # (only needed to receive)
+    with sipp_phone(tmp_path, kamailio, "uas_message.xml") as bob:
+        alice.fill("message-uri", "bob@sylk.test")
+        alice.fill("message-text", "hello bob")
+        alice.click("send-message")
+        status = alice.page.wait_for(
+            "document.querySelector('[data-testid=messages] li.out [data-testid=message-status]')"
+            ".textContent === 'accepted 200 OK' && window.demo.events.find(e => e[0] === 'messageStatus')[1]",
+            10, "the message's status")
+        assert (status["state"], status["code"], status["reason"]) == ("accepted", 200, "OK")
+        assert bob.wait(10) == 0
+        (message,) = bob.received("MESSAGE ")
+        assert "Content-Type: text/plain" in message and message.endswith("hello bob"), message
+    with Sipp(tmp_path / "sipp-in", "uac_message.xml", SIPP_PORT, "alice", {"caller": "bob"},
+              auth=("bob", "bobpw")) as bob:
+        received = alice.wait_events("message", 1)[0]
+        assert bob.wait(10) == 0
+    assert received["sender"]["uri"] == "bob@sylk.test"
+    assert (received["contentType"], received["content"].strip()) == ("text/plain", "hello alice")
+    alice.page.wait_for("[...document.querySelectorAll('[data-testid=messages] li.in')]"
+                        ".some(li => li.textContent.includes('hello alice'))", 5, "the message in the page")
+    assert "bob@sylk.test" in alice.text("messages")

@@ -1,10 +1,12 @@
-/** A SIP account added on a connection: registration, incoming calls, outgoing calls. */
+/** A SIP account added on a connection: registration, incoming calls, outgoing calls, messages. */
 
 import { Call, type CallOptions, type Identity } from './call.js';
 import type { Connection } from './connection.js';
 import { REQUESTS } from './connection.js';
 import { Emitter } from './emitter.js';
 import { SylkRTCError } from './errors.js';
+import { DISPOSITION_STATES, messageFields, messageStatus, receivedMessage, timestampOf, type DispositionState,
+    type MessageOptions, type MessageStatus, type ReceivedMessage } from './messages.js';
 import type { AccountEvent } from './protocol.js';
 import { errorMessage, parseAddress, uuid4, type SipAddress } from './util.js';
 
@@ -22,6 +24,20 @@ export interface MissedCall {
     originator: Identity;
 }
 
+/** A device's push token (`setDeviceToken`): the next REGISTER carries it as RFC 8599 Contact parameters. */
+export interface DeviceToken {
+    /** The push token; empty or missing: forget this device's. */
+    token?: string | null;
+    /** `ios`/`apple` (APNs), `android`/`firebase` (FCM), or a pn-provider as it is. */
+    platform?: string;
+    /** The device's id (one token per device). */
+    device?: string;
+    /** Silent notifications (kept by the gateway, not sent). */
+    silent?: boolean;
+    /** The app (and topic) the token belongs to: `pn-param`. */
+    app?: string;
+}
+
 export type AccountEvents = {
     registrationStateChanged: (state: RegistrationState, previousState: RegistrationState, reason: string | null) => void;
     /** An incoming call, in state `incoming`: `answer()` or `reject()` it. */
@@ -30,6 +46,10 @@ export type AccountEvents = {
     missedCall: (missed: MissedCall) => void;
     /** The account is no longer on the connection (removeAccount, close, or re-adding it after a reconnect failed). */
     removed: (reason: string) => void;
+    /** A message for the account, out of any call (registered accounts get those sent to their address). */
+    message: (message: ReceivedMessage) => void;
+    /** What became of a message sent with `sendMessage()`: the SIP answer, or the recipient's IMDN. */
+    messageStatus: (status: MessageStatus) => void;
 };
 
 /** @internal */
@@ -56,6 +76,12 @@ export class Account extends Emitter<AccountEvents> {
     private readonly _incomingHeaderPrefixes: string[] | null;
     private _calls = new Set<Call>();
     private _registerAfterReconnect = false;
+    /** fetchAddressBook() calls waiting for their addressbook-fetched event, oldest first. */
+    private _addressBookWaiters: Array<{
+        resolve: (book: Record<string, unknown>) => void;
+        reject: (error: Error) => void;
+        timer: unknown;
+    }> = [];
 
     /** @internal: use `Connection.addAccount()`. */
     constructor(connection: Connection, address: SipAddress, options: AccountOptions) {
@@ -106,6 +132,118 @@ export class Account extends Emitter<AccountEvents> {
      * connection is not ready, or a TypeError for bad arguments.
      */
     call(uri: string, options: CallOptions = {}): Call {
+        return this._placeCall(uri, options, null);
+    }
+
+    /**
+     * Sends an instant message to `uri` (`account-message`, a SIP MESSAGE; the account need not be registered). The
+     * content goes as it is, as `contentType` (`text/plain` by default). Resolves with the message's id (`messageId`,
+     * or a new UUID) on the ack; what became of it comes as a `messageStatus` event (`accepted` or `failed`, with the
+     * SIP answer). Rejects with a TypeError for bad arguments.
+     */
+    async sendMessage(uri: string, content: string, options: MessageOptions = {}): Promise<string> {
+        const target = this._target(uri);
+        const { fields, messageId } = messageFields(content, options, 'sendMessage');
+        this._checkActive(REQUESTS.message);
+        await this.connection._request(REQUESTS.message, { account: this.id, uri: target.aor, ...fields });
+        return messageId;
+    }
+
+    /**
+     * Tells `uri` what became of their message `messageId` (`account-disposition-notification`: an IMDN):
+     * `delivered`, `displayed`, `failed`, `forbidden` or `error`. `timestamp`: when their message was sent (its
+     * `timestamp`). Resolves on the ack; failures to deliver it are not reported.
+     */
+    async sendDispositionNotification(uri: string, messageId: string, state: DispositionState,
+        timestamp?: string | Date): Promise<void> {
+        const target = this._target(uri);
+        if (typeof messageId !== 'string' || messageId === '' || messageId.length > 256) {
+            throw new TypeError('sendDispositionNotification: messageId must be a string of 1 to 256 characters');
+        }
+        if (!(DISPOSITION_STATES as readonly string[]).includes(state)) {
+            throw new TypeError(`sendDispositionNotification: state must be one of ${DISPOSITION_STATES.join(', ')}`);
+        }
+        const fields: Record<string, unknown> = { account: this.id, uri: target.aor, message_id: messageId, state };
+        if (timestamp !== undefined) {
+            fields.timestamp = timestampOf(timestamp, 'sendDispositionNotification');
+        }
+        this._checkActive(REQUESTS.dispositionNotification);
+        await this.connection._request(REQUESTS.dispositionNotification, fields);
+    }
+
+    /**
+     * Gives the gateway a device's push token (`account-devicetoken`): the next REGISTER carries it (RFC 8599
+     * Contact parameters), so the SIP proxy can wake the device for calls. A registration in place keeps its Contact
+     * until the next `register()`. Resolves on the ack.
+     */
+    async setDeviceToken(token: DeviceToken): Promise<void> {
+        if (token === null || typeof token !== 'object') {
+            throw new TypeError('setDeviceToken: expected {token, platform, device, silent, app}');
+        }
+        const fields: Record<string, unknown> = { account: this.id };
+        for (const name of ['token', 'platform', 'device', 'app'] as const) {
+            const value = token[name];
+            if (value === undefined || value === null) {
+                continue;
+            }
+            if (typeof value !== 'string') {
+                throw new TypeError(`setDeviceToken: ${name} must be a string`);
+            }
+            fields[name] = value;
+        }
+        if (token.silent !== undefined) {
+            if (typeof token.silent !== 'boolean') {
+                throw new TypeError('setDeviceToken: silent must be a boolean');
+            }
+            fields.silent = token.silent;
+        }
+        this._checkActive(REQUESTS.deviceToken);
+        await this.connection._request(REQUESTS.deviceToken, fields);
+    }
+
+    /**
+     * Fetches the account's address book (`account-fetch-addressbook`): resolves with the object the gateway has
+     * for it (`{}` when it has none) from its `addressbook-fetched` event; rejects if the gateway refuses (`The
+     * address book of A is unavailable`) or sends nothing within the connection's `requestTimeout`.
+     */
+    fetchAddressBook(): Promise<Record<string, unknown>> {
+        try {
+            this._checkActive(REQUESTS.fetchAddressBook);
+        } catch (error) {
+            return Promise.reject(error);
+        }
+        const connection = this.connection;
+        return new Promise((resolve, reject) => {
+            const timeout = connection._options.requestTimeout;
+            const waiter = {
+                resolve,
+                reject,
+                timer: connection._env.setTimeout(() => {
+                    if (this._dropAddressBookWaiter(waiter)) {
+                        reject(new SylkRTCError(`Request ${REQUESTS.fetchAddressBook} timed out: no address book from `
+                            + `the gateway within ${timeout / 1000} s`, 'timeout', REQUESTS.fetchAddressBook));
+                    }
+                }, timeout),
+            };
+            // (the gateway sends the event before its ack: wait for it from the start)
+            this._addressBookWaiters.push(waiter);
+            connection._request(REQUESTS.fetchAddressBook, { account: this.id }).catch((error: unknown) => {
+                if (this._dropAddressBookWaiter(waiter)) {
+                    reject(error);
+                }
+            });
+        });
+    }
+
+    // ---- internals ----
+
+    /** @internal: `uri` as a SIP address; a bare user is at the account's domain. Throws a TypeError. */
+    _target(uri: string): SipAddress {
+        return parseAddress(typeof uri === 'string' && !uri.includes('@') ? `${uri.trim()}@${this.domain}` : uri, 'uri');
+    }
+
+    /** @internal: `call()`, and `TransferRequest.accept()` (with the session of the call whose far end asked). */
+    _placeCall(uri: string, options: CallOptions, referSession: string | null): Call {
         if (!this.active) {
             throw this._removedError(REQUESTS.call);
         }
@@ -113,19 +251,32 @@ export class Account extends Emitter<AccountEvents> {
             throw new SylkRTCError(`Cannot call: the connection is ${this.connection.state}, not ready`, 'not-ready',
                 REQUESTS.call);
         }
-        const target = parseAddress(typeof uri === 'string' && !uri.includes('@') ? `${uri.trim()}@${this.domain}` : uri,
-            'uri');
+        const target = this._target(uri);
         let id = uuid4();
         while (this.connection._hasCall(id)) {
             id = uuid4();
         }
         const call = new Call(this, id, 'outgoing', { uri: target.aor, displayName: null });
-        call._startOutgoing(options); // throws if no peer connection can be made
+        call._startOutgoing(options, referSession); // throws if no peer connection can be made
         this._addCall(call);
         return call;
     }
 
-    // ---- internals ----
+    private _checkActive(request: string): void {
+        if (!this.active) {
+            throw this._removedError(request);
+        }
+    }
+
+    private _dropAddressBookWaiter(waiter: Account['_addressBookWaiters'][number]): boolean {
+        const index = this._addressBookWaiters.indexOf(waiter);
+        if (index < 0) {
+            return false;
+        }
+        this._addressBookWaiters.splice(index, 1);
+        this.connection._env.clearTimeout(waiter.timer);
+        return true;
+    }
 
     /** @internal */
     _addFields(): Record<string, unknown> {
@@ -206,6 +357,10 @@ export class Account extends Emitter<AccountEvents> {
         for (const call of [...this._calls]) {
             call._end(reason);
         }
+        for (const waiter of [...this._addressBookWaiters]) {
+            this._dropAddressBookWaiter(waiter);
+            waiter.reject(this._removedError(REQUESTS.fetchAddressBook));
+        }
         const state = this.registrationState;
         if (state === 'registering' || state === 'registered') {
             this._setRegistrationState('unregistered', reason);
@@ -236,6 +391,19 @@ export class Account extends Emitter<AccountEvents> {
             case 'missed-session':
                 this.emit('missedCall', { originator: { ...event.originator } });
                 break;
+            case 'message':
+                this.emit('message', receivedMessage(event));
+                break;
+            case 'disposition-notification':
+                this.emit('messageStatus', messageStatus(event));
+                break;
+            case 'addressbook-fetched': {
+                const waiter = this._addressBookWaiters[0];
+                if (waiter && this._dropAddressBookWaiter(waiter)) {
+                    waiter.resolve({ ...event.addressbook });
+                }
+                break;
+            }
             default:
                 break;
         }

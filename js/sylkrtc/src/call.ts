@@ -1,10 +1,16 @@
-/** A call (a sylkRTC session): its RTCPeerConnection, offer/answer, trickle ICE, DTMF and state. */
+/**
+ * A call (a sylkRTC session): its RTCPeerConnection, offer/answer, trickle ICE, DTMF, state, and call control once
+ * answered: re-INVITEs both ways (the far end's are answered here by themselves), hold, transfers, messages.
+ */
 
 import type { Account } from './account.js';
 import { REQUESTS } from './connection.js';
 import { Emitter } from './emitter.js';
 import { SylkRTCError } from './errors.js';
-import { encodeHeaders, type HeaderMap, type SessionEvent, type SessionStateEvent, type SipHeaders } from './protocol.js';
+import { messageFields, messageStatus, receivedMessage, type MessageOptions, type MessageStatus,
+    type ReceivedMessage } from './messages.js';
+import { encodeHeaders, type HeaderMap, type SessionEvent, type SessionStateEvent,
+    type SessionTransferRequestEvent, type SessionUpdateEvent, type SipHeaders } from './protocol.js';
 import { errorMessage } from './util.js';
 
 /**
@@ -65,6 +71,41 @@ export interface ReceivedDtmf {
     method: string;
 }
 
+export interface UpdateOptions {
+    /** Tracks of this stream that the call does not send yet are added (e.g. a camera's video track). */
+    localStream?: MediaStream | null;
+    /** Passed to createOffer (e.g. `{iceRestart: true}`). */
+    offerOptions?: RTCOfferOptions;
+}
+
+export interface HoldOptions {
+    /** `sendonly` (default: the far end listens, e.g. to music on hold) or `inactive` (no media either way). */
+    direction?: 'sendonly' | 'inactive';
+}
+
+export interface TransferOptions {
+    /** An attended transfer: the call (of this connection) that the far end's call to the target replaces. */
+    replace?: Call;
+}
+
+/** Who started a re-INVITE, or put the call on hold: this side, or the far end. */
+export type Originator = 'local' | 'remote';
+
+/** The call went on hold or off it (the `hold` event). */
+export interface HoldChange {
+    held: boolean;
+    originator: Originator;
+}
+
+/** How a transfer asked for with `transfer()` goes, as the far end reports it (the `transfer` event). */
+export interface TransferProgress {
+    /** `progress` (the target is being called), `completed` (it answered), `failed`. */
+    state: string;
+    /** The SIP status of the far end's call to the target (100, 180, 200, 486, ...), when there is one. */
+    code: number | null;
+    reason: string | null;
+}
+
 export type CallEvents = {
     stateChanged: (state: CallState, previousState: CallState, reason: string | null) => void;
     /** A remote stream arrived (attach it to an `<audio>`/`<video>` element). */
@@ -73,6 +114,25 @@ export type CallEvents = {
     proceeding: (code: number | null) => void;
     /** A DTMF tone from the far end. */
     dtmf: (dtmf: ReceivedDtmf) => void;
+    /** sylkRTC-2: the far end sent a re-INVITE (its offer: `sdp`); the library answers it by itself. */
+    updateReceived: (update: { sdp: string }) => void;
+    /** A re-INVITE went through: ours (`local`, the far end's answer applied) or the far end's (`remote`, answered). */
+    updated: (update: { originator: Originator }) => void;
+    /**
+     * A re-INVITE failed. `local`: an update (rolled back here), or a hold/unhold the gateway could not send;
+     * `remote`: the far end's offer could not be answered (the call is then terminated).
+     */
+    updateFailed: (failure: { originator: Originator; reason: string }) => void;
+    /** The call went on hold or off it (`onHold`, `remoteHold` are already updated). */
+    hold: (change: HoldChange) => void;
+    /** How a transfer asked for with `transfer()` goes. */
+    transfer: (progress: TransferProgress) => void;
+    /** The far end asks to transfer this call: `accept()` (call the target) or `reject()` it. */
+    transferRequest: (request: TransferRequest) => void;
+    /** A message from the far end inside the call. */
+    message: (message: ReceivedMessage) => void;
+    /** What became of a message sent with `sendMessage()`. */
+    messageStatus: (status: MessageStatus) => void;
 };
 
 const ORDER: Record<CallState, number> = {
@@ -89,6 +149,8 @@ const ORDER: Record<CallState, number> = {
 
 /** The states in which the far end can hear DTMF. */
 const MEDIA_STATES: readonly CallState[] = ['early-media', 'accepted', 'established'];
+/** The states of an answered call: those in which it can be updated, held, transferred, messaged in. */
+const IN_CALL_STATES: readonly CallState[] = ['accepted', 'established'];
 
 type TrickleCandidate = { candidate: string; sdpMid: string | null; sdpMLineIndex: number | null };
 
@@ -116,6 +178,14 @@ export class Call extends Emitter<CallEvents> {
     remoteHeaders: HeaderMap = {};
     /** Outgoing, sylkRTC-2: the status code of the latest provisional response (180, 183, ...), or null. */
     provisionalCode: number | null = null;
+    /** Put on hold from here (`hold()`), as the gateway reported. */
+    onHold = false;
+    /** Put on hold by the far end (sylkRTC-2: its re-INVITE made every stream sendonly or inactive). */
+    remoteHold = false;
+    /** A re-INVITE under way: ours (`update()`), the far end's (being answered), or none. */
+    updating: Originator | null = null;
+    /** The far end's transfer request waiting for `accept()` or `reject()`, or null. */
+    transferRequest: TransferRequest | null = null;
 
     private _remoteStreams: MediaStream[] = [];
     private _trackStream: MediaStream | null = null;
@@ -136,6 +206,14 @@ export class Call extends Emitter<CallEvents> {
     private _earlyAppliedAs: 'pranswer' | 'answer' | null = null;
     private _ended: Promise<void>;
     private _resolveEnded!: () => void;
+    /** Our update waiting for the far end's answer. */
+    private _localUpdate: { resolve: () => void; reject: (error: Error) => void } | null = null;
+    /** The far end's update being answered. */
+    private _remoteAnswer: Promise<void> | null = null;
+    /** The call placed for the far end's transfer request, if any (session-create with refer_session). */
+    private _referSession: string | null = null;
+    /** What our update under way added: its senders, and the local stream from before. */
+    private _updateAdded: { senders: RTCRtpSender[]; localStream: MediaStream | null } | null = null;
 
     /** @internal: calls are made by `Account.call()` or arrive as `incomingCall`. */
     constructor(account: Account, id: string, direction: CallDirection, remoteIdentity: Identity, offer = '') {
@@ -277,6 +355,96 @@ export class Call extends Emitter<CallEvents> {
         await this._connection()._request(REQUESTS.dtmfInfo, { session: this.id, digit: tones.toUpperCase(), duration });
     }
 
+    /**
+     * Renegotiates the call with a re-INVITE: a new offer from the existing RTCPeerConnection (after adding the
+     * tracks of `localStream` it does not send yet: a video track to an audio call, say), sent with
+     * `session-update`. Resolves once the far end's answer has been applied (`updated` follows). If the gateway
+     * refuses it or the far end does (`update` `failed`), the offer is rolled back, `updateFailed` is emitted and the
+     * promise rejects (a `SylkRTCError`; the call goes on as before). One re-INVITE at a time: rejects (`local`) while
+     * one is under way, and in states other than `accepted` and `established`.
+     */
+    async update(options: UpdateOptions = {}): Promise<void> {
+        this._checkInCall('update', REQUESTS.update);
+        if (this._remoteAnswer) {
+            await this._remoteAnswer;
+            this._checkInCall('update', REQUESTS.update);
+        }
+        if (this.updating !== null || this._applying) {
+            throw new SylkRTCError(`Cannot update call ${this.id}: ${this.updating ?? 'an'} update is under way`, 'local',
+                REQUESTS.update);
+        }
+        const pc = this.pc!;
+        this.updating = 'local';
+        const outcome = new Promise<void>((resolve, reject) => {
+            this._localUpdate = { resolve, reject };
+        });
+        try {
+            if (options.localStream) {
+                this._addTracks(pc, options.localStream);
+            }
+            const offer = await pc.createOffer(options.offerOptions);
+            this._checkActive();
+            await pc.setLocalDescription(offer);
+            this._checkActive();
+        } catch (error) {
+            const reason = `Could not make the offer: ${errorMessage(error)}`;
+            this._localUpdateFailed(reason, new SylkRTCError(reason, 'local', REQUESTS.update));
+            return outcome;
+        }
+        this._connection()._request(REQUESTS.update, { session: this.id, sdp: pc.localDescription?.sdp })
+            .catch((error: unknown) => this._localUpdateFailed(errorMessage(error), error as Error));
+        return outcome;
+    }
+
+    /**
+     * Puts the call on hold (`session-hold`): the gateway sends the far end a re-INVITE with `direction`
+     * (`sendonly` by default, or `inactive`) and stops relaying what it excludes; nothing changes in the browser.
+     * Resolves on the ack; the `hold` event (`onHold` true) follows once the re-INVITE went out (a failure comes as
+     * `updateFailed`). In `accepted` and `established` only.
+     */
+    async hold(options: HoldOptions = {}): Promise<void> {
+        const direction = options.direction ?? 'sendonly';
+        if (direction !== 'sendonly' && direction !== 'inactive') {
+            throw new TypeError(`hold: direction must be sendonly or inactive, not ${JSON.stringify(direction)}`);
+        }
+        await this._callControl('hold', REQUESTS.hold, { direction });
+    }
+
+    /** Takes the call off hold (`session-unhold`): the direction from before the hold. As `hold()` otherwise. */
+    async unhold(): Promise<void> {
+        await this._callControl('unhold', REQUESTS.unhold, {});
+    }
+
+    /**
+     * Transfers the far end to `uri` (`session-transfer`, a SIP REFER): blind, or attended with `replace` (the call
+     * with the target, which the far end's new call replaces). Resolves on the ack; how it goes comes as `transfer`
+     * events (`progress`, then `completed` or `failed`); after `completed` the far end normally hangs up.
+     */
+    async transfer(uri: string, options: TransferOptions = {}): Promise<void> {
+        const target = this.account._target(uri);
+        const replace = options.replace;
+        if (replace !== undefined && (!(replace instanceof Call) || replace === this
+            || replace.account.connection !== this.account.connection)) {
+            throw new TypeError('transfer: replace must be another call of the same connection');
+        }
+        const fields: Record<string, unknown> = { uri: target.aor };
+        if (replace !== undefined) {
+            fields.replace_session = replace.id;
+        }
+        await this._callControl('transfer', REQUESTS.transfer, fields);
+    }
+
+    /**
+     * Sends an instant message inside the call (`session-message`, a SIP MESSAGE in the call's dialog). Resolves
+     * with its message id on the ack; what became of it comes as a `messageStatus` event of the call.
+     */
+    async sendMessage(content: string, options: MessageOptions = {}): Promise<string> {
+        const { fields, messageId } = messageFields(content, options, 'sendMessage');
+        this._checkInCall('send a message in', REQUESTS.sessionMessage);
+        await this._connection()._request(REQUESTS.sessionMessage, { session: this.id, ...fields });
+        return messageId;
+    }
+
     // ---- internals ----
 
     private _connection() {
@@ -287,7 +455,8 @@ export class Call extends Emitter<CallEvents> {
      * @internal: create the peer connection (synchronously: errors are thrown to the caller of Account.call), then
      * make the offer and send session-create.
      */
-    _startOutgoing(options: CallOptions): void {
+    _startOutgoing(options: CallOptions, referSession: string | null = null): void {
+        this._referSession = referSession;
         const headers = options.headers === undefined ? null : encodeHeaders(options.headers, 'call');
         void this._makeOffer(this._createPeerConnection(options), options, headers);
     }
@@ -317,6 +486,9 @@ export class Call extends Emitter<CallEvents> {
             };
             if (headers) {
                 fields.headers = headers;
+            }
+            if (this._referSession !== null) {
+                fields.refer_session = this._referSession;
             }
             const sent = this._connection()._request(REQUESTS.call, fields);
             this._known = true;
@@ -361,6 +533,8 @@ export class Call extends Emitter<CallEvents> {
         pc.addEventListener('icegatheringstatechange', () => {
             if (pc.iceGatheringState === 'complete') {
                 this._onIceCandidate(null);
+            } else if (pc.iceGatheringState === 'gathering' && this._endOfCandidates) {
+                this._endOfCandidates = false; // an ICE restart (update with iceRestart): new candidates follow
             }
         });
         pc.addEventListener('track', (event) => this._onTrack(event as RTCTrackEvent));
@@ -454,10 +628,38 @@ export class Call extends Emitter<CallEvents> {
     }
 
     private _handle(event: SessionEvent): void {
-        if (event.type === 'dtmf') {
-            this.emit('dtmf', { digit: event.digit, duration: event.duration, method: event.method });
-        } else {
-            this._applyState(event);
+        switch (event.type) {
+            case 'state':
+                this._applyState(event);
+                break;
+            case 'dtmf':
+                this.emit('dtmf', { digit: event.digit, duration: event.duration, method: event.method });
+                break;
+            case 'update':
+                this._onUpdate(event);
+                break;
+            case 'hold':
+                if (event.originator === 'local') {
+                    this.onHold = event.held;
+                } else {
+                    this.remoteHold = event.held;
+                }
+                this.emit('hold', { held: event.held, originator: event.originator });
+                break;
+            case 'transfer':
+                this.emit('transfer', { state: event.state, code: event.code, reason: event.reason });
+                break;
+            case 'transfer-request':
+                this._onTransferRequest(event);
+                break;
+            case 'message':
+                this.emit('message', receivedMessage(event));
+                break;
+            case 'disposition-notification':
+                this.emit('messageStatus', messageStatus(event));
+                break;
+            default:
+                break;
         }
     }
 
@@ -564,6 +766,205 @@ export class Call extends Emitter<CallEvents> {
         });
     }
 
+    private _checkInCall(action: string, request: string): void {
+        if (!IN_CALL_STATES.includes(this.state) || this.pc === null) {
+            throw new SylkRTCError(`Cannot ${action} call ${this.id} in state ${this.state}`, 'local', request);
+        }
+    }
+
+    /** hold, unhold, transfer: after the far end's update (if one is being answered), not during one of ours. */
+    private async _callControl(action: string, request: string, fields: Record<string, unknown>): Promise<void> {
+        this._checkInCall(action, request);
+        if (this._remoteAnswer) {
+            await this._remoteAnswer;
+            this._checkInCall(action, request);
+        }
+        if (this.updating === 'local' && request !== REQUESTS.transfer) {
+            throw new SylkRTCError(`Cannot ${action} call ${this.id}: an update is under way`, 'local', request);
+        }
+        await this._connection()._request(request, { session: this.id, ...fields });
+    }
+
+    /**
+     * Adds the tracks of `stream` the call does not send yet. (`addTrack` reuses a transceiver of the track's kind
+     * that never sent, such as the receive-only audio of a call made without a stream, or one a far end's offer added.)
+     */
+    private _addTracks(pc: RTCPeerConnection, stream: MediaStream): void {
+        const sent = pc.getSenders().map((sender) => sender.track);
+        const added: RTCRtpSender[] = [];
+        this._updateAdded = { senders: added, localStream: this.localStream };
+        for (const track of stream.getTracks()) {
+            if (!sent.includes(track)) {
+                added.push(pc.addTrack(track, stream));
+            }
+        }
+        this.localStream = stream;
+    }
+
+    /** A failed update: take back the tracks it added (they were never negotiated). */
+    private _removeAddedTracks(pc: RTCPeerConnection): void {
+        const added = this._updateAdded;
+        this._updateAdded = null;
+        if (added === null) {
+            return;
+        }
+        for (const sender of added.senders) {
+            try {
+                pc.removeTrack(sender);
+            } catch {
+                // closed meanwhile
+            }
+        }
+        this.localStream = added.localStream;
+    }
+
+    /** An `update` event: the far end's offer, or the outcome of ours (or of a hold the gateway could not send). */
+    private _onUpdate(event: SessionUpdateEvent): void {
+        switch (event.state) {
+            case 'received':
+                if (event.sdp !== null) {
+                    this._answerRemoteOffer(event.sdp);
+                }
+                break;
+            case 'accepted':
+                if (this._localUpdate === null) {
+                    break;
+                }
+                if (event.sdp === null) {
+                    this._localUpdateFailed('The update was accepted without an answer');
+                } else {
+                    this._applyUpdateAnswer(event.sdp);
+                }
+                break;
+            case 'failed': {
+                const reason = event.reason ?? 'Update failed';
+                if (this._localUpdate !== null) {
+                    this._localUpdateFailed(reason);
+                } else {
+                    this.emit('updateFailed', { originator: 'local', reason }); // a hold or unhold
+                }
+                break;
+            }
+            default:
+                break;
+        }
+    }
+
+    private _applyUpdateAnswer(sdp: string): void {
+        const pc = this.pc!;
+        const pending = this._localUpdate!;
+        this._applying = true;
+        pc.setRemoteDescription({ type: 'answer', sdp }).then(() => {
+            this._applying = false;
+            if (this.state === 'terminated') {
+                return;
+            }
+            this._localUpdate = null;
+            this._updateAdded = null;
+            this.updating = null;
+            pending.resolve();
+            this.emit('updated', { originator: 'local' });
+            this._applyWaiting();
+        }, (error: unknown) => {
+            this._applying = false;
+            // the far end has taken the new session: the call can't go on as it was
+            this._fail(`Could not apply the answer to the update: ${errorMessage(error)}`);
+        });
+    }
+
+    /** Our update failed: roll the offer back, tell, reject `update()`. */
+    private _localUpdateFailed(reason: string, error?: Error): void {
+        const pending = this._localUpdate;
+        if (pending === null || this.state === 'terminated') {
+            return;
+        }
+        this._localUpdate = null;
+        const pc = this.pc!;
+        const done = () => {
+            this._applying = false;
+            if (this.state === 'terminated') {
+                return;
+            }
+            this._removeAddedTracks(pc);
+            this.updating = null;
+            pending.reject(error ?? new SylkRTCError(reason, 'server', REQUESTS.update));
+            this.emit('updateFailed', { originator: 'local', reason });
+            this._applyWaiting();
+        };
+        if (pc.signalingState === 'have-local-offer') {
+            this._applying = true;
+            pc.setLocalDescription({ type: 'rollback' }).then(done, done);
+        } else {
+            done();
+        }
+    }
+
+    /**
+     * The far end's re-INVITE: answered here at once (the gateway hangs up if the browser does not answer within
+     * 10 s): setRemoteDescription(offer), createAnswer, setLocalDescription, `session-update` with the answer.
+     */
+    private _answerRemoteOffer(sdp: string): void {
+        const pc = this.pc;
+        if (pc === null) {
+            return;
+        }
+        this.updating = 'remote';
+        this.emit('updateReceived', { sdp });
+        const answering = (async () => {
+            if (this._localUpdate !== null) {
+                // both sides at once (glare): the far end's update wins here, as the gateway only follows that one
+                const local = this._localUpdate;
+                this._localUpdate = null;
+                if (pc.signalingState === 'have-local-offer') {
+                    await pc.setLocalDescription({ type: 'rollback' });
+                }
+                this._removeAddedTracks(pc);
+                const reason = 'The far end sent an update at the same time';
+                local.reject(new SylkRTCError(reason, 'local', REQUESTS.update));
+                this.emit('updateFailed', { originator: 'local', reason });
+            }
+            await pc.setRemoteDescription({ type: 'offer', sdp });
+            this._checkActive();
+            const answer = await pc.createAnswer();
+            this._checkActive();
+            await pc.setLocalDescription(answer);
+            this._checkActive();
+            await this._connection()._request(REQUESTS.update,
+                { session: this.id, sdp: pc.localDescription?.sdp ?? answer.sdp });
+        })();
+        const settled = answering.then(() => {
+            if (this._remoteAnswer === settled) {
+                this._remoteAnswer = null;
+            }
+            if (this.state === 'terminated') {
+                return;
+            }
+            this.updating = null;
+            this.emit('updated', { originator: 'remote' });
+        }, (error: unknown) => {
+            if (this._remoteAnswer === settled) {
+                this._remoteAnswer = null;
+            }
+            if (this.state === 'terminated') {
+                return;
+            }
+            const reason = `Could not answer the far end's update: ${errorMessage(error)}`;
+            this.updating = null;
+            this.emit('updateFailed', { originator: 'remote', reason });
+            this._fail(reason); // the gateway would hang up anyway, the re-INVITE unanswered
+        });
+        this._remoteAnswer = settled;
+    }
+
+    private _onTransferRequest(event: SessionTransferRequestEvent): void {
+        if (this.transferRequest !== null) {
+            this.transferRequest._supersede();
+        }
+        const request = new TransferRequest(this, event.referTo, event.referredBy, event.replaces);
+        this.transferRequest = request;
+        this.emit('transferRequest', request);
+    }
+
     private _applyWaiting(): void {
         while (this._waiting.length > 0 && !this._applying && this.state !== 'terminated') {
             this._handle(this._waiting.shift()!);
@@ -605,6 +1006,13 @@ export class Call extends Emitter<CallEvents> {
         this.reason = reason;
         this._queued = [];
         this._waiting = [];
+        this.updating = null;
+        this.transferRequest = null;
+        if (this._localUpdate !== null) {
+            const pending = this._localUpdate;
+            this._localUpdate = null;
+            pending.reject(new SylkRTCError(`Call ${this.id} was terminated (${reason})`, 'local', REQUESTS.update));
+        }
         if (this.pc) {
             try {
                 this.pc.close();
@@ -615,5 +1023,77 @@ export class Call extends Emitter<CallEvents> {
         this.account._forgetCall(this);
         this._resolveEnded();
         this.emit('stateChanged', 'terminated', previous, reason);
+    }
+}
+
+/**
+ * The far end's request to transfer a call (an incoming REFER, the `transferRequest` event of the Call): call the
+ * target with `accept()`, or refuse with `reject()`. Left alone, the gateway refuses it after 30 s.
+ */
+export class TransferRequest {
+    /** The call whose far end asks. */
+    readonly call: Call;
+    /** Whom to call: `user@domain`. */
+    readonly referTo: string;
+    /** Who asks (the far end), when it said. */
+    readonly referredBy: string | null;
+    /** An attended transfer: the new call replaces one the target has (the gateway adds `Replaces`). */
+    readonly replaces: boolean;
+    /** `pending`, then `accepted` or `rejected` (or `superseded` by a newer request on the same call). */
+    state: 'pending' | 'accepted' | 'rejected' | 'superseded' = 'pending';
+
+    /** @internal */
+    constructor(call: Call, referTo: string, referredBy: string | null, replaces: boolean) {
+        this.call = call;
+        this.referTo = referTo;
+        this.referredBy = referredBy;
+        this.replaces = replaces;
+    }
+
+    /**
+     * Carries the transfer out: a new outgoing call to `referTo` (as `Account.call()`, with the same options),
+     * placed with `refer_session` so that the gateway adds `Referred-By` (and `Replaces`) and reports to the far end
+     * how it goes. Returns the new Call; the old one stays up until one side ends it (the far end usually does once
+     * the new call is answered). Throws if the request is not pending or its call has ended.
+     */
+    accept(options: CallOptions = {}): Call {
+        this._checkPending('accept', REQUESTS.call);
+        const call = this.call.account._placeCall(this.referTo, options, this.call.id);
+        this.state = 'accepted';
+        this.call.transferRequest = null;
+        return call;
+    }
+
+    /** Refuses it (`session-transfer-reject`, with a SIP status 400–699, 603 Decline by default). Resolves on the ack. */
+    reject(code = 603): Promise<void> {
+        if (!Number.isInteger(code) || code < 400 || code > 699) {
+            return Promise.reject(new TypeError(`reject: code must be a SIP status from 400 to 699, not ${JSON.stringify(code)}`));
+        }
+        try {
+            this._checkPending('reject', REQUESTS.transferReject);
+        } catch (error) {
+            return Promise.reject(error);
+        }
+        this.state = 'rejected';
+        this.call.transferRequest = null;
+        return this.call.account.connection._request(REQUESTS.transferReject, { session: this.call.id, code });
+    }
+
+    /** @internal */
+    _supersede(): void {
+        if (this.state === 'pending') {
+            this.state = 'superseded';
+        }
+    }
+
+    private _checkPending(action: string, request: string): void {
+        if (this.state !== 'pending') {
+            throw new SylkRTCError(`Cannot ${action} the transfer request of call ${this.call.id}: it is ${this.state}`,
+                'local', request);
+        }
+        if (this.call.state === 'terminated') {
+            throw new SylkRTCError(`Cannot ${action} the transfer request of call ${this.call.id}: the call has ended`,
+                'local', request);
+        }
     }
 }

@@ -99,6 +99,16 @@ export const REQUESTS = {
     trickle: 'session-trickle',
     terminate: 'session-terminate',
     dtmfInfo: 'session-dtmf-info',
+    update: 'session-update',
+    hold: 'session-hold',
+    unhold: 'session-unhold',
+    transfer: 'session-transfer',
+    transferReject: 'session-transfer-reject',
+    sessionMessage: 'session-message',
+    message: 'account-message',
+    dispositionNotification: 'account-disposition-notification',
+    deviceToken: 'account-devicetoken',
+    fetchAddressBook: 'account-fetch-addressbook',
 } as const;
 
 /** Close codes after which reconnecting makes no sense. 4001 (shutting down) and 4503 (backend lost) are retried. */

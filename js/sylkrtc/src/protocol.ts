@@ -4,9 +4,11 @@
  *
  * - `sylkRTC-2` (SylkServer since 2017): `{"sylkrtc": "ready-event"}`; flat `account-event` / `session-event`
  *   messages with dash event names (`registration-state`, `incoming-session`, `missed-session`), no `data` wrapper;
- *   calls report `proceeding`, `ringing` and `early-media` besides the states of sylkRTC-1.
+ *   calls report `proceeding`, `ringing` and `early-media` besides the states of sylkRTC-1; the far end's
+ *   re-INVITEs come as `update` `received` (the browser answers them).
  * - `sylkRTC-1` (2015, the seed): `{"sylkrtc": "event", "event": "ready"}`; `account_event` / `session_event` with
- *   underscore event names and the details under `data`.
+ *   underscore event names (`transfer_request`, `disposition_notification`, `addressbook_fetched`) and the details
+ *   under `data`.
  *
  * `ack` and `error` are the same in both, and so are the requests: the library sends the dash names, which both
  * dialects accept.
@@ -31,6 +33,30 @@ export interface Originator {
 /** SIP headers, by name (the gateway passes up those matching the account's `incomingHeaderPrefixes`). */
 export type HeaderMap = Record<string, string>;
 
+/** An instant message from someone (SIP MESSAGE, unwrapped from CPIM by the gateway when it came in one). */
+export interface IncomingMessageEvent {
+    type: 'message';
+    sender: Originator;
+    content: string;
+    contentType: string;
+    messageId: string | null;
+    timestamp: string | null;
+    /** What the sender wants to hear back (CPIM `imdn.Disposition-Notification`), e.g. `['positive-delivery']`. */
+    dispositionNotification: string[];
+}
+
+/** What became of a message: the SIP answer to ours (`accepted`, `failed`), or the recipient's IMDN. */
+export interface DispositionNotificationEvent {
+    type: 'disposition-notification';
+    messageId: string;
+    /** `accepted`, `failed` (the SIP answer), or from an IMDN `delivered`, `displayed`, `failed`, `forbidden`, `error`. */
+    state: string;
+    code: number | null;
+    reason: string | null;
+    /** The timestamp of the message it is about, when known. */
+    messageTimestamp: string | null;
+}
+
 /** An account event, whatever the dialect. */
 export type AccountEvent =
     | { type: 'registration-state'; state: string; reason: string | null }
@@ -42,7 +68,10 @@ export type AccountEvent =
         callId: string | null;
         headers: HeaderMap | null;
     }
-    | { type: 'missed-session'; originator: Originator };
+    | { type: 'missed-session'; originator: Originator }
+    | IncomingMessageEvent
+    | DispositionNotificationEvent
+    | { type: 'addressbook-fetched'; addressbook: Record<string, unknown> };
 
 /** A state change of a call, whatever the dialect. */
 export interface SessionStateEvent {
@@ -69,7 +98,41 @@ export interface SessionDtmfEvent {
     method: string;
 }
 
-export type SessionEvent = SessionStateEvent | SessionDtmfEvent;
+/** A re-INVITE: the far end's offer (`received`), the answer to ours (`accepted`), or ours failed (`failed`). */
+export interface SessionUpdateEvent {
+    type: 'update';
+    /** `received`, `accepted`, `failed`, or newer ones. */
+    state: string;
+    sdp: string | null;
+    reason: string | null;
+}
+
+/** The call went on hold or off it, by the browser (`local`) or by the far end (`remote`). */
+export interface SessionHoldEvent {
+    type: 'hold';
+    held: boolean;
+    originator: 'local' | 'remote';
+}
+
+/** How a transfer the browser asked for goes, as the far end reports it. */
+export interface SessionTransferEvent {
+    type: 'transfer';
+    /** `progress`, `completed`, `failed`. */
+    state: string;
+    code: number | null;
+    reason: string | null;
+}
+
+/** The far end asks the browser to call `referTo` instead (an incoming REFER). */
+export interface SessionTransferRequestEvent {
+    type: 'transfer-request';
+    referTo: string;
+    referredBy: string | null;
+    replaces: boolean;
+}
+
+export type SessionEvent = SessionStateEvent | SessionDtmfEvent | SessionUpdateEvent | SessionHoldEvent
+    | SessionTransferEvent | SessionTransferRequestEvent | IncomingMessageEvent | DispositionNotificationEvent;
 
 /** Every message of the gateway the library acts on, in one shape. */
 export type ServerMessage =
@@ -107,6 +170,30 @@ export function protocolOfReady(message: Json): Protocol | null {
     return null;
 }
 
+type SessionEventType = SessionEvent['type'];
+
+/** The session event names of each dialect. */
+const SESSION_EVENTS_2: Record<string, SessionEventType> = {
+    state: 'state',
+    dtmf: 'dtmf',
+    update: 'update',
+    hold: 'hold',
+    transfer: 'transfer',
+    'transfer-request': 'transfer-request',
+    message: 'message',
+    'disposition-notification': 'disposition-notification',
+};
+const SESSION_EVENTS_1: Record<string, SessionEventType> = {
+    state: 'state',
+    dtmf: 'dtmf',
+    update: 'update',
+    hold: 'hold',
+    transfer: 'transfer',
+    transfer_request: 'transfer-request',
+    message: 'message',
+    disposition_notification: 'disposition-notification',
+};
+
 // ---- sylkRTC-2: flat ----
 
 function decode2(message: Json): ServerMessage | null {
@@ -121,6 +208,9 @@ function decode2(message: Json): ServerMessage | null {
                 'registration-state': 'registration-state',
                 'incoming-session': 'incoming-session',
                 'missed-session': 'missed-session',
+                message: 'message',
+                'disposition-notification': 'disposition-notification',
+                'addressbook-fetched': 'addressbook-fetched',
             }, message, message.session);
             return event && { kind: 'account', account: message.account, event };
         }
@@ -128,7 +218,7 @@ function decode2(message: Json): ServerMessage | null {
             if (typeof message.session !== 'string') {
                 return null;
             }
-            const event = sessionEvent(message.event, message);
+            const event = sessionEvent(message, SESSION_EVENTS_2, message);
             return event && { kind: 'session', session: message.session, event };
         }
         default:
@@ -151,6 +241,9 @@ function decode1(message: Json): ServerMessage | null {
                 incoming_session: 'incoming-session',
                 incoming_call: 'incoming-session', // the July 2015 seed's name, with data.caller
                 missed_session: 'missed-session',
+                message: 'message',
+                disposition_notification: 'disposition-notification',
+                addressbook_fetched: 'addressbook-fetched',
             }, object(message.data), message.session);
             return event && { kind: 'account', account: message.account, event };
         }
@@ -158,7 +251,7 @@ function decode1(message: Json): ServerMessage | null {
             if (typeof message.session !== 'string') {
                 return null;
             }
-            const event = sessionEvent(message.event, object(message.data));
+            const event = sessionEvent(message, SESSION_EVENTS_1, object(message.data));
             return event && { kind: 'session', session: message.session, event };
         }
         default:
@@ -170,9 +263,7 @@ function decode1(message: Json): ServerMessage | null {
 
 function accountEvent(message: Json, names: Record<string, AccountEvent['type']>, data: Json,
     session: unknown): AccountEvent | null {
-    const name = typeof message.event === 'string' && Object.prototype.hasOwnProperty.call(names, message.event)
-        ? names[message.event] : undefined;
-    switch (name) {
+    switch (eventName(message, names)) {
         case 'registration-state':
             return typeof data.state === 'string'
                 ? { type: 'registration-state', state: data.state, reason: string(data.reason) }
@@ -191,12 +282,91 @@ function accountEvent(message: Json, names: Record<string, AccountEvent['type']>
             };
         case 'missed-session':
             return { type: 'missed-session', originator: originator(data.originator) };
+        case 'message':
+            return messageEvent(data);
+        case 'disposition-notification':
+            return dispositionEvent(data);
+        case 'addressbook-fetched':
+            return { type: 'addressbook-fetched', addressbook: object(data.addressbook) };
         default:
             return null;
     }
 }
 
-function sessionEvent(name: unknown, data: Json): SessionEvent | null {
+function eventName<T extends string>(message: Json, names: Record<string, T>): T | undefined {
+    return typeof message.event === 'string' && Object.prototype.hasOwnProperty.call(names, message.event)
+        ? names[message.event] : undefined;
+}
+
+function messageEvent(data: Json): IncomingMessageEvent | null {
+    if (typeof data.content !== 'string') {
+        return null;
+    }
+    const wanted = Array.isArray(data.disposition_notification) ? data.disposition_notification : [];
+    return {
+        type: 'message',
+        sender: originator(data.sender),
+        content: data.content,
+        contentType: string(data.content_type) ?? 'text/plain',
+        messageId: string(data.message_id),
+        timestamp: string(data.timestamp),
+        dispositionNotification: wanted.filter((item): item is string => typeof item === 'string'),
+    };
+}
+
+function dispositionEvent(data: Json): DispositionNotificationEvent | null {
+    if (typeof data.message_id !== 'string' || typeof data.state !== 'string') {
+        return null;
+    }
+    return {
+        type: 'disposition-notification',
+        messageId: data.message_id,
+        state: data.state,
+        code: number(data.code),
+        reason: string(data.reason),
+        messageTimestamp: string(data.message_timestamp),
+    };
+}
+
+function sessionEvent(message: Json, names: Record<string, SessionEventType>, data: Json): SessionEvent | null {
+    const name = eventName(message, names);
+    switch (name) {
+        case 'state':
+        case 'dtmf':
+            return stateOrDtmf(name, data);
+        case 'update':
+            return typeof data.state === 'string'
+                ? { type: 'update', state: data.state, sdp: string(data.sdp), reason: string(data.reason) }
+                : null;
+        case 'hold':
+            if (typeof data.held !== 'boolean' || (data.originator !== 'local' && data.originator !== 'remote')) {
+                return null;
+            }
+            return { type: 'hold', held: data.held, originator: data.originator };
+        case 'transfer':
+            return typeof data.state === 'string'
+                ? { type: 'transfer', state: data.state, code: number(data.code), reason: string(data.reason) }
+                : null;
+        case 'transfer-request':
+            if (typeof data.refer_to !== 'string' || data.refer_to === '') {
+                return null;
+            }
+            return {
+                type: 'transfer-request',
+                referTo: data.refer_to,
+                referredBy: string(data.referred_by),
+                replaces: data.replaces === true,
+            };
+        case 'message':
+            return messageEvent(data);
+        case 'disposition-notification':
+            return dispositionEvent(data);
+        default:
+            return null;
+    }
+}
+
+function stateOrDtmf(name: 'state' | 'dtmf', data: Json): SessionEvent | null {
     if (name === 'state') {
         if (typeof data.state !== 'string') {
             return null;
@@ -211,18 +381,15 @@ function sessionEvent(name: unknown, data: Json): SessionEvent | null {
             headers: headers(data.headers),
         };
     }
-    if (name === 'dtmf') {
-        if (typeof data.digit !== 'string' || data.digit === '') {
-            return null;
-        }
-        return {
-            type: 'dtmf',
-            digit: data.digit,
-            duration: typeof data.duration === 'number' ? data.duration : null,
-            method: string(data.method) ?? 'info',
-        };
+    if (typeof data.digit !== 'string' || data.digit === '') {
+        return null;
     }
-    return null;
+    return {
+        type: 'dtmf',
+        digit: data.digit,
+        duration: typeof data.duration === 'number' ? data.duration : null,
+        method: string(data.method) ?? 'info',
+    };
 }
 
 function object(value: unknown): Json {
@@ -231,6 +398,10 @@ function object(value: unknown): Json {
 
 function string(value: unknown): string | null {
     return typeof value === 'string' ? value : null;
+}
+
+function number(value: unknown): number | null {
+    return typeof value === 'number' && Number.isFinite(value) ? value : null;
 }
 
 function originator(value: unknown): Originator {

@@ -21,8 +21,8 @@ export type {
 export { PROTOCOLS } from './protocol.js';
 export type { HeaderMap, Protocol, SipHeaders } from './protocol.js';
 export { Account } from './account.js';
-export type { AccountEvents, MissedCall, RegistrationState } from './account.js';
-export { Call } from './call.js';
+export type { AccountEvents, DeviceToken, MissedCall, RegistrationState } from './account.js';
+export { Call, TransferRequest } from './call.js';
 export type {
     CallDirection,
     CallEvents,
@@ -30,9 +30,17 @@ export type {
     CallState,
     DtmfInfoOptions,
     DtmfOptions,
+    HoldChange,
+    HoldOptions,
     Identity,
+    Originator,
     ReceivedDtmf,
+    TransferOptions,
+    TransferProgress,
+    UpdateOptions,
 } from './call.js';
+export { DISPOSITION_STATES } from './messages.js';
+export type { DispositionState, MessageOptions, MessageStatus, ReceivedMessage } from './messages.js';
 export { Emitter } from './emitter.js';
 export { SylkRTCError } from './errors.js';
 export { md5 } from './md5.js';

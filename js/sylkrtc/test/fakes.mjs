@@ -77,7 +77,8 @@ function originator({ uri, display_name: displayName }) {
 /**
  * A fake browser WebSocket; the test plays the gateway through open(), ready(), receive(), ack(), drop(). Like the
  * gateway it selects a subprotocol (sylkRTC-2 when offered, else sylkRTC-1: `serverProtocols`), and its event
- * helpers (registrationState, sessionState, incomingSession, missedSession, dtmf) speak the selected dialect as
+ * helpers (registrationState, sessionState, incomingSession, missedSession, dtmf, update, hold, transfer,
+ * transferRequest, message, dispositionNotification, addressbookFetched) speak the selected dialect as
  * sylk/gateway/sylkrtc/dialects.py does.
  */
 export class FakeWebSocket extends EventTarget {
@@ -261,11 +262,68 @@ export class FakeWebSocket extends EventTarget {
 
     /** A DTMF tone from the far end: {digit, duration?, method}. */
     dtmf(session, { digit, duration, method = 'info' }) {
-        const fields = present({ digit, duration, method });
+        this.sessionEvent(session, 'dtmf', present({ digit, duration, method }));
+    }
+
+    /** A session event other than `state`: sylkRTC-1 puts the fields in `data` and the name with underscores. */
+    sessionEvent(session, name, fields) {
         if (this.dialect === 'sylkRTC-1') {
-            this.receive({ sylkrtc: 'session_event', session, event: 'dtmf', data: fields });
+            this.receive({ sylkrtc: 'session_event', session, event: name.replaceAll('-', '_'), data: fields });
         } else {
-            this.receive({ sylkrtc: 'session-event', session, event: 'dtmf', ...fields });
+            this.receive({ sylkrtc: 'session-event', session, event: name, ...fields });
+        }
+    }
+
+    /** An account event other than those above, likewise. */
+    accountEvent(account, name, fields) {
+        if (this.dialect === 'sylkRTC-1') {
+            this.receive({ sylkrtc: 'account_event', account, event: name.replaceAll('-', '_'), data: fields });
+        } else {
+            this.receive({ sylkrtc: 'account-event', account, event: name, ...fields });
+        }
+    }
+
+    /** A re-INVITE: {state: received|accepted|failed, sdp?, reason?}. */
+    update(session, { state, sdp, reason }) {
+        this.sessionEvent(session, 'update', present({ state, sdp, reason }));
+    }
+
+    hold(session, held, originator) {
+        this.sessionEvent(session, 'hold', { held, originator });
+    }
+
+    /** How a transfer goes: {state: progress|completed|failed, code?, reason?}. */
+    transfer(session, { state, code, reason }) {
+        this.sessionEvent(session, 'transfer', present({ state, code, reason }));
+    }
+
+    /** The far end's REFER: {refer_to, referred_by?, replaces}. */
+    transferRequest(session, { refer_to: referTo, referred_by: referredBy, replaces = false }) {
+        this.sessionEvent(session, 'transfer-request', present({ refer_to: referTo, referred_by: referredBy, replaces }));
+    }
+
+    /**
+     * An incoming message, for an account ({account}) or inside a call ({session}): {sender: {uri, display_name?},
+     * timestamp, message_id, content_type, content, disposition_notification?}.
+     */
+    message(target, { sender, ...fields }) {
+        this._about(target, 'message', present({ sender: originator(sender), ...fields }));
+    }
+
+    /** {message_id, message_timestamp?, state, code?, reason}, for an account or a call. */
+    dispositionNotification(target, fields) {
+        this._about(target, 'disposition-notification', present(fields));
+    }
+
+    addressbookFetched(account, addressbook) {
+        this.accountEvent(account, 'addressbook-fetched', { addressbook });
+    }
+
+    _about(target, name, fields) {
+        if (target.session !== undefined) {
+            this.sessionEvent(target.session, name, fields);
+        } else {
+            this.accountEvent(target.account, name, fields);
         }
     }
 }
@@ -348,13 +406,30 @@ export class FakeRTCPeerConnection extends EventTarget {
         this.refusePranswer = false;
         /** Every remote description applied, in order. */
         this.remoteDescriptions = [];
+        /** Every local description set (rollbacks aside), in order. */
+        this.localDescriptions = [];
+        /** The descriptions of the last stable state, which a rollback returns to. */
+        this.currentLocalDescription = null;
+        this.currentRemoteDescription = null;
+        this.rollbacks = 0;
         FakeRTCPeerConnection.instances.push(this);
     }
 
     addTrack(track, stream) {
+        this._check();
         const sender = { track, streams: [stream], dtmf: track.kind === 'audio' ? new FakeDTMFSender() : null };
         this.senders.push(sender);
         return sender;
+    }
+
+    removeTrack(sender) {
+        this._check();
+        const index = this.senders.indexOf(sender);
+        if (index < 0) {
+            throw new Error('InvalidAccessError: not a sender of this connection');
+        }
+        this.senders.splice(index, 1);
+        this.removed = [...(this.removed ?? []), sender];
     }
 
     addTransceiver(kind, init) {
@@ -382,8 +457,26 @@ export class FakeRTCPeerConnection extends EventTarget {
 
     async setLocalDescription(description) {
         this._check();
+        if (description.type === 'rollback') {
+            if (this.signalingState !== 'have-local-offer' && this.signalingState !== 'have-remote-offer') {
+                throw new Error(`InvalidStateError: nothing to roll back in ${this.signalingState}`);
+            }
+            this.localDescription = this.currentLocalDescription;
+            this.remoteDescription = this.currentRemoteDescription;
+            this.signalingState = 'stable';
+            this.rollbacks += 1;
+            return;
+        }
+        if (description.type === 'offer' && this.signalingState !== 'stable' && this.signalingState !== 'have-local-offer') {
+            throw new Error(`InvalidStateError: cannot set a local offer in ${this.signalingState}`);
+        }
+        if (description.type === 'answer' && this.signalingState !== 'have-remote-offer') {
+            throw new Error(`InvalidStateError: cannot set a local answer in ${this.signalingState}`);
+        }
         this.localDescription = { ...description };
+        this.localDescriptions.push({ ...description });
         this.signalingState = description.type === 'offer' ? 'have-local-offer' : 'stable';
+        this._stableIfSo();
     }
 
     async setRemoteDescription(description) {
@@ -403,9 +496,20 @@ export class FakeRTCPeerConnection extends EventTarget {
             && this.signalingState !== 'have-local-offer' && this.signalingState !== 'have-remote-pranswer') {
             throw new Error('InvalidStateError: no local offer');
         }
+        if (description.type === 'offer' && this.signalingState !== 'stable' && this.signalingState !== 'have-remote-offer') {
+            throw new Error(`InvalidStateError: cannot set a remote offer in ${this.signalingState}`);
+        }
         this.remoteDescription = { ...description };
         this.remoteDescriptions.push({ ...description });
         this.signalingState = { offer: 'have-remote-offer', pranswer: 'have-remote-pranswer' }[description.type] ?? 'stable';
+        this._stableIfSo();
+    }
+
+    _stableIfSo() {
+        if (this.signalingState === 'stable') {
+            this.currentLocalDescription = this.localDescription;
+            this.currentRemoteDescription = this.remoteDescription;
+        }
     }
 
     close() {
@@ -432,6 +536,12 @@ export class FakeRTCPeerConnection extends EventTarget {
         if (candidate === null) {
             this.dispatchEvent(new Event('icegatheringstatechange'));
         }
+    }
+
+    /** Fires icegatheringstatechange with a new gathering state (e.g. 'gathering' for an ICE restart). */
+    gathering(state) {
+        this.iceGatheringState = state;
+        this.dispatchEvent(new Event('icegatheringstatechange'));
     }
 
     track(track, streams = []) {

@@ -3,7 +3,7 @@
 import { describe } from 'node:test';
 
 import { connect } from '../dist/sylkrtc.js';
-import { FakeWebSocket, PROTOCOLS, fakeEnv, flush } from './fakes.mjs';
+import { FakeMediaStream, FakeRTCPeerConnection, FakeTrack, FakeWebSocket, PROTOCOLS, fakeEnv, flush } from './fakes.mjs';
 
 export const URL = 'ws://gateway.test/webrtcgateway/ws';
 
@@ -79,4 +79,53 @@ export function eachDialect(suite) {
     for (const protocol of PROTOCOLS) {
         describe(protocol, () => suite(protocol));
     }
+}
+
+export const ANSWER = 'v=0\r\no=- 99 1 IN IP4 192.0.2.9\r\ns=remote answer\r\n';
+export const OFFER = 'v=0\r\no=- 77 1 IN IP4 192.0.2.9\r\ns=remote offer\r\n';
+
+/** A MediaStream of fake tracks: audio, and video if asked. */
+export function mediaStream(video = false) {
+    const tracks = [new FakeTrack('audio')];
+    if (video) {
+        tracks.push(new FakeTrack('video'));
+    }
+    return new FakeMediaStream(tracks);
+}
+
+/**
+ * A ready connection to a gateway that speaks only `protocol`, an account, and an outgoing call to `uri` answered
+ * (the answer applied: state accepted), with its requests acked. Returns the context with `account`, `call`, `pc`.
+ */
+export async function answeredOutgoingCall(protocol, { uri = 'bob@sylk.test', connection = {}, callOptions = {} } = {}) {
+    const ctx = await readyConnection({ server: [protocol], ...connection });
+    const account = await addAccount(ctx);
+    const call = account.call(uri, { localStream: mediaStream(), ...callOptions });
+    await flush();
+    const pc = FakeRTCPeerConnection.last;
+    ctx.ws.ackAll();
+    ctx.ws.sessionState(call.id, 'progress');
+    ctx.ws.sessionState(call.id, 'accepted', { sdp: ANSWER });
+    await flush();
+    if (call.state !== 'accepted') {
+        throw new Error(`call not accepted: ${call.state}`);
+    }
+    return { ...ctx, account, call, pc };
+}
+
+/** The same for an incoming call from bob, answered by the library and accepted by the gateway. */
+export async function answeredIncomingCall(protocol, options = {}) {
+    const ctx = await readyConnection({ server: [protocol], ...(options.connection ?? {}) });
+    const account = await registeredAccount(ctx);
+    const calls = record(account, 'incomingCall');
+    ctx.ws.incomingSession(account.id, 'in-1', { originator: { uri: 'bob@sylk.test', display_name: 'Bob' }, sdp: OFFER });
+    await flush();
+    const call = calls[0][1];
+    const answering = call.answer({ localStream: mediaStream() });
+    await flush();
+    ctx.ws.ackAll();
+    await answering;
+    ctx.ws.sessionState('in-1', 'accepted');
+    await flush();
+    return { ...ctx, account, call, pc: call.pc };
 }

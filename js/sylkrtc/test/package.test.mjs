@@ -7,9 +7,10 @@ import * as sylkrtc from '../dist/sylkrtc.js';
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 
 test('the bundle exports the API', () => {
-    for (const name of ['connect', 'Connection', 'Account', 'Call', 'Emitter', 'SylkRTCError', 'md5']) {
+    for (const name of ['connect', 'Connection', 'Account', 'Call', 'TransferRequest', 'Emitter', 'SylkRTCError', 'md5']) {
         assert.equal(typeof sylkrtc[name], 'function', name);
     }
+    assert.deepEqual(sylkrtc.DISPOSITION_STATES, ['delivered', 'displayed', 'failed', 'forbidden', 'error']);
     assert.deepEqual(sylkrtc.PROTOCOLS, ['sylkRTC-2', 'sylkRTC-1']);
     assert.ok(Object.isFrozen(sylkrtc.PROTOCOLS));
     assert.equal(sylkrtc.VERSION, pkg.version);
@@ -26,6 +27,16 @@ test('the request names are those of docs/api.md (the dash names)', () => {
         trickle: 'session-trickle',
         terminate: 'session-terminate',
         dtmfInfo: 'session-dtmf-info',
+        update: 'session-update',
+        hold: 'session-hold',
+        unhold: 'session-unhold',
+        transfer: 'session-transfer',
+        transferReject: 'session-transfer-reject',
+        sessionMessage: 'session-message',
+        message: 'account-message',
+        dispositionNotification: 'account-disposition-notification',
+        deviceToken: 'account-devicetoken',
+        fetchAddressBook: 'account-fetch-addressbook',
     });
 });
 

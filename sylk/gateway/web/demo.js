@@ -14,8 +14,17 @@
 //     accepted|established|terminated) call-remote call-reason ("(486 Busy Here)") incoming (the banner; hidden
 //     when nothing rings) incoming-from answer reject dtmf-0..dtmf-9 dtmf-star dtmf-hash dtmf-A..dtmf-D
 //     dtmf-info (send the keypad's tones as SIP INFO instead of RFC 4733) dtmf-sent dtmf-received
+//     hold (Hold/Resume) hold-state ("" or "on hold", "held by the far end", both) transfer-uri transfer
+//     transfer-state ("progress 100 Trying", "completed 200 OK", ...) transfer-request (the banner of the far end's
+//     transfer request; hidden when none) transfer-request-from transfer-request-to transfer-accept transfer-reject
+//     message-uri message-in-call message-text send-message messages (a list: one <li> per message, class "in" or
+//     "out", data-message-id; outgoing ones show their status in a message-status span: "sending", "sent",
+//     "accepted 200 OK", "failed 404 Not Found")
 //     remote-audio remote-video local-video log clear-log
+// - window.demo.events: every call-control event of the calls and the account, as [name, ...details] (hold,
+//   updateReceived, updated, updateFailed, transfer, transferRequest, message, messageStatus)
 // - query parameters prefill the form: ?ws=URL&protocol=sylkRTC-1&account=A&password=P&name=N&uri=U&video=1&dtmfinfo=1
+//   &to=MESSAGE-URI&transfer=TRANSFER-URI
 // Register (and Call) connect and add the account by themselves when needed.
 
 import { connect } from './sylkrtc.js';
@@ -33,6 +42,10 @@ const demo = {
     incoming: null,
     /** The local media of the current call (ours to stop). */
     localStream: null,
+    /** The far end's transfer request in the banner, or null. */
+    transferRequest: null,
+    /** Call-control events, for tests: [name, details]. */
+    events: [],
 };
 window.demo = demo;
 
@@ -93,6 +106,25 @@ function render() {
     for (const key of document.querySelectorAll('#keypad button')) {
         key.disabled = !media;
     }
+    const inCall = call !== null && ['accepted', 'established'].includes(call.state);
+    $('hold').disabled = !inCall;
+    $('hold').textContent = call && call.onHold ? 'Resume' : 'Hold';
+    $('transfer').disabled = !inCall;
+    const held = [];
+    if (call && call.state !== 'terminated') {
+        if (call.onHold) {
+            held.push('on hold');
+        }
+        if (call.remoteHold) {
+            held.push('held by the far end');
+        }
+    }
+    $('hold-state').textContent = held.join(', ');
+    const request = demo.transferRequest;
+    const pending = request !== null && request.state === 'pending' && request.call.state !== 'terminated';
+    $('transfer-request').hidden = !pending;
+    $('transfer-request-from').textContent = pending ? describe(request.call.remoteIdentity) : '';
+    $('transfer-request-to').textContent = pending ? request.referTo : '';
 
     const incoming = demo.incoming;
     $('incoming').hidden = !isActive(incoming);
@@ -203,6 +235,8 @@ async function ensureAccount() {
     });
     account.on('incomingCall', onIncomingCall);
     account.on('missedCall', ({ originator }) => log(`missed call from ${describe(originator)}`));
+    account.on('message', (message) => showReceivedMessage(message, null));
+    account.on('messageStatus', (status) => showMessageStatus(status, null));
     account.on('removed', (reason) => {
         log(`account ${account.id} removed (${reason})`);
         if (account === demo.account) {
@@ -267,9 +301,9 @@ function stopLocalMedia() {
     $('local-video').srcObject = null;
 }
 
-/** Makes `call` the current call and shows it. */
-function showCall(call, localStream) {
-    if (isActive(demo.call) && demo.call !== call) {
+/** Makes `call` the current call and shows it (ending the current one, unless `keepPrevious`). */
+function showCall(call, localStream, keepPrevious = false) {
+    if (isActive(demo.call) && demo.call !== call && !keepPrevious) {
         demo.call.terminate();
     }
     stopLocalMedia();
@@ -277,6 +311,7 @@ function showCall(call, localStream) {
     demo.localStream = localStream;
     $('dtmf-sent').textContent = '';
     $('dtmf-received').textContent = '';
+    $('transfer-state').textContent = '';
     if (localStream && localStream.getVideoTracks().length > 0) {
         $('local-video').srcObject = localStream;
     }
@@ -297,6 +332,42 @@ function showCall(call, localStream) {
             $('dtmf-received').textContent += digit;
         }
     });
+    const short = call.id.slice(0, 8);
+    call.on('hold', ({ held, originator }) => {
+        note('hold', { held, originator });
+        log(`call ${short}: ${held ? 'on hold' : 'off hold'} (${originator === 'local' ? 'by us' : 'by the far end'})`);
+        render();
+    });
+    call.on('updateReceived', () => {
+        note('updateReceived', {});
+        log(`call ${short}: the far end sent a re-INVITE; answering it`);
+    });
+    call.on('updated', ({ originator }) => {
+        note('updated', { originator });
+        log(`call ${short}: ${originator === 'local' ? 'our' : "the far end's"} re-INVITE went through`);
+        render();
+    });
+    call.on('updateFailed', ({ originator, reason }) => {
+        note('updateFailed', { originator, reason });
+        log(`call ${short}: ${originator === 'local' ? 'our' : "the far end's"} re-INVITE failed (${reason})`, true);
+        render();
+    });
+    call.on('transfer', ({ state, code, reason }) => {
+        note('transfer', { state, code, reason });
+        const text = [state, code, reason].filter((part) => part !== null && part !== undefined).join(' ');
+        log(`call ${short}: transfer ${text}`, state === 'failed');
+        if (call === demo.call) {
+            $('transfer-state').textContent = text;
+        }
+    });
+    call.on('transferRequest', (request) => {
+        note('transferRequest', { referTo: request.referTo, referredBy: request.referredBy, replaces: request.replaces });
+        log(`call ${short}: ${request.referredBy ?? 'the far end'} asks to transfer us to ${request.referTo}`);
+        demo.transferRequest = request;
+        render();
+    });
+    call.on('message', (message) => showReceivedMessage(message, call));
+    call.on('messageStatus', (status) => showMessageStatus(status, call));
     call.on('streamAdded', (stream) => {
         log(`call ${call.id.slice(0, 8)}: remote stream (${stream.getTracks().map((t) => t.kind).join(', ')})`);
         if (call !== demo.call) {
@@ -388,6 +459,166 @@ async function hangup() {
     render();
 }
 
+async function toggleHold() {
+    const call = demo.call;
+    if (!isActive(call)) {
+        return;
+    }
+    try {
+        if (call.onHold) {
+            await call.unhold();
+        } else {
+            await call.hold();
+        }
+    } catch (error) {
+        logError(call.onHold ? 'resume' : 'hold', error);
+    }
+    render();
+}
+
+async function transfer() {
+    const call = demo.call;
+    const uri = $('transfer-uri').value.trim();
+    if (!isActive(call) || !uri) {
+        return;
+    }
+    try {
+        $('transfer-state').textContent = 'requested';
+        await call.transfer(uri);
+        log(`call ${call.id.slice(0, 8)}: transferring to ${uri}`);
+    } catch (error) {
+        $('transfer-state').textContent = '';
+        logError('transfer', error);
+    }
+}
+
+async function acceptTransfer() {
+    const request = demo.transferRequest;
+    demo.transferRequest = null;
+    if (!request || request.state !== 'pending') {
+        render();
+        return;
+    }
+    try {
+        const localStream = await getLocalMedia(false);
+        const call = request.accept({ localStream });
+        log(`calling ${request.referTo} for the transfer`);
+        showCall(call, localStream, true); // the far end hangs up the old call once this one is answered
+    } catch (error) {
+        logError('transfer', error);
+    }
+    render();
+}
+
+async function rejectTransfer() {
+    const request = demo.transferRequest;
+    demo.transferRequest = null;
+    render();
+    if (request && request.state === 'pending') {
+        try {
+            await request.reject();
+            log(`refused the transfer to ${request.referTo}`);
+        } catch (error) {
+            logError('refuse the transfer', error);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// messages
+
+let messageCounter = 0;
+
+function note(name, details) {
+    demo.events.push([name, details]);
+}
+
+function messageItem(direction, who, content, id) {
+    const item = document.createElement('li');
+    item.className = direction;
+    item.dataset.direction = direction;
+    if (id) {
+        item.dataset.messageId = id;
+    }
+    const whoSpan = document.createElement('span');
+    whoSpan.className = 'who';
+    whoSpan.textContent = who;
+    const text = document.createElement('span');
+    text.className = 'content';
+    text.textContent = content;
+    item.append(whoSpan, text);
+    const list = $('messages');
+    list.append(item);
+    list.scrollTop = list.scrollHeight;
+    return item;
+}
+
+function setMessageStatus(item, text, failed = false) {
+    let status = item.querySelector('.status');
+    if (!status) {
+        status = document.createElement('span');
+        status.className = 'status';
+        status.dataset.testid = 'message-status';
+        item.append(status);
+    }
+    status.textContent = text;
+    item.classList.toggle('failed', failed);
+}
+
+function showReceivedMessage(message, call) {
+    note('message', { ...message, session: call ? call.id : null });
+    const where = call ? ' (in the call)' : '';
+    log(`message from ${describe(message.sender)}${where}: ${message.content}`);
+    messageItem('in', `${describe(message.sender)}${where}:`, message.content, message.messageId);
+}
+
+function showMessageStatus(status, call) {
+    note('messageStatus', { ...status, session: call ? call.id : null });
+    const text = [status.state, status.code, status.reason].filter((part) => part !== null && part !== undefined).join(' ');
+    log(`message ${status.messageId.slice(0, 12)}: ${text}`, ['failed', 'forbidden', 'error'].includes(status.state));
+    const item = [...$('messages').children].find((li) => li.dataset.direction === 'out'
+        && li.dataset.messageId === status.messageId);
+    if (item) {
+        setMessageStatus(item, text, ['failed', 'forbidden', 'error'].includes(status.state));
+    }
+}
+
+async function sendMessage() {
+    const content = $('message-text').value;
+    const inCall = $('message-in-call').checked;
+    const uri = $('message-uri').value.trim();
+    const messageId = `demo-${Date.now().toString(36)}-${++messageCounter}`;
+    let item = null;
+    try {
+        if (inCall) {
+            const call = demo.call;
+            if (!isActive(call)) {
+                throw new Error('there is no call');
+            }
+            item = messageItem('out', `to ${describe(call.remoteIdentity)} (in the call):`, content, messageId);
+            setMessageStatus(item, 'sending');
+            await call.sendMessage(content, { messageId });
+        } else {
+            if (!uri) {
+                throw new Error('whom to? (the To field)');
+            }
+            const account = await ensureAccount();
+            item = messageItem('out', `to ${uri}:`, content, messageId);
+            setMessageStatus(item, 'sending');
+            await account.sendMessage(uri, content, { messageId });
+        }
+        $('message-text').value = '';
+        if (item.querySelector('.status').textContent === 'sending') {
+            setMessageStatus(item, 'sent');
+        }
+    } catch (error) {
+        if (item) {
+            setMessageStatus(item, `not sent: ${error && error.message ? error.message : error}`, true);
+        }
+        logError('message', error);
+    }
+}
+
 async function sendTone(tone) {
     const call = demo.call;
     if (!call) {
@@ -423,6 +654,8 @@ function prefill() {
     $('display-name').value = params.get('name') ?? '';
     $('dial-uri').value = params.get('uri') ?? '';
     $('video').checked = params.get('video') === '1';
+    $('message-uri').value = params.get('to') ?? '';
+    $('transfer-uri').value = params.get('transfer') ?? '';
 }
 
 function init() {
@@ -455,6 +688,17 @@ function init() {
     for (const key of document.querySelectorAll('#keypad button')) {
         key.addEventListener('click', () => sendTone(key.dataset.tone));
     }
+    $('hold').addEventListener('click', toggleHold);
+    $('transfer-form').addEventListener('submit', (event) => {
+        event.preventDefault();
+        transfer();
+    });
+    $('transfer-accept').addEventListener('click', acceptTransfer);
+    $('transfer-reject').addEventListener('click', rejectTransfer);
+    $('message-form').addEventListener('submit', (event) => {
+        event.preventDefault();
+        sendMessage();
+    });
     $('clear-log').addEventListener('click', () => $('log').replaceChildren());
     window.addEventListener('pagehide', () => demo.connection && demo.connection.close());
     render();

@@ -42,8 +42,11 @@ class Phone:
         return self.page.page.text_content(f'[data-testid="{testid}"]') or ""
 
     def wait_text(self, testid: str, value: str, timeout: float = 15) -> None:
-        self.page.wait_for(f'document.querySelector(\'[data-testid="{testid}"]\').textContent.trim() === "{value}"',
-                           timeout, f"{testid} to show {value!r} (shows {self.text(testid)!r})")
+        try:
+            self.page.wait_for(f'document.querySelector(\'[data-testid="{testid}"]\').textContent.trim() === '
+                               f'"{value}"', timeout, f"{testid} to show {value!r} (shows {self.text(testid)!r})")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nthe page's log:\n{self.text('log')[-3000:]}") from None
 
     def register(self) -> None:
         self.click("register")
@@ -110,7 +113,9 @@ def browser(tmp_path: Path, gateway: Gateway) -> Iterator[Browser]:
 def demo(browser: Browser, gateway: Gateway, account: str, password: str, protocol: str = "") -> Phone:
     """The demo page for `account`; `protocol` forces one dialect (sylkRTC-1 or sylkRTC-2), else both are offered."""
     url = f"http://127.0.0.1:{gateway.port}/webrtcgateway/?account={account}&password={password}&protocol={protocol}"
-    return Phone(browser.page(url))
+    page = browser.page(url)
+    page.wait_for("typeof window.demo === 'object'", 10, "the demo page's script")  # its buttons work from then
+    return Phone(page)
 
 
 def phone(tmp_path: Path, kamailio: Kamailio, user: str, tone: float, answermode: str = "auto") -> Baresip:

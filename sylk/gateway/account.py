@@ -40,6 +40,10 @@ from sylk.gateway.util import OneShotObserver
 UNREGISTER_TIMEOUT = 10.0
 # The biggest address book file served.
 MAX_ADDRESSBOOK = 1024 * 1024
+# Devices whose push tokens an account keeps (the oldest is forgotten first).
+MAX_PUSH_DEVICES = 8
+# Janus 1.1.2 cuts each Contact parameter at 254 characters (name=value): longer ones are refused.
+MAX_CONTACT_PARAM = 254
 # RFC 8599 pn-provider names for the platforms Sylk clients report.
 _PUSH_PROVIDERS = {"ios": "apns", "apple": "apns", "android": "fcm", "firebase": "fcm"}
 
@@ -93,6 +97,9 @@ class SIPAccount:
         self._unregister_when_registered = False
         self._released: OneShotObserver | None = None  # set by shutdown(): fired once the backend is released
         self.push_tokens: dict[str, PushToken] = {}  # by device; the latest one reported goes into REGISTERs
+        self.authenticated = False  # the registrar has accepted the credentials once (on this connection)
+        self._messages_in_flight = 0  # their answers come through the backend user agent: keep it meanwhile
+        self._release_after_messages = False  # a registration ended while messages were in flight
 
     @property
     def aor(self) -> str:
@@ -138,19 +145,30 @@ class SIPAccount:
         """Keep (or with no token, forget) a device's push token; the next REGISTER carries the latest one."""
         token = request.token if request.token is not None else request.new_token
         device = request.device or ""
+        if token:
+            push = PushToken(token, request.platform, request.app, request.silent)
+            too_long = [name for name, value in push.contact_params() if len(name) + 1 + len(value) > MAX_CONTACT_PARAM]
+            if too_long:
+                raise APIError(f"Push parameter {too_long[0]} too long for a SIP Contact (at most "
+                               f"{MAX_CONTACT_PARAM} characters with its name, once URI-escaped)")
         self.push_tokens.pop(device, None)
         if token:
-            self.push_tokens[device] = PushToken(token, request.platform, request.app, request.silent)
+            self.push_tokens[device] = push
+            while len(self.push_tokens) > MAX_PUSH_DEVICES:
+                del self.push_tokens[next(iter(self.push_tokens))]
 
     def fetch_addressbook(self) -> None:
         """Answer with the account's address book: `addressbook_dir`/<user@domain>.json, or an empty one. Read now
-        (a bad file is the request's error), reported right after the ack."""
+        (a bad file is the request's error), reported right after the ack. Only for an account whose credentials
+        the registrar accepted: `account-add` takes any well-formed HA1."""
+        if not self.authenticated:
+            raise APIError(f"Account {self.aor} must register before its address book can be fetched")
         event = AddressBookFetched(account=self.aor, addressbook=self._addressbook())
         self._clock.callLater(0, self._event, event)
 
     def send_message(self, request: AccountMessage) -> None:
         """Send an instant message, registered or not; its outcome comes as a disposition notification."""
-        self._user_agent.send_message(request.uri, request.content_type, request.content).addCallbacks(
+        self._send_message(request.uri, request.content_type, request.content).addCallbacks(
             lambda answer: self._event(messages.outcome_event(self.aor, None, request.message_id, request.timestamp,
                                                               *answer)),
             lambda failure: self._event(messages.outcome_event(self.aor, None, request.message_id,
@@ -159,7 +177,7 @@ class SIPAccount:
     def send_disposition(self, request: AccountDispositionNotification) -> None:
         """Tell a sender what became of their message (an IMDN, wrapped in CPIM)."""
         body = messages.imdn(self.aor, request.uri, request.message_id, request.state, request.timestamp)
-        self._user_agent.send_message(request.uri, messages.CPIM_TYPE, body).addCallbacks(
+        self._send_message(request.uri, messages.CPIM_TYPE, body).addCallbacks(
             self._disposition_answered, self._disposition_answered, callbackArgs=(request.uri,),
             errbackArgs=(request.uri,))
 
@@ -184,6 +202,7 @@ class SIPAccount:
     def registration_succeeded(self) -> None:
         if self.state != State.REGISTERING:
             return  # a refresh, or news of an attempt this account already gave up on
+        self.authenticated = True
         self._enter(State.REGISTERED)
         if self._unregister_when_registered:
             self._start_unregister()
@@ -257,6 +276,18 @@ class SIPAccount:
         if self._owner is not None:
             self._owner.account_event(event)
 
+    def _send_message(self, uri: str, content_type: str, content: str) -> Deferred[tuple[int, str]]:
+        self._messages_in_flight += 1
+
+        def answered(result: Any) -> Any:
+            self._messages_in_flight -= 1
+            if self._messages_in_flight == 0 and self._release_after_messages:
+                self._release_after_messages = False
+                if not self.calls and self.state in (State.UNREGISTERED, State.FAILED):
+                    self._close_user_agent()  # what _finish() left open for the answers
+            return result
+        return self._user_agent.send_message(uri, content_type, content).addBoth(answered)
+
     def _addressbook(self) -> dict[str, Any]:
         folder = self._settings.addressbook_dir
         if folder is None:
@@ -309,8 +340,10 @@ class SIPAccount:
         self._unregister_when_registered = False
         if self._releasing:
             self._close_user_agent().addCallback(self._released.fire)  # type: ignore[union-attr]
-        elif not self.calls:
+        elif not self.calls and not self._messages_in_flight:
             self._close_user_agent()
+        elif not self.calls:
+            self._release_after_messages = True
 
     def _release(self) -> None:
         """After shutdown() ended the calls: unregister if needed, then release the backend."""

@@ -77,6 +77,7 @@ class Call:
         self._held_remotely = False
         self._transferring = False  # our transfer (REFER) is under way
         self._transfer_request = Timer(clock)  # runs while the far end's transfer request awaits the browser
+        self._referring: ISIPCall | None = None  # the backend call that received it (kept after the call ends)
         self._ended = OneShotObserver()
         self.originator: Originator | None = None  # incoming calls: the caller
 
@@ -159,10 +160,10 @@ class Call:
     def take_transfer_request(self) -> ISIPCall:
         """The far end's pending transfer request (in the backend's call), for the new call that carries it out
         or for refusing it; it is no longer pending after this."""
-        if not self._transfer_request.running or self.state == State.TERMINATED:
+        if not self._transfer_request.running or self._referring is None:
             raise APIError(f"No transfer request for session {self.id}")
         self._transfer_request.cancel()
-        return self._backend()
+        return self._referring
 
     def end(self) -> Deferred[None]:
         """Make sure the call ends (connection closing, account removed); fires once it has."""
@@ -239,7 +240,7 @@ class Call:
     def call_transfer_progress(self, code: int | None, reason: str | None) -> None:
         if not self._transferring or self.state == State.TERMINATED:
             return
-        if code is not None and code < 200:
+        if code is not None and (code < 200 or code in (401, 407)):  # the far end's call being authenticated
             state = TransferState.PROGRESS
         else:
             state = TransferState.COMPLETED if code is not None and code < 300 else TransferState.FAILED
@@ -249,6 +250,7 @@ class Call:
     def call_transfer_requested(self, refer_to: str, referred_by: str | None, replaces: bool) -> None:
         if self.state == State.TERMINATED:
             return
+        self._referring = self.sip_call
         self._transfer_request.start(TRANSFER_DECISION_WAIT, self._transfer_undecided)
         self._notify(SessionTransferRequest(session=self.id, refer_to=refer_to, referred_by=referred_by,
                                             replaces=replaces))
@@ -262,7 +264,7 @@ class Call:
             return
         self._tones.clear()
         self._update_answer_wait.cancel()
-        self._transfer_request.cancel()
+        # a transfer request outlives the call (a phone sends REFER and BYE at once): the browser may still take it
         if self._terminating is not None and self._terminating.active():
             self._terminating.cancel()
         self._enter(State.TERMINATED, reason=reason)
@@ -330,9 +332,9 @@ class Call:
                                             reason))
 
     def _transfer_undecided(self) -> None:
-        if self.state != State.TERMINATED:
+        if self._referring is not None:
             self.log.info("Session {id}: the browser did not act on the transfer request; refusing it", id=self.id)
-            self._backend().reject_transfer(603).addErrback(self._transfer_reject_failed)
+            self._referring.reject_transfer(603).addErrback(self._transfer_reject_failed)
 
     def _transfer_reject_failed(self, failure: Failure) -> None:
         self.log.warn("Session {id}: refusing the transfer request failed: {error}", id=self.id, error=failure.value)

@@ -81,8 +81,9 @@ def received(content_type: str, content: str, sender: Originator) -> Message | D
     cpim_sender = headers.get("from", "")
     uri = re.search(r"<(?:sips?:)?([^>;]+)", cpim_sender)
     name = cpim_sender.split("<")[0].strip().strip('"').strip() if "<" in cpim_sender else ""
-    if uri is not None:
-        sender = Originator(uri.group(1), name or sender.display_name)
+    if uri is not None and uri.group(1).lower() == sender.uri.lower():
+        # only a display name from the envelope: its From is the sender's say, the SIP From is what the proxy let in
+        sender = Originator(sender.uri, name or sender.display_name)
     notify = tuple(part.strip() for part in headers.get("imdn.disposition-notification", "").split(",")
                    if part.strip())
     return Message(sender, inner_type or "text/plain", body, headers.get("imdn.message-id") or str(uuid.uuid4()),

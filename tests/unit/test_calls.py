@@ -583,6 +583,36 @@ class LineRaceTests(CallTestCase):
         self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "DTLS alert"})  # s2's
         self.assertEqual(self.calls(peer, "s2")[-1], ("terminated", "DTLS alert"))
 
+    def test_a_peerconnection_end_that_ended_a_call_does_not_shadow_the_next_calls(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection, "s1")
+        line, session = self.line_of(), self.session_id()
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "DTLS alert"})
+        self.janus._outbox = [m for m in self.janus._outbox if m.get("janus") != "hangup"]  # Janus says it once
+        self.janus.flush()
+        self.dial(connection, "s2")
+        self.assertEqual(self.line_of(), line)
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "ICE failed"})
+        self.assertEqual(self.calls(peer, "s2")[-1], ("terminated", "ICE failed"))
+
+    def test_an_invite_janus_binds_before_our_call_moves_the_call_to_another_line(self) -> None:
+        connection, peer = self.registered()
+        (spare,) = self.janus.helpers
+        self.janus.held = {"call", "decline"}  # Janus handles a handle's requests in order: the call first
+        self.dial(connection)
+        session = self.session_id()
+        self.janus.calls[spare] = "intruder"
+        message = self.janus._event(session, spare, {"event": "incomingcall", "username": "sip:carol@example.com",
+                                                     "call_id": "intruder"})
+        message["jsep"] = {"type": "offer", "sdp": "v=0"}
+        self.janus.emit(message)
+        self.janus.release()  # `call` refused (447), the INVITE declined, the call placed again elsewhere
+        self.assertEqual(self.calls(peer, "s1"), ["progress"])
+        (placed,) = [h for h, call_id in self.janus.calls.items() if call_id != "intruder"]
+        self.assertNotEqual(placed, spare)
+
     def test_a_spare_line_janus_will_not_bind_is_let_go(self) -> None:
         from sylk.gateway.janus.sip import HELPER_RETRY
         connection, peer = self.connect()
@@ -736,12 +766,39 @@ class UpdateTests(CallTestCase):
         self.assertIn("message:hangup", self.janus.kinds())
 
     def test_hold_and_unhold(self) -> None:
+        from sylk.gateway.janus.sip import REINVITE_SETTLE
         connection, peer, line = self.established()
         self.assertIsNone(self.request(connection, model.SessionHold, session="s1"))
         self.assertIsNone(self.request(connection, model.SessionHold, session="s1", direction="inactive"))
         self.assertIsNone(self.request(connection, model.SessionUnhold, session="s1"))
+        # each waits for the previous one's re-INVITE to settle: Janus would drop it while that one is open
+        self.assertEqual(self.janus.holds, [(line, "hold sendonly")])
+        self.janus.clock.advance(REINVITE_SETTLE)
+        self.janus.flush()
+        self.assertEqual(self.janus.holds, [(line, "hold sendonly"), (line, "hold inactive")])
+        self.janus.clock.advance(REINVITE_SETTLE)
+        self.janus.flush()
         self.assertEqual(self.janus.holds, [(line, "hold sendonly"), (line, "hold inactive"), (line, "unhold")])
         self.assertEqual(self.holds(peer), [(True, "local"), (True, "local"), (False, "local")])
+
+    def test_a_hold_right_after_answering_the_far_ends_update_waits_for_it_to_settle(self) -> None:
+        from sylk.gateway.janus.sip import REINVITE_SETTLE
+        connection, peer, line = self.established()
+        self.janus.remote_reinvite(self.session_id(), line)
+        self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 answer")
+        self.assertIsNone(self.request(connection, model.SessionHold, session="s1"))
+        self.assertEqual(self.janus.holds, [])  # Janus waits for the far end's ACK: it would drop the hold
+        self.janus.clock.advance(REINVITE_SETTLE)
+        self.janus.flush()
+        self.assertEqual(self.janus.holds, [(line, "hold sendonly")])
+
+    def test_requests_waiting_to_settle_fail_when_the_call_ends(self) -> None:
+        connection, peer, line = self.established()
+        self.request(connection, model.SessionHold, session="s1")
+        self.request(connection, model.SessionUnhold, session="s1")  # waits
+        self.janus.remote_hangup(self.session_id(), line)
+        self.assertEqual(self.janus.holds, [(line, "hold sendonly")])
+        self.assertEqual(self.updates(peer), [])  # nothing more to say about a terminated call
 
     def test_a_hold_janus_ignores_is_reported_as_a_failed_update(self) -> None:
         connection, peer, line = self.established()
@@ -799,6 +856,24 @@ class TransferTests(CallTestCase):
         self.assertEqual(self.progress(peer), [("progress", 100, "Trying"), ("progress", 180, "Ringing"),
                                                ("completed", 200, "OK")])
 
+    def test_auth_challenges_in_the_notifys_are_progress(self) -> None:
+        connection, peer, line = self.established()
+        self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com")
+        session = self.session_id()
+        # Janus, as the transferee, NOTIFYs every answer to its INVITE, the 407 it then answers with credentials too
+        for status in ("SIP/2.0 407 Proxy Authentication Required", "SIP/2.0 180 Ringing", "SIP/2.0 200 OK"):
+            self.janus.refer_notify(session, line, status)
+        self.assertEqual([state for state, _, _ in self.progress(peer)], ["progress", "progress", "completed"])
+
+    def test_a_transfer_that_stops_progressing_fails_in_bounded_time(self) -> None:
+        from sylk.gateway.janus.sip import TRANSFER_PROGRESS_WAIT
+        connection, peer, line = self.established()
+        self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com")
+        self.janus.refer_notify(self.session_id(), line, "SIP/2.0 100 Trying")
+        self.janus.clock.advance(TRANSFER_PROGRESS_WAIT)
+        self.assertEqual(self.progress(peer)[-1], ("failed", None, "The transfer did not complete"))
+        self.assertIsNone(self.request(connection, model.SessionTransfer, session="s1", uri="dave@example.com"))
+
     def test_a_transfer_the_far_end_ignores_fails_in_bounded_time(self) -> None:
         connection, peer, line = self.established()
         self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com")
@@ -840,6 +915,38 @@ class TransferTests(CallTestCase):
         self.assertEqual(body["refer_id"], refer_id)
         self.assertEqual(self.request(connection, model.SessionTransferReject, session="s1"),
                          "No transfer request for session s1")  # it was taken by s2
+
+    def test_a_transfer_request_outlives_its_call(self) -> None:
+        from sylk.gateway.call import TRANSFER_DECISION_WAIT
+        connection, peer, line = self.established()
+        session = self.session_id()
+        first = self.janus.refer(session, line)
+        refer_id = self.janus.refer(session, line)  # a newer one: the older is refused to Janus
+        self.assertEqual(self.janus.transfers, [(line, {"request": "decline", "refer_id": first, "code": 603})])
+        self.janus.remote_hangup(session, line)  # REFER, 202, BYE: how desk phones transfer blindly
+        self.assertIsNone(self.request(connection, model.SessionCreate, account=ALICE, session="s2",
+                                       uri="carol@example.com", sdp="v=0 offer", refer_session="s1"))
+        (body,) = [b for b in self.janus.call_bodies.values() if b["uri"] == "sip:carol@example.com"]
+        self.assertEqual(body["refer_id"], refer_id)
+        # and one left alone after its call ended is still refused to Janus in time
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection, "s3", "dave@example.com")
+        dave = [h for h, b in self.janus.call_bodies.items() if b["uri"] == "sip:dave@example.com"][0]
+        late = self.janus.refer(session, dave)
+        self.janus.remote_hangup(session, dave)
+        self.janus.clock.advance(TRANSFER_DECISION_WAIT)
+        self.janus.flush()
+        self.assertIn({"request": "decline", "refer_id": late, "code": 603}, [b for _, b in self.janus.transfers])
+
+    def test_the_line_that_carried_out_a_transfer_is_let_go(self) -> None:
+        connection, peer, line = self.established()
+        self.janus.refer(self.session_id(), line)
+        self.request(connection, model.SessionCreate, account=ALICE, session="s2", uri="carol@example.com",
+                     sdp="v=0 offer", refer_session="s1")
+        (carol,) = [h for h, b in self.janus.call_bodies.items() if b["uri"] == "sip:carol@example.com"]
+        self.janus.remote_hangup(self.session_id(), carol)
+        self.janus.flush()
+        self.assertNotIn(carol, self.janus.handles())  # Janus keeps the REFER on it and would tell its sender more
 
     def test_the_browser_refuses_a_transfer(self) -> None:
         connection, peer, line = self.established()
@@ -915,7 +1022,7 @@ class MessageTests(CallTestCase):
         connection, peer = self.registered()
         session, master = self.master()
         self.janus.incoming_message(session, master, "hello")
-        cpim = ("From: Carol <sip:carol@example.com>\r\nTo: <sip:alice@example.com>\r\nNS: imdn <urn:ietf:params:imdn>\r\n"
+        cpim = ("From: Robert <sip:bob@example.com>\r\nTo: <sip:alice@example.com>\r\nNS: imdn <urn:ietf:params:imdn>\r\n"
                 "imdn.Message-ID: c-1\r\nDateTime: 2026-11-26T06:00:00Z\r\n"
                 "imdn.Disposition-Notification: positive-delivery, display\r\n\r\n"
                 "Content-Type: text/plain\r\nContent-Length: 3\r\n\r\nhey")
@@ -926,7 +1033,7 @@ class MessageTests(CallTestCase):
         self.assertEqual(len(plain.message_id), 36)
         self.assertEqual((wrapped.sender.uri, wrapped.sender.display_name, wrapped.message_id, wrapped.timestamp,
                           wrapped.content_type, wrapped.content, wrapped.disposition_notification),
-                         ("carol@example.com", "Carol", "c-1", "2026-11-26T06:00:00Z", "text/plain", "hey",
+                         ("bob@example.com", "Robert", "c-1", "2026-11-26T06:00:00Z", "text/plain", "hey",
                           ("positive-delivery", "display")))
 
     def test_an_incoming_imdn_is_a_disposition_notification(self) -> None:
@@ -961,6 +1068,36 @@ class MessageTests(CallTestCase):
         carol, bob = [e for e in peer.events if isinstance(e, model.MessageReceived)]
         self.assertIsNone(carol.session)
         self.assertIsNotNone(bob.session)  # the caller's counts as the call's
+
+    def test_an_answer_after_unregistering_still_counts(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        self.janus.message_outcome = None  # the answer is on its way
+        self.request(connection, model.AccountMessage, account=ALICE, uri=BOB, message_id="m1", content="bye")
+        (_, body), = self.janus.messages
+        self.request(connection, model.AccountUnregister, account=ALICE)  # the SIP line stays for the answer
+        self.assertIn(master, self.janus.handles())
+        delivery = self.janus._event(session, master, {"event": "messagedelivery", "code": 200, "reason": "OK"})
+        delivery["plugindata"]["data"]["call_id"] = body["call_id"]
+        self.janus.emit(delivery)
+        self.assertEqual(self.outcomes(peer), [(None, "m1", "accepted", 200, "OK")])
+        self.assertNotIn(master, self.janus.handles())  # and then goes
+
+    def test_a_late_answer_for_the_account_is_not_the_calls(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        self.janus.incoming_call(session, master)
+        (incoming,) = self.account_events(peer, model.IncomingSession)
+        self.request(connection, model.SessionAnswer, session=incoming.session, sdp="v=0 answer")
+        self.janus.message_outcome = None
+        self.send(connection, message_id="out")
+        (_, out), = self.janus.messages
+        self.janus.clock.advance(33)  # given up on: 408
+        self.request(connection, model.SessionMessage, session=incoming.session, message_id="in", content="y")
+        late = self.janus._event(session, master, {"event": "messagedelivery", "code": 404, "reason": "Not Found"})
+        late["plugindata"]["data"]["call_id"] = out["call_id"]
+        self.janus.emit(late)
+        self.assertEqual([o[1:4] for o in self.outcomes(peer)], [("out", "failed", 408)])  # "in" still pending
 
     def test_no_message_in_a_call_not_yet_answered(self) -> None:
         connection, peer = self.connect()

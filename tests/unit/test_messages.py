@@ -23,7 +23,13 @@ class ReceivedTests(SynchronousTestCase):
                                     BOB)
         assert isinstance(message, messages.Message)
         self.assertEqual((message.sender, message.content_type, message.content, message.disposition_notification),
-                         (Originator("carol@example.com", "Bob"), "text/html", "<b>x</b>", ()))
+                         (BOB, "text/html", "<b>x</b>", ()))  # the envelope's From can't override the SIP sender
+
+    def test_the_envelope_names_the_sender(self) -> None:
+        message = messages.received(messages.CPIM_TYPE, "From: Robert <sip:Bob@example.com>\n\nContent-Type: "
+                                    "text/plain\n\nhi", Originator("bob@example.com"))
+        assert isinstance(message, messages.Message)
+        self.assertEqual(message.sender, Originator("bob@example.com", "Robert"))
 
     def test_imdn_round_trip(self) -> None:
         wrapped = messages.imdn("alice@example.com", "bob@example.com", "m<1>", "delivered", "2026-11-26T07:00:00Z")

@@ -43,6 +43,18 @@ class PushTokenTests(ConnectionTestCase):
         self.request(connection, model.AccountRegister, account=ALICE)
         self.assertEqual(self.register_body()["contact_params"], {"pn-prid": "t2"})
 
+    def test_tokens_are_bounded(self) -> None:
+        from sylk.gateway.account import MAX_PUSH_DEVICES
+        connection, peer = self.connect()
+        self.add(connection)
+        for device in range(MAX_PUSH_DEVICES + 5):
+            self.request(connection, model.AccountDeviceToken, account=ALICE, token=f"t{device}", device=f"d{device}")
+        account = connection.accounts[ALICE]
+        self.assertEqual(len(account.push_tokens), MAX_PUSH_DEVICES)
+        self.assertEqual(list(account.push_tokens)[-1], f"d{MAX_PUSH_DEVICES + 4}")
+        self.assertIn("too long for a SIP Contact", self.request(connection, model.AccountDeviceToken,
+                                                                 account=ALICE, token="x" * 300, device="d"))
+
     def test_unknown_account(self) -> None:
         connection, peer = self.connect()
         self.assertEqual(self.request(connection, model.AccountDeviceToken, account=ALICE, token="t"),
@@ -56,8 +68,7 @@ class AddressBookTests(ConnectionTestCase):
         return folder
 
     def fetched(self, folder: Path | None) -> tuple[str | None, list[Any]]:
-        connection, peer = self.connect(WebRTCGatewayConfig(addressbook_dir=folder))
-        self.add(connection)
+        connection, peer = self.registered(WebRTCGatewayConfig(addressbook_dir=folder))
         error = self.request(connection, model.AccountFetchAddressBook, account=ALICE)
         self.assertEqual([e for e in peer.events if isinstance(e, model.AddressBookFetched)], [])  # after the ack
         self.janus.clock.advance(0)
@@ -77,3 +88,14 @@ class AddressBookTests(ConnectionTestCase):
     def test_a_missing_file_is_an_empty_address_book(self) -> None:
         folder = self.folder()
         self.assertEqual(self.fetched(folder), (None, [{}]))
+
+    def test_only_for_an_account_the_registrar_accepted(self) -> None:
+        folder = self.folder()
+        (folder / f"{ALICE}.json").write_text(json.dumps({"contacts": ["secret"]}))
+        connection, peer = self.connect(WebRTCGatewayConfig(addressbook_dir=folder))
+        self.add(connection)  # any well-formed HA1 is taken here
+        self.assertEqual(self.request(connection, model.AccountFetchAddressBook, account=ALICE),
+                         f"Account {ALICE} must register before its address book can be fetched")
+        self.janus.registration_outcome = ("failed", 403, "Forbidden")
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.assertIn("must register", self.request(connection, model.AccountFetchAddressBook, account=ALICE))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -55,6 +55,11 @@ HELPER_RETRY = 5.0
 # How long a call waits for Janus to report its end after a hangup or decline before it gives the line up (under
 # Call's TERMINATE_TIMEOUT, so the backend is clean when the browser is told).
 HANGUP_WAIT = 8.0
+# How long after a re-INVITE of Janus's own (hold, unhold, our answer to the far end's) the next one waits: until
+# the far end's 200 (or ACK) Janus drops a hold or unhold without a word and takes a new offer as a second answer.
+REINVITE_SETTLE = 1.5
+# How long a transfer may go on after the far end's last NOTIFY: a ringing target answers within SIP's Timer C.
+TRANSFER_PROGRESS_WAIT = 185.0
 # After a call ends, Janus may still report the end of its PeerConnection (core `hangup`, "Close PC"); one arriving
 # this soon on the line is the old call's, not the next one's.
 STALE_PC_WINDOW = 2.0
@@ -123,6 +128,7 @@ class _Line:
         self.call: JanusSIPCall | None = None
         self.idle_since = 0.0
         self.stale_pc_until = 0.0  # a core hangup before this time is about the line's previous call
+        self.refused_invite = False  # an INVITE came while the line was taken: Janus refuses the taker's `call`
 
     def handle_event(self, message: dict[str, Any]) -> None:
         kind = message.get("janus")
@@ -190,6 +196,7 @@ class JanusSIPUserAgent:
         # The far end's REFER, by Janus's id: Janus adds its Referred-By (and Replaces) to the INVITE and tells the
         # far end how the call goes.
         refer_id = transfer_of.take_refer_id() if isinstance(transfer_of, JanusSIPCall) else None
+        call.carried_refer = refer_id is not None
         Deferred.fromCoroutine(self._place(call, uri, sdp, headers, refer_id)).addErrback(call.failed)
         return call
 
@@ -238,6 +245,13 @@ class JanusSIPUserAgent:
         if call.had_media:
             line.stale_pc_until = line.idle_since + STALE_PC_WINDOW
 
+    def any_handle(self) -> JanusHandle | None:
+        """A handle of the account's, for requests that need one but no particular call (refusing a REFER)."""
+        for line in [self._master, *self._helpers]:
+            if line is not None and line.handle is not None:
+                return line.handle
+        return None
+
     def retire(self, line: _Line) -> None:
         """Let go of a helper Janus left in a state it cannot call from again (detaching also ends whatever Janus
         still has on it)."""
@@ -283,6 +297,7 @@ class JanusSIPUserAgent:
             # Call-ID, so the outgoing call on the line ignores it.
             self.log.info("Refusing an INVITE for {aor} that came on a line taken by another call",
                           aor=self.identity.aor)
+            line.refused_invite = True
             line.handle.message({"request": "decline", "code": 486}).addErrback(  # type: ignore[union-attr]
                 self._request_failed)
             self._observer.missed_call(_originator(result))
@@ -316,8 +331,9 @@ class JanusSIPUserAgent:
         delivery = self._deliveries.pop(str(result.get("call_id")), None)
         if delivery is not None:
             delivery.callback((int(result.get("code") or 0), str(result.get("reason") or "")))
-        elif line.call is not None:
+        elif line.call is not None and result.get("call_id") == line.call.call_id:
             line.call.plugin_event("messagedelivery", result, jsep)  # one sent inside the call
+        # else: a late answer to a MESSAGE already given up on (reported as 408)
 
     # --- internals ---
 
@@ -441,13 +457,26 @@ class JanusSIPUserAgent:
         if refer_id is not None:
             body["refer_id"] = refer_id
         call.calling = True
-        reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
+        try:
+            reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
+        except JanusError:
+            if not line.refused_invite or call.is_ended:
+                raise
+            # Janus gave the line to an INVITE just before our `call` (which it refused); once more elsewhere
+            line.refused_invite = False
+            self.line_freed(line, call)
+            call.calling = False
+            line = await self._free_line(call, avoid=line)  # that one is busy declining the INVITE
+            if call.is_ended:
+                return
+            call.calling = True
+            reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
         call.placed(reply)
 
-    async def _free_line(self, call: JanusSIPCall) -> _Line:
+    async def _free_line(self, call: JanusSIPCall, avoid: _Line | None = None) -> _Line:
         """An idle helper for an outgoing call, attached if needed (the master must be callable for that)."""
         await self._callable_master()
-        idle = [line for line in self._helpers if line.call is None and line.ready]
+        idle = [line for line in self._helpers if line.call is None and line.ready and line is not avoid]
         if idle:
             line = min(idle, key=lambda line: line.idle_since)  # idle the longest: Janus may still be cleaning up
         elif len(self._helpers) < self.settings.max_lines:
@@ -455,6 +484,7 @@ class JanusSIPUserAgent:
         else:
             raise BackendUnavailable("every line of the account is busy")
         line.call = call  # taken now, before anything else can await
+        line.refused_invite = False
         call.line = line
         if not line.ready:
             await self._attach_helper(line)
@@ -576,7 +606,10 @@ class JanusSIPCall:
         self._hang_up_when_placed = False
         self._hangup_wait = Timer(agent.clock)  # our hangup is out, its end not reported yet
         self._update_wait = Timer(agent.clock)  # our re-INVITE is out, its answer not in yet
-        self._transfer_wait = Timer(agent.clock)  # our REFER is out, no NOTIFY in yet
+        self._transfer_wait = Timer(agent.clock)  # our REFER is out, its outcome not in yet
+        self._settling = Timer(agent.clock)  # a re-INVITE of Janus's own may still be open
+        self._waiting_to_settle: list[tuple[Callable[[], Deferred[None]], bool, Deferred[None]]] = []
+        self.carried_refer = False  # placed for the far end's REFER: Janus keeps that refer on the line
         self._refer_id: int | None = None  # Janus's id of the far end's pending REFER
         self._deliveries: list[Deferred[tuple[int, str]]] = []  # our MESSAGEs in the dialog, oldest first
         self.is_ended = False
@@ -619,17 +652,19 @@ class JanusSIPCall:
 
     def update(self, sdp: str) -> Deferred[None]:
         # Janus 1.1.2 reports the answer (`accepted` + jsep) but not a failure (a 488, a 491, a timeout).
-        return self._request_with_outcome({"request": "update"}, {"type": "offer", "sdp": sdp, "update": True},
-                                          self._update_wait, "call_update_failed", "No answer to the re-INVITE")
+        return self._after_settling(lambda: self._request_with_outcome(
+            {"request": "update"}, {"type": "offer", "sdp": sdp, "update": True}, self._update_wait,
+            "call_update_failed", "No answer to the re-INVITE"), settle=False)
 
     def answer_update(self, sdp: str) -> Deferred[None]:
-        return self._request({"request": "update"}, {"type": "answer", "sdp": sdp, "update": True})
+        return self._after_settling(lambda: self._request({"request": "update"},
+                                                          {"type": "answer", "sdp": sdp, "update": True}))
 
     def hold(self, direction: str) -> Deferred[None]:
-        return self._request({"request": "hold", "direction": direction})
+        return self._after_settling(lambda: self._request({"request": "hold", "direction": direction}))
 
     def unhold(self) -> Deferred[None]:
-        return self._request({"request": "unhold"})
+        return self._after_settling(lambda: self._request({"request": "unhold"}))
 
     def send_message(self, content_type: str, content: str) -> Deferred[tuple[int, str]]:
         # Janus reports the answer with the dialog's Call-ID, the same for every MESSAGE in it: answers are
@@ -654,7 +689,17 @@ class JanusSIPCall:
                                           "No answer to the transfer request (REFER)")
 
     def reject_transfer(self, code: int) -> Deferred[None]:
-        return self._request({"request": "decline", "refer_id": self.take_refer_id(), "code": code})
+        # Janus finds the REFER by its id, whatever the state of the call or the handle sent through (the call
+        # may be over, its line given up): any handle of the account will do
+        refer_id = self.take_refer_id()
+        if refer_id is None:
+            return fail(BackendUnavailable("no transfer request to refuse"))
+        body = {"request": "decline", "refer_id": refer_id, "code": code}
+        handle = self.line.handle if self.line is not None and self.line.handle is not None else \
+            self.agent.any_handle()
+        if handle is None:
+            return fail(BackendUnavailable("the account has no SIP line left"))
+        return handle.message(body).addCallback(lambda _: None)
 
     def take_refer_id(self) -> int | None:
         refer_id, self._refer_id = self._refer_id, None
@@ -740,18 +785,24 @@ class JanusSIPCall:
             line = self.line
             self._handle().message({"request": "hangup"}).addErrback(self.request_failed)
             self.ended(reason)
-            if self.direction == "outgoing" and not self._accepted and line is not None:
-                self.agent.retire(line)  # that hangup was a CANCEL: as in _cancelled, the line is stuck after it
+            if line is not None:
+                line.stale_pc_until = 0.0  # this was the PeerConnection's end: Janus reports it only once
+                if self.direction == "outgoing" and not self._accepted:
+                    self.agent.retire(line)  # that hangup was a CANCEL: as in _cancelled, the line is stuck after it
 
     def ended(self, reason: str) -> None:
         if self.is_ended:
             return
         self.is_ended = True
-        for wait in (self._hangup_wait, self._update_wait, self._transfer_wait):
+        for wait in (self._hangup_wait, self._update_wait, self._transfer_wait, self._settling):
             wait.cancel()
         if self.line is not None:
             self.agent.line_freed(self.line, self)
+            if self.carried_refer and self.line.helper:
+                # Janus keeps the REFER on the handle and would report the next calls on it to its sender
+                self.agent.retire(self.line)
         self._observer_call("call_terminated", reason)
+        self._settled()  # fails what waited to be sent (its requester knows by now that the call is over)
 
     # --- SIP plugin events about the call ---
 
@@ -806,6 +857,8 @@ class JanusSIPCall:
 
     def _EH_transfer(self, result: dict[str, Any], jsep: Any) -> None:
         """The far end's REFER (Janus answered it 202): the browser decides whether to call the target."""
+        if self._refer_id is not None:  # a newer one replaces it: refuse the older one, which Janus still holds
+            self.reject_transfer(603).addErrback(self.request_failed)
         self._refer_id = result.get("refer_id")
         referred_by = _bare_uri(str(result.get("referred_by") or "")) or None
         self._observer_call("call_transfer_requested", _bare_uri(str(result.get("refer_to") or "")), referred_by,
@@ -818,8 +871,13 @@ class JanusSIPCall:
         status = re.match(r"\s*SIP/2\.0\s+(\d{3})\s*([^\r\n]*)", str(result.get("content") or ""))
         if status is None:
             return
-        self._transfer_wait.cancel()
-        self._observer_call("call_transfer_progress", int(status.group(1)), status.group(2).strip() or None)
+        code = int(status.group(1))
+        if code < 200 or code in (401, 407):  # progress (Janus passes on the auth challenges it answers, too)
+            self._transfer_wait.start(TRANSFER_PROGRESS_WAIT, self._outcome_unreported, "call_transfer_progress",
+                                      None, "The transfer did not complete")
+        else:
+            self._transfer_wait.cancel()
+        self._observer_call("call_transfer_progress", code, status.group(2).strip() or None)
 
     def _EH_info(self, result: dict[str, Any], jsep: Any) -> None:
         """SIP INFO from the far end; DTMF in it (application/dtmf-relay or application/dtmf) is passed up."""
@@ -864,6 +922,33 @@ class JanusSIPCall:
             wait.cancel()
             return refusal
         return sent.addErrback(refused)
+
+    def _after_settling(self, send: Callable[[], Deferred[None]], settle: bool = True) -> Deferred[None]:
+        """Send a re-INVITE-making request once the previous one had time to settle (REINVITE_SETTLE), in order;
+        `settle`: the request itself makes the next ones wait."""
+        if not self._settling.running and not self._waiting_to_settle:
+            return self._send_settling(send, settle)
+        waiter: Deferred[None] = Deferred()
+        self._waiting_to_settle.append((send, settle, waiter))
+        return waiter
+
+    def _send_settling(self, send: Callable[[], Deferred[None]], settle: bool) -> Deferred[None]:
+        def sent(result: Any) -> Any:
+            if settle and not isinstance(result, Failure):
+                self._settling.start(REINVITE_SETTLE, self._settled)
+            else:
+                self._settled()
+            return result
+        return send().addBoth(sent)
+
+    def _settled(self) -> None:
+        if self._waiting_to_settle and not self._settling.running:
+            send, settle, waiter = self._waiting_to_settle.pop(0)
+            if self.is_ended:
+                waiter.errback(BackendUnavailable("the call ended"))
+                self._settled()
+            else:
+                self._send_settling(send, settle).chainDeferred(waiter)
 
     def _outcome_unreported(self, report: str, *failure: Any) -> None:
         if not self.is_ended:

@@ -341,7 +341,8 @@ class IncomingCallTests(CallTestCase):
         for handle in [master, *self.janus.helpers]:
             self.janus.calls[handle] = "busy"  # every line Janus knows of is in a call
         self.janus.incoming_call(session, master, call_id="two")  # Janus answers 486 by itself
-        self.assertEqual(len(self.account_events(peer, model.MissedSession)), 1)
+        (missed,) = self.account_events(peer, model.MissedSession)
+        self.assertEqual((missed.originator.uri, missed.originator.display_name), (BOB, "Bob"))  # from `caller`
 
     def test_an_invite_without_sdp_is_refused(self) -> None:
         connection, peer = self.registered()

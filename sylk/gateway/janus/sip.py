@@ -300,11 +300,12 @@ class JanusSIPUserAgent:
             line.refused_invite = True
             line.handle.message({"request": "decline", "code": 486}).addErrback(  # type: ignore[union-attr]
                 self._request_failed)
-            self._observer.missed_call(_originator(result))
+            self._observer.missed_call(_originator(result.get("username"), result.get("displayname")))
             return
+        caller = _originator(result.get("username"), result.get("displayname"))
         call = JanusSIPCall(self, "incoming", None, line)
         call.call_id = result.get("call_id")
-        call.remote_uri = _originator(result).uri
+        call.remote_uri = caller.uri
         call.headers = result.get("headers") or {}
         line.call = call
         self._ensure_spare_line()
@@ -312,18 +313,18 @@ class JanusSIPUserAgent:
             # sylkRTC has no way to ask the browser for an offer: refuse calls without SDP
             line.handle.message({"request": "decline", "code": 488}).addErrback(call.request_failed)  # type: ignore[union-attr]
             return
-        self._observer.incoming_call(call, _originator(result), jsep["sdp"])
+        self._observer.incoming_call(call, caller, jsep["sdp"])
 
     def _EH_missed_call(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
-        self._observer.missed_call(_originator(result))
+        self._observer.missed_call(_originator(result.get("caller"), result.get("displayname")))  # not `username`
 
     def _EH_message(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
         """A MESSAGE: inside the call on the line, or for the account (those come to the master, which may be in a
         call too: Janus does not say which, so one from the call's far end counts as the call's)."""
-        sender = _originator({"username": result.get("sender"), "displayname": result.get("displayname")})
+        sender = _originator(result.get("sender"), result.get("displayname"))
         content_type, content = str(result.get("content_type") or "text/plain"), str(result.get("content") or "")
         if line.call is not None and (line.helper or line.call.remote_uri == sender.uri):
-            line.call.plugin_event("message", result, jsep)
+            line.call.message_received(sender, content_type, content)
         else:
             self._observer.message_received(sender, content_type, content)
 
@@ -846,10 +847,9 @@ class JanusSIPCall:
         self._handle().message({"request": "hangup"}).addErrback(self.request_failed)
         self.ended("A re-INVITE without SDP is not supported")
 
-    def _EH_message(self, result: dict[str, Any], jsep: Any) -> None:
-        sender = _originator({"username": result.get("sender"), "displayname": result.get("displayname")})
-        self._observer_call("call_message", sender, str(result.get("content_type") or "text/plain"),
-                            str(result.get("content") or ""))
+    def message_received(self, sender: Originator, content_type: str, content: str) -> None:
+        """A MESSAGE in the call's dialog (the user agent sorts MESSAGEs out, see its _EH_message)."""
+        self._observer_call("call_message", sender, content_type, content)
 
     def _EH_messagedelivery(self, result: dict[str, Any], jsep: Any) -> None:
         if self._deliveries:
@@ -1000,9 +1000,9 @@ def _bare_uri(text: str) -> str:
     return re.split(r"[;?>]", uri, maxsplit=1)[0]
 
 
-def _originator(result: dict[str, Any]) -> Originator:
-    uri = _bare_uri(str(result.get("username") or ""))
-    display_name = str(result.get("displayname") or "").strip().strip('"').strip()  # Janus 1.1.2 adds quotes
+def _originator(uri_text: Any, display_name_text: Any) -> Originator:
+    uri = _bare_uri(str(uri_text or ""))
+    display_name = str(display_name_text or "").strip().strip('"').strip()  # Janus 1.1.2 adds quotes
     return Originator(uri=uri, display_name=display_name or None)
 
 

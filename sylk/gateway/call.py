@@ -339,7 +339,6 @@ class Call:
     def _transfer_reject_failed(self, failure: Failure) -> None:
         self.log.warn("Session {id}: refusing the transfer request failed: {error}", id=self.id, error=failure.value)
 
-
     def _backend(self) -> ISIPCall:
         assert self.sip_call is not None, "a call that is not terminated has its backend call"
         return self.sip_call

@@ -79,6 +79,15 @@ class Sipp:
         """The messages sipp received that begin with `start` ("INVITE ", "SIP/2.0 200"), in order."""
         return self._traced("received", start)
 
+    def invite_oks(self) -> dict[int, str]:
+        """The 200 OKs to INVITEs that sipp received (it called, or re-INVITEd), by CSeq number."""
+        oks = {}
+        for message in self.received("SIP/2.0 200"):
+            cseq = re.search(r"^CSeq:\s*(\d+) INVITE", message, re.MULTILINE | re.IGNORECASE)
+            if cseq:
+                oks[int(cseq.group(1))] = message
+        return oks
+
     def sent(self, start: str) -> list[str]:
         return self._traced("sent", start)
 
@@ -96,6 +105,12 @@ class Sipp:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+def registered_phone(workdir: Path, scenario: str, user: str, password: str, port: int, **render: str) -> Sipp:
+    """`user`@sylk.test as a sipp phone registered with this port as its contact, running `scenario` (a UAS)."""
+    register(workdir, user, password, port)
+    return Sipp(workdir, scenario, port, user, render=render).start()
 
 
 def register(workdir: Path, user: str, password: str, port: int) -> None:

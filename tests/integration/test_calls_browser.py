@@ -23,7 +23,7 @@ from tests.integration.baresip import Baresip
 from tests.integration.browser import Browser, BrowserPage
 from tests.integration.gateway import Gateway, eventually
 from tests.integration.kamailio import Kamailio
-from tests.integration.sipp import Sipp, register as sipp_register
+from tests.integration.sipp import Sipp, registered_phone
 
 BROWSER_TONE, BOB_TONE, CAROL_TONE = 1000, 660, 440
 SIPP_PORT, CAROL_SIPP_PORT = 5092, 5094
@@ -301,9 +301,7 @@ def test_early_media_plays_before_the_answer(browser: Browser, gateway: Gateway,
     workdir = tmp_path / "sipp"
     workdir.mkdir()
     tone = write_ulaw_tone(workdir / "early.ulaw", CAROL_TONE, seconds=4)
-    sipp_register(workdir, "bob", kamailio.users["bob"], SIPP_PORT)
-    scenario = Sipp(workdir, "uas_early_media_tone.xml", SIPP_PORT, "bob", render={"tone": str(tone), "early": "6000"})
-    with scenario as bob:
+    with sipp_phone(tmp_path, kamailio, "uas_early_media_tone.xml", tone=str(tone), early="6000") as bob:
         alice = demo(browser, gateway, "alice@sylk.test", "alicepw")
         alice.dial("bob@sylk.test")
         alice.wait_text("call-state", "early-media")
@@ -346,20 +344,7 @@ def test_dtmf_from_the_far_end_as_sip_info(browser: Browser, gateway: Gateway, k
 def sipp_phone(tmp_path: Path, kamailio: Kamailio, scenario: str, user: str = "bob", port: int = SIPP_PORT,
                **render: str) -> Sipp:
     """`user` as a registered sipp phone on `port`, running `scenario` (a UAS: it waits for a call)."""
-    workdir = tmp_path / "sipp"
-    workdir.mkdir(exist_ok=True)
-    sipp_register(workdir, user, kamailio.users[user], port)
-    return Sipp(workdir, scenario, port, user, render=render).start()
-
-
-def invite_oks(phone: Sipp) -> dict[int, str]:
-    """The 200 OKs to INVITEs that the phone received (it called), by CSeq number."""
-    oks = {}
-    for message in phone.received("SIP/2.0 200"):
-        cseq = re.search(r"^CSeq:\s*(\d+) INVITE", message, re.MULTILINE | re.IGNORECASE)
-        if cseq:
-            oks[int(cseq.group(1))] = message
-    return oks
+    return registered_phone(tmp_path / "sipp", scenario, user, kamailio.users[user], port, **render)
 
 
 @pytest.mark.parametrize("protocol", ["", "sylkRTC-1"], ids=["sylkRTC-2", "sylkRTC-1"])
@@ -408,7 +393,7 @@ def test_a_sip_phone_holds_and_resumes_the_call(browser: Browser, gateway: Gatew
         assert alice.text("call-reason") == "(200 OK)"
         assert bob.wait(10) == 0  # both re-INVITEs answered with 200, and the BYE too
         assert len(bob.sent("BYE ")) == 1  # the phone hung up, not the gateway
-        oks = invite_oks(bob)
+        oks = bob.invite_oks()
         assert "a=recvonly" in oks[3], oks[3]  # the browser's answer to the hold
         assert "a=recvonly" not in oks[4] and "a=sendonly" not in oks[4], oks[4]
         assert [name for name, _ in alice.page.evaluate("window.demo.events")] == \

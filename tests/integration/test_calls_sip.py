@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.gateway import Client, Gateway, eventually, register
 from tests.integration.kamailio import Kamailio
-from tests.integration.sipp import Sipp, register as sipp_register
+from tests.integration.sipp import Sipp, registered_phone
 from tests.integration.webrtc import OFFER, answer_for
 
 ALICE = "alice@sylk.test"
@@ -52,8 +52,7 @@ def caller(gateway: Gateway, kamailio: Kamailio) -> Client:
 def phone(kamailio: Kamailio, tmp_path: Path, scenario: str, user: str = "bob", port: int = BOB_PORT,
           **render: str) -> Sipp:
     """A registered sipp phone for `user`, running `scenario`."""
-    sipp_register(tmp_path / "sipp", user, kamailio.users[user], port)
-    return Sipp(tmp_path / "sipp", scenario, port, user, render=render).start()
+    return registered_phone(tmp_path / "sipp", scenario, user, kamailio.users[user], port, **render)
 
 
 class TestOutgoing:
@@ -325,7 +324,7 @@ class TestUpdatesAndHold:
                 answer = answer_for(update["sdp"]).replace("a=sendrecv", f"a={direction}")
                 assert client.request("session-update", session=session, sdp=answer)["sylkrtc"] == "ack"
             assert bob.wait() == 0
-            oks = invite_oks(bob)
+            oks = bob.invite_oks()
             assert "a=recvonly" in oks[3], oks[3]  # the answer to the hold
             assert "a=recvonly" not in oks[4]
 
@@ -338,18 +337,8 @@ class TestUpdatesAndHold:
             incoming = client.event(lambda m: m.get("event") == "incoming_session", 15, "an incoming call")
             client.request("session-answer", session=incoming["session"], sdp=answer_for(incoming["data"]["sdp"]))
             assert bob.wait() == 0  # Janus answered both re-INVITEs by itself
-            assert "a=recvonly" in invite_oks(bob)[3]
+            assert "a=recvonly" in bob.invite_oks()[3]
             assert not [e for e in client.events if e.get("event") == "update"]
-
-
-def invite_oks(phone: Sipp) -> dict[int, str]:
-    """The 200 OKs to INVITEs the phone received, by CSeq number."""
-    oks = {}
-    for message in phone.received("SIP/2.0 200"):
-        cseq = re.search(r"^CSeq:\s*(\d+) INVITE", message, re.MULTILINE | re.IGNORECASE)
-        if cseq:
-            oks[int(cseq.group(1))] = message
-    return oks
 
 
 class TestTransfers:

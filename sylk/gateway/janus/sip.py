@@ -464,7 +464,6 @@ class JanusSIPUserAgent:
             if not line.refused_invite or call.is_ended:
                 raise
             # Janus gave the line to an INVITE just before our `call` (which it refused); once more elsewhere
-            line.refused_invite = False
             self.line_freed(line, call)
             call.calling = False
             line = await self._free_line(call, avoid=line)  # that one is busy declining the INVITE

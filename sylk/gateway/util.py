@@ -17,10 +17,6 @@ class OneShotObserver:
         self._result: Any = _UNSET
         self._waiters: list[Deferred[Any]] = []
 
-    @property
-    def fired(self) -> bool:
-        return self._result is not _UNSET
-
     def when_fired(self) -> Deferred[Any]:
         if self._result is not _UNSET:
             return succeed(self._result)

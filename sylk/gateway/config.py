@@ -76,6 +76,7 @@ class WebServerConfig:
     local_ip: str = "127.0.0.1"
     local_port: int = 10888
     certificate: Path | None = None  # a PEM file holding certificate and key: serve https/wss instead of http/ws
+    trusted_proxy_hops: int = 0  # reverse proxies in front that append X-Forwarded-For: the client address is read there
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ class WebRTCGatewayConfig:
     max_message_size: int = 65536
     max_accounts_per_connection: int = 20
     max_calls_per_account: int = 4
+    max_connections_per_address: int = 50  # open connections from one client address (IP; /64 for IPv6)
+    request_rate: float = 20.0  # requests per second per connection, sustained (token bucket refill)
+    request_burst: int = 100  # requests one connection may send at once (token bucket size)
+    sip_target_domains: tuple[str, ...] = ("*",)  # domains calls, messages and transfers may go to
+    allow_ip_targets: bool = False  # whether targets may be IP literals (user@192.0.2.1) instead of domains
     sip_srtp: str = "no"  # SDES-SRTP towards SIP: no, optional (offered, RTP accepted) or mandatory
     register_ttl: int = 600
     register_timeout: float = 45.0
@@ -98,6 +104,9 @@ class WebRTCGatewayConfig:
 
     def domain_allowed(self, domain: str) -> bool:
         return any(fnmatch.fnmatchcase(domain.lower(), pattern) for pattern in self.sip_domains)
+
+    def target_domain_allowed(self, domain: str) -> bool:
+        return any(fnmatch.fnmatchcase(domain.lower(), pattern) for pattern in self.sip_target_domains)
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,9 @@ class JanusConfig:
     sip_rtp_port_range: PortRange = PortRange(30000, 39999)
     sip_transaction_timeout: int = 32
     request_timeout: float = 30.0
+    ping_interval: float = 3.0  # seconds between pings on the link to Janus
+    ping_timeout: float = 5.0  # a ping unanswered this long means Janus is stalled: the link is dropped
+    max_accounts: int = 0  # accounts (SIP stacks) on this Janus at once; 0: derived from its open-files limit
     decline_code: int = 486  # the SIP answer when a browser rejects an incoming call
     max_open_files: int = 65536
     log_level: int = 4
@@ -233,6 +245,7 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "local_ip": _ip_address,
         "local_port": _integer(1, 65535),
         "certificate": _optional(_existing_file),
+        "trusted_proxy_hops": _integer(0, 16),
     }),
     "WebRTCGateway": (WebRTCGatewayConfig, {
         "web_origins": _origins,
@@ -243,6 +256,11 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "max_message_size": _integer(1024, 16 * 1024 * 1024),
         "max_accounts_per_connection": _integer(1, 10000),
         "max_calls_per_account": _integer(1, 32),
+        "max_connections_per_address": _integer(1, 1000000),
+        "request_rate": _number(float, 0.1, 100000, "a number of requests per second"),
+        "request_burst": _integer(1, 1000000),
+        "sip_target_domains": _word_list,
+        "allow_ip_targets": _boolean,
         "sip_srtp": _choice("no", "optional", "mandatory"),
         "register_ttl": _integer(60, 86400),
         "register_timeout": _seconds(1, 3600),
@@ -262,6 +280,9 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "sip_rtp_port_range": PortRange.parse,
         "sip_transaction_timeout": _integer(1, 300),
         "request_timeout": _seconds(1, 600),
+        "ping_interval": _seconds(0.1, 600),
+        "ping_timeout": _seconds(0.1, 600),
+        "max_accounts": _integer(0, 1000000),
         "decline_code": _integer(400, 699),
         "max_open_files": _integer(1024, 1048576),
         "log_level": _integer(0, 7),

@@ -330,8 +330,9 @@ class IncomingCallTests(CallTestCase):
         connection, peer = self.registered(WebRTCGatewayConfig(max_calls_per_account=1))
         self.ring(connection, peer, call_id="one")
         session, master = self.master()
+        before = len(self.janus.requests)
         self.janus.incoming_call(session, master, call_id="two")  # on the spare line, but over the limit
-        self.assertEqual(self.janus.requests[-1]["body"], {"request": "decline", "code": 486})
+        self.assertEqual(self.janus.requests[before]["body"], {"request": "decline", "code": 486})
         self.assertEqual(len(self.account_events(peer, model.IncomingSession)), 1)
         self.assertEqual(len(self.account_events(peer, model.MissedSession)), 1)
 
@@ -411,7 +412,7 @@ class EndingTests(CallTestCase):
         self.janus.emit({"janus": "hangup", "session_id": self.session_id(), "sender": line,
                          "reason": "DTLS alert"})
         self.assertEqual(self.calls(peer)[-1], ("terminated", "DTLS alert"))
-        self.assertEqual(self.janus.kinds()[-1], "message:hangup")
+        self.assertEqual(self.janus.kinds()[-2:], ["message:hangup", "detach"])  # then the used helper goes
 
 
 class DtmfTests(CallTestCase):
@@ -526,8 +527,10 @@ class LineRaceTests(CallTestCase):
         (placed,) = self.janus.call_bodies  # s1's INVITE never went out; s2's went on the second helper
         self.assertNotEqual(placed, first)
         self.assertEqual(self.calls(peer, "s2"), ["progress"])
-        self.assertIsNone(self.dial(connection, "s3"))  # on the first helper, now bound and idle
-        self.assertEqual(set(self.janus.call_bodies), {placed, first})
+        self.assertIsNone(self.dial(connection, "s3"))  # on a fresh helper: the first one carried s1, and is gone
+        self.assertNotIn(first, self.janus.call_bodies)
+        self.assertNotIn(first, self.janus.handles())
+        self.assertEqual(len(self.janus.call_bodies), 2)
         self.assertEqual(self.calls(peer, "s3"), ["progress"])
 
     def test_terminated_while_janus_takes_the_call(self) -> None:
@@ -567,36 +570,55 @@ class LineRaceTests(CallTestCase):
         self.janus.remote_hangup(session, line)
         self.assertEqual(self.calls(peer)[-1], ("terminated", "200 OK"))
 
-    def test_the_previous_calls_peerconnection_closing_does_not_end_the_next_call(self) -> None:
-        from sylk.gateway.janus.sip import STALE_PC_WINDOW
-        connection, peer = self.connect()
-        self.add(connection)
-        self.janus.call_outcome = ("accepted",)
+    def test_a_helper_carries_one_call_only(self) -> None:
+        # Janus frees a call's ICE agent only a while after the call's end; a new call on the handle before that
+        # fails with 490 "Error setting ICE locally". So a used helper is detached and the next call gets another.
+        connection, peer = self.registered()
+        self.janus.call_outcome = ("hangup", 404, "Not Found")
         self.dial(connection, "s1")
-        line, session = self.line_of(), self.session_id()
-        call_id = self.janus.calls.pop(line)
-        self.janus.emit(self.janus._hangup_event(session, line, 200, "Session Terminated", call_id))
-        self.dial(connection, "s2")  # on the same, now idle, line
-        self.assertEqual(self.line_of(), line)
-        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "Close PC"})  # s1's
+        (first,) = self.janus.call_bodies
+        self.assertEqual(self.calls(peer, "s1")[-1], ("terminated", "404 Not Found"))
+        self.assertNotIn(first, self.janus.handles())
+        self.assertEqual(len([h for h in self.janus.helpers if h in self.janus.handles()]), 1)  # a fresh spare
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection, "s2")
+        self.assertNotEqual(self.line_of(), first)
         self.assertEqual(self.calls(peer, "s2"), ["progress", ("accepted", "v=0 answer")])
+
+    def answered_on_master(self, connection: Connection, peer: FakePeer, call_id: str) -> str:
+        session, master = self.master()
+        self.janus.incoming_call(session, master, "sip:bob@example.com", None, call_id)
+        session_id = self.account_events(peer, model.IncomingSession)[-1].session
+        self.request(connection, model.SessionAnswer, session=session_id, sdp="v=0 answer")
+        return session_id
+
+    def test_the_previous_calls_peerconnection_closing_does_not_end_the_next_call(self) -> None:
+        # The master is kept (it holds the registration), so its late "Close PC" must be told apart.
+        from sylk.gateway.janus.sip import STALE_PC_WINDOW
+        connection, peer = self.registered()
+        session, master = self.master()
+        first = self.answered_on_master(connection, peer, "one")
+        call_id = self.janus.calls.pop(master)
+        self.janus.emit(self.janus._hangup_event(session, master, 200, "Session Terminated", call_id))  # no Close PC yet
+        self.assertEqual(self.calls(peer, first)[-1], ("terminated", "200 OK"))
+        second = self.answered_on_master(connection, peer, "two")
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": master, "reason": "Close PC"})  # one's
+        self.assertEqual(self.calls(peer, second), ["accepted"])
         self.janus.clock.advance(STALE_PC_WINDOW)
-        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "DTLS alert"})  # s2's
-        self.assertEqual(self.calls(peer, "s2")[-1], ("terminated", "DTLS alert"))
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": master, "reason": "DTLS alert"})
+        self.assertEqual(self.calls(peer, second)[-1], ("terminated", "DTLS alert"))
 
     def test_a_peerconnection_end_that_ended_a_call_does_not_shadow_the_next_calls(self) -> None:
-        connection, peer = self.connect()
-        self.add(connection)
-        self.janus.call_outcome = ("accepted",)
-        self.dial(connection, "s1")
-        line, session = self.line_of(), self.session_id()
-        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "DTLS alert"})
+        connection, peer = self.registered()
+        session, master = self.master()
+        first = self.answered_on_master(connection, peer, "one")
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": master, "reason": "DTLS alert"})
         self.janus._outbox = [m for m in self.janus._outbox if m.get("janus") != "hangup"]  # Janus says it once
         self.janus.flush()
-        self.dial(connection, "s2")
-        self.assertEqual(self.line_of(), line)
-        self.janus.emit({"janus": "hangup", "session_id": session, "sender": line, "reason": "ICE failed"})
-        self.assertEqual(self.calls(peer, "s2")[-1], ("terminated", "ICE failed"))
+        self.assertEqual(self.calls(peer, first)[-1], ("terminated", "DTLS alert"))
+        second = self.answered_on_master(connection, peer, "two")
+        self.janus.emit({"janus": "hangup", "session_id": session, "sender": master, "reason": "ICE failed"})
+        self.assertEqual(self.calls(peer, second)[-1], ("terminated", "ICE failed"))
 
     def test_an_invite_janus_binds_before_our_call_moves_the_call_to_another_line(self) -> None:
         connection, peer = self.registered()
@@ -758,7 +780,7 @@ class UpdateTests(CallTestCase):
         self.janus.flush()
         self.assertEqual(self.calls(peer)[-1], ("terminated", "The browser did not answer the far end's update "
                                                               f"within {UPDATE_ANSWER_WAIT:g} s"))
-        self.assertEqual(self.janus.kinds()[-1], "message:hangup")
+        self.assertIn("message:hangup", self.janus.kinds()[-4:])
 
     def test_an_offerless_reinvite_ends_the_call(self) -> None:
         connection, peer, line = self.established()

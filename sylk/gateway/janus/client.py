@@ -9,7 +9,11 @@ over a real WebSocket and in tests. Rules it follows (see docs/architecture.md a
 - everything else is routed by `session_id` and `sender` (the handle), never by transaction, because the SIP
   plugin reuses the transaction of a request for later unrelated events and sends some events without one;
 - frames are sent as compact JSON with nothing after it (Janus 1.1.2 rejects a frame with trailing whitespace);
-- each session is kept alive with a keepalive that is pushed back by any other request on it.
+- each session is kept alive with a keepalive that is pushed back by any other request on it;
+- nothing Janus sends can break the link: a frame that is not what the API promises is logged and dropped, and an
+  exception raised while an event is handled is logged with its traceback and goes no further (the handle's own
+  listener contains it first: see janus/sip.py). The link reports itself stalled after STALLED_AFTER_TIMEOUTS
+  requests in a row that got no answer.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+
+# Requests in a row that time out before Janus counts as stalled (one slow answer is not a stall).
+STALLED_AFTER_TIMEOUTS = 3
 
 # Values kept out of traces: the API secret and the accounts' HA1s.
 _SECRETS = re.compile(r'("(?:apisecret|ha1_secret|secret)":)"[^"]*"')
@@ -73,7 +80,8 @@ class JanusAPI:
     log = Logger()
 
     def __init__(self, send: Callable[[str], None], clock: IReactorTime, *, api_secret: str = "",
-                 request_timeout: float = 30.0, trace: bool = False) -> None:
+                 request_timeout: float = 30.0, trace: bool = False,
+                 on_stalled: Callable[[str], None] | None = None) -> None:
         self._send = send
         self._clock = clock
         self._api_secret = api_secret
@@ -84,11 +92,17 @@ class JanusAPI:
         self.sessions: dict[int, JanusSession] = {}
         self.keepalive_interval: float | None = 25.0
         self._lost: str | None = None
+        self._on_stalled = on_stalled
+        self._timeouts_in_a_row = 0
 
     # --- requests ---
 
-    def info(self) -> Deferred[dict[str, Any]]:
-        return self.request({"janus": "info"})
+    def info(self, timeout: float | None = None) -> Deferred[dict[str, Any]]:
+        return self.request({"janus": "info"}, timeout=timeout)
+
+    def ping(self, timeout: float) -> Deferred[dict[str, Any]]:
+        """Janus's core answers `ping` itself, without any plugin: an answer shows the link and Janus are alive."""
+        return self.request({"janus": "ping"}, timeout=timeout)
 
     def create_session(self, on_lost: Callable[[str], None]) -> Deferred[JanusSession]:
         def created(reply: dict[str, Any]) -> JanusSession:
@@ -100,9 +114,10 @@ class JanusAPI:
         return self.request({"janus": "create"}).addCallback(created)
 
     def request(self, payload: dict[str, Any], *, session_id: int | None = None, handle_id: int | None = None,
-                plugin_reply: bool = False) -> Deferred[dict[str, Any]]:
+                plugin_reply: bool = False, timeout: float | None = None) -> Deferred[dict[str, Any]]:
         """Send a request; the Deferred fires with Janus's answer or fails with JanusError, JanusTimeout or
-        JanusDisconnected. `plugin_reply`: the answer is the plugin's event, not the `ack`."""
+        JanusDisconnected. `plugin_reply`: the answer is the plugin's event, not the `ack`. `timeout`: instead of
+        the API's request timeout."""
         if self._lost is not None:
             return fail(JanusDisconnected(self._lost))
         transaction = next(self._transactions)
@@ -114,7 +129,8 @@ class JanusAPI:
         if handle_id is not None:
             message["handle_id"] = handle_id
         deferred: Deferred[dict[str, Any]] = Deferred(lambda _: self._forget(transaction))
-        timer = self._clock.callLater(self._request_timeout, self._timed_out, transaction)
+        wait = self._request_timeout if timeout is None else timeout
+        timer = self._clock.callLater(wait, self._timed_out, transaction, wait)
         self._pending[transaction] = _Pending(deferred, payload["janus"], plugin_reply, handle_id, timer)
         text = json.dumps(message, separators=(",", ":"))
         if self._trace:
@@ -133,25 +149,35 @@ class JanusAPI:
             self.log.info("janus -> {text}", text=text)
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.log.error("Ignoring a frame from Janus that is not JSON: {text!r}", text=text[:200])
             return
         if not isinstance(message, dict):
             self.log.error("Ignoring a frame from Janus that is not an object: {text!r}", text=text[:200])
             return
+        self._timeouts_in_a_row = 0  # Janus is talking
         kind = message.get("janus")
-        pending = self._pending.get(message.get("transaction"))  # type: ignore[arg-type]
+        transaction = message.get("transaction")
+        pending = self._pending.get(transaction) if isinstance(transaction, str) else None
         if pending is not None:
             if kind == "ack" and pending.plugin_reply:
                 return  # accepted; the answer follows as an event
             if kind != "event" or (pending.plugin_reply and message.get("sender") == pending.handle_id):
-                self._settle(message["transaction"], message)
+                self._settle(transaction, message)  # type: ignore[arg-type]
                 return
-        session = self.sessions.get(message.get("session_id"))  # type: ignore[arg-type]
-        if session is not None:
+        session_id = message.get("session_id")
+        session = self.sessions.get(session_id) if isinstance(session_id, int) else None
+        if session is None:
+            if kind not in ("ack", "success"):
+                self.log.debug("Janus message for no known session: {message}", message=message)
+            return
+        try:
             session.message_received(message)
-        elif kind not in ("ack", "success"):
-            self.log.debug("Janus message for no known session: {message}", message=message)
+        except Exception:
+            # The last line of defence: whatever the event was, it must not reach the link to Janus, which every
+            # browser shares. (The handle's listener contains its own failures first, ending only what they concern.)
+            self.log.failure("Handling a message from Janus failed (session {id}); dropped it: {text!r}",
+                             id=session.id, text=text[:500])
 
     def connection_lost(self, reason: str) -> None:
         """The connection to Janus is gone: so is every session on it (Janus destroys them)."""
@@ -181,24 +207,34 @@ class JanusAPI:
         if entry is not None and entry.timer.active():
             entry.timer.cancel()
 
-    def _timed_out(self, transaction: str) -> None:
+    def _timed_out(self, transaction: str, wait: float) -> None:
         entry = self._pending.pop(transaction, None)
-        if entry is not None:
-            entry.deferred.errback(JanusTimeout(entry.request, self._request_timeout))
+        if entry is None:
+            return
+        self._timeouts_in_a_row += 1
+        entry.deferred.errback(JanusTimeout(entry.request, wait))
+        if self._timeouts_in_a_row >= STALLED_AFTER_TIMEOUTS and self._on_stalled is not None and self._lost is None:
+            self._on_stalled(f"{self._timeouts_in_a_row} requests in a row got no answer")
 
 
 def _error_in(message: dict[str, Any]) -> JanusError | None:
     if message.get("janus") == "error":
-        error = message.get("error") or {}
-        return JanusError(error.get("code", 0), error.get("reason", "unknown error"))
+        error = message.get("error")
+        error = error if isinstance(error, dict) else {}
+        return JanusError(_code(error.get("code")), str(error.get("reason", "unknown error"))[:500])
     data = plugin_data(message)
     if "error" in data:  # some plugin errors come with error_code 0, so the key decides
-        return JanusError(data.get("error_code", 0), str(data["error"]))
+        return JanusError(_code(data.get("error_code")), str(data["error"])[:500])
     return None
 
 
+def _code(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def plugin_data(message: dict[str, Any]) -> dict[str, Any]:
-    data = (message.get("plugindata") or {}).get("data")
+    plugindata = message.get("plugindata")
+    data = plugindata.get("data") if isinstance(plugindata, dict) else None
     return data if isinstance(data, dict) else {}
 
 
@@ -244,7 +280,8 @@ class JanusSession:
         if kind == "timeout":
             self.lost("Janus session timed out")
             return
-        handle = self.handles.get(message.get("sender"))  # type: ignore[arg-type]
+        sender = message.get("sender")
+        handle = self.handles.get(sender) if isinstance(sender, int) else None
         if handle is None:
             return
         if kind == "detached":

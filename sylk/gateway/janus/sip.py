@@ -35,9 +35,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sylk.gateway.config import SIPProxy
-from sylk.gateway.errors import BackendUnavailable
+from sylk.gateway.errors import APIError, BackendUnavailable
 from sylk.gateway.interfaces import (ICallObserver, ISIPBackend, ISIPCall, ISIPSession, ISIPSessionObserver,
                                      ISIPUserAgent, IUserAgentObserver)
+from sylk.gateway.janus import sipevents
 from sylk.gateway.janus.client import (JanusAPI, JanusDisconnected, JanusError, JanusHandle, JanusSession,
                                       plugin_data)
 from sylk.gateway.sip import Originator, Registration, SIPIdentity
@@ -58,12 +59,20 @@ HANGUP_WAIT = 8.0
 # How long after a re-INVITE of Janus's own (hold, unhold, our answer to the far end's) the next one waits: until
 # the far end's 200 (or ACK) Janus drops a hold or unhold without a word and takes a new offer as a second answer.
 REINVITE_SETTLE = 1.5
+# Holds, unholds and answers to re-INVITEs that may wait for the previous one to settle, per call.
+MAX_WAITING_REINVITES = 4
 # How long a transfer may go on after the far end's last NOTIFY: a ringing target answers within SIP's Timer C.
 TRANSFER_PROGRESS_WAIT = 185.0
 # After a call ends, Janus may still report the end of its PeerConnection (core `hangup`, "Close PC"); one arriving
 # this soon on the line is the old call's, not the next one's.
 STALE_PC_WINDOW = 2.0
 _SRTP = {"no": None, "optional": "sdes_optional", "mandatory": "sdes_mandatory"}
+# SIP-plugin events that only answer a request of ours (its Deferred has them) or that the gateway has no use for.
+_ANSWERS_ONLY = frozenset({"registering", "unregistering", "accepting", "declining", "updating", "updated", "holding",
+                           "resuming", "hangingup", "transferring", "infosent", "messagesent", "dtmfsent", "reset"})
+# Events about a call; without a call on the line they are strays of one that ended.
+_CALL_EVENTS = frozenset({"calling", "proceeding", "ringing", "progress", "accepted", "updatingcall", "transfer",
+                          "notify", "info", "dtmf", "hangup"})
 
 
 class JanusLink(Protocol):
@@ -131,6 +140,14 @@ class _Line:
         self.refused_invite = False  # an INVITE came while the line was taken: Janus refuses the taker's `call`
 
     def handle_event(self, message: dict[str, Any]) -> None:
+        """An event for this line, handled inside a boundary: whatever goes wrong ends at most the line's call."""
+        call = self.call
+        try:
+            self._dispatch(message)
+        except Exception:
+            self.agent.event_failed(self, call, message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("janus")
         if kind == "event":
             data = plugin_data(message)
@@ -139,13 +156,19 @@ class _Line:
                 if "call_id" in data and "call_id" not in result:
                     result = {**result, "call_id": data["call_id"]}  # where Janus puts it for `hangup` and others
                 self.agent.line_event(self, result, message.get("jsep"))
+            elif "error" in data:
+                self.agent.log.warn("The SIP plugin reported an error for {aor}: {error}", aor=self.agent.identity.aor,
+                                    error=sipevents.phrase(data.get("error"), 200))
         elif kind == "hangup" and self.agent.clock.seconds() < self.stale_pc_until:
             self.stale_pc_until = 0.0  # the previous call's PeerConnection closing
         elif self.call is not None:
             self.call.core_event(kind, message)
 
     def handle_detached(self) -> None:
-        self.agent.line_detached(self)
+        try:
+            self.agent.line_detached(self)
+        except Exception:
+            self.agent.event_failed(self, self.call, {"janus": "detached"})
 
 
 @implementer(ISIPUserAgent)
@@ -196,7 +219,6 @@ class JanusSIPUserAgent:
         # The far end's REFER, by Janus's id: Janus adds its Referred-By (and Replaces) to the INVITE and tells the
         # far end how the call goes.
         refer_id = transfer_of.take_refer_id() if isinstance(transfer_of, JanusSIPCall) else None
-        call.carried_refer = refer_id is not None
         Deferred.fromCoroutine(self._place(call, uri, sdp, headers, refer_id)).addErrback(call.failed)
         return call
 
@@ -219,11 +241,31 @@ class JanusSIPUserAgent:
 
     def line_event(self, line: _Line, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
         event = result.get("event")
+        if not isinstance(event, str) or not event.isidentifier():
+            self.log.warn("Dropped a SIP plugin event without a usable name for {aor}: {event!r:.80}",
+                          aor=self.identity.aor, event=event)
+            return
         handler = getattr(self, f"_EH_{event}", None)
         if handler is not None:
             handler(line, result, jsep)
-        elif line.call is not None:
+        elif line.call is not None and line.call.has_handler(event):
             line.call.plugin_event(event, result, jsep)
+        elif event not in _ANSWERS_ONLY and event not in _CALL_EVENTS:
+            self.log.warn("Unknown SIP plugin event {event} for {aor}; ignored", event=event, aor=self.identity.aor)
+
+    def event_failed(self, line: _Line, call: JanusSIPCall | None, message: dict[str, Any]) -> None:
+        """Handling an event of `line` raised: log it once with its traceback and end what it concerns (the call the
+        line carried, if any), never more; the account and every other call go on."""
+        self.log.failure("Handling a Janus event for {aor} failed: {message!r:.300}", aor=self.identity.aor,
+                         message=message)
+        call = call or line.call
+        if call is None or call.is_ended:
+            return
+        try:
+            call.abort("Internal error while handling a SIP event")
+        except Exception:
+            self.log.failure("Ending call {call_id} of {aor} after that failure failed too", call_id=call.call_id,
+                             aor=self.identity.aor)
 
     def line_detached(self, line: _Line) -> None:
         """Janus let a line go by itself (it does so with the helpers when the master unregisters)."""
@@ -237,13 +279,23 @@ class JanusSIPUserAgent:
         elif line in self._helpers:
             self._helpers.remove(line)
 
-    def line_freed(self, line: _Line, call: JanusSIPCall) -> None:
+    def line_freed(self, line: _Line, call: JanusSIPCall) -> bool:
         if line.call is not call:
-            return  # the line already carries another call
+            return False  # the line already carries another call
         line.call = None
         line.idle_since = self.clock.seconds()
         if call.had_media:
             line.stale_pc_until = line.idle_since + STALE_PC_WINDOW
+        return True
+
+    def call_over(self, line: _Line, call: JanusSIPCall) -> None:
+        """A call on `line` ended. A helper carries one call only: Janus frees a call's WebRTC state (its ICE agent)
+        some time after the call's end, and a new call on the handle before then fails ("Error setting ICE
+        locally", 490); Janus also keeps a carried-out REFER on the handle and would tell its sender about later
+        calls. A fresh helper costs ~2 ms and is usually ready before it is needed (the spare)."""
+        if self.line_freed(line, call) and line.helper:
+            self.retire(line)
+            self._ensure_spare_line()
 
     def any_handle(self) -> JanusHandle | None:
         """A handle of the account's, for requests that need one but no particular call (refusing a REFER)."""
@@ -266,7 +318,7 @@ class JanusSIPUserAgent:
     def _EH_registered(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
         if line.helper:
             return
-        self._master_id = result.get("master_id", self._master_id)
+        self._master_id = sipevents.integer(result.get("master_id")) or self._master_id
         if result.get("register_sent") is False:
             self._set_status("identity")  # not a registration: the identity for calls is set
             return
@@ -278,7 +330,8 @@ class JanusSIPUserAgent:
         if line.helper:
             return
         self._set_status("unregistered")
-        self._observer.registration_failed(f"{result.get('code', '')} {result.get('reason', '')}".strip())
+        code, reason = sipevents.status_code(result.get("code")), sipevents.phrase(result.get("reason"))
+        self._observer.registration_failed(f"{code or ''} {reason}".strip() or "Registration failed")
 
     def _EH_unregistered(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
         if line.helper:
@@ -300,39 +353,46 @@ class JanusSIPUserAgent:
             line.refused_invite = True
             line.handle.message({"request": "decline", "code": 486}).addErrback(  # type: ignore[union-attr]
                 self._request_failed)
-            self._observer.missed_call(_originator(result.get("username"), result.get("displayname")))
+            self._observer.missed_call(sipevents.originator(result.get("username"), result.get("displayname")))
             return
-        caller = _originator(result.get("username"), result.get("displayname"))
+        caller = sipevents.originator(result.get("username"), result.get("displayname"))
         call = JanusSIPCall(self, "incoming", None, line)
-        call.call_id = result.get("call_id")
+        call.call_id = sipevents.call_id(result.get("call_id"))
         call.remote_uri = caller.uri
-        call.headers = result.get("headers") or {}
+        call.headers = sipevents.headers(result.get("headers"))
         line.call = call
         self._ensure_spare_line()
-        if not jsep or jsep.get("type") != "offer":
-            # sylkRTC has no way to ask the browser for an offer: refuse calls without SDP
+        offer = sipevents.sdp(jsep, "offer")
+        if offer is None:
+            # sylkRTC has no way to ask the browser for an offer: refuse calls without SDP (or with an unusable one)
             line.handle.message({"request": "decline", "code": 488}).addErrback(call.request_failed)  # type: ignore[union-attr]
             return
-        self._observer.incoming_call(call, caller, jsep["sdp"])
+        self._observer.incoming_call(call, caller, offer)
 
     def _EH_missed_call(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
-        self._observer.missed_call(_originator(result.get("caller"), result.get("displayname")))  # not `username`
+        self._observer.missed_call(sipevents.originator(result.get("caller"), result.get("displayname")))  # not `username`
 
     def _EH_message(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
         """A MESSAGE: inside the call on the line, or for the account (those come to the master, which may be in a
         call too: Janus does not say which, so one from the call's far end counts as the call's)."""
-        sender = _originator(result.get("sender"), result.get("displayname"))
-        content_type, content = str(result.get("content_type") or "text/plain"), str(result.get("content") or "")
+        sender = sipevents.originator(result.get("sender"), result.get("displayname"))
+        content_type = sipevents.content_type(result.get("content_type") or "text/plain")
+        content = sipevents.text(result.get("content") or "", sipevents.MAX_CONTENT)
+        if content_type is None or content is None:
+            self.log.warn("Dropped a MESSAGE for {aor} from {sender}: its content type or size is unusable",
+                          aor=self.identity.aor, sender=sender.uri)
+            return
         if line.call is not None and (line.helper or line.call.remote_uri == sender.uri):
             line.call.message_received(sender, content_type, content)
         else:
             self._observer.message_received(sender, content_type, content)
 
     def _EH_messagedelivery(self, line: _Line, result: dict[str, Any], jsep: Any) -> None:
-        delivery = self._deliveries.pop(str(result.get("call_id")), None)
+        call_id = sipevents.call_id(result.get("call_id"))
+        delivery = self._deliveries.pop(call_id, None) if call_id is not None else None
         if delivery is not None:
-            delivery.callback((int(result.get("code") or 0), str(result.get("reason") or "")))
-        elif line.call is not None and result.get("call_id") == line.call.call_id:
+            delivery.callback(_delivery_answer(result))
+        elif line.call is not None and call_id is not None and call_id == line.call.call_id:
             line.call.plugin_event("messagedelivery", result, jsep)  # one sent inside the call
         # else: a late answer to a MESSAGE already given up on (reported as 408)
 
@@ -542,7 +602,7 @@ class JanusSIPUserAgent:
             if registration.contact_params:
                 body["contact_params"] = dict(registration.contact_params)  # an object in 1.1.2, not an array
         if identity.display_name:
-            body["display_name"] = identity.display_name
+            body["display_name"] = _quoted_string_content(identity.display_name)
         if identity.user_agent:
             body["user_agent"] = identity.user_agent
         if identity.incoming_header_prefixes:
@@ -609,7 +669,6 @@ class JanusSIPCall:
         self._transfer_wait = Timer(agent.clock)  # our REFER is out, its outcome not in yet
         self._settling = Timer(agent.clock)  # a re-INVITE of Janus's own may still be open
         self._waiting_to_settle: list[tuple[Callable[[], Deferred[None]], bool, Deferred[None]]] = []
-        self.carried_refer = False  # placed for the far end's REFER: Janus keeps that refer on the line
         self._refer_id: int | None = None  # Janus's id of the far end's pending REFER
         self._deliveries: list[Deferred[tuple[int, str]]] = []  # our MESSAGEs in the dialog, oldest first
         self.is_ended = False
@@ -731,6 +790,19 @@ class JanusSIPCall:
         # Janus ignores a hangup in a state it does not expect, without a word: don't wait for ever.
         self._hangup_wait.start(HANGUP_WAIT, self._hangup_unanswered)
 
+    def abort(self, reason: str) -> None:
+        """End the call at once because the gateway cannot go on with it (handling one of its events failed): tell
+        the observer, and make Janus end whatever it has of it (a helper is retired, which ends its call)."""
+        line, answered = self.line, self._answered or self._accepted or self.direction == "outgoing"
+        self.ended(reason)
+        if line is None or line.handle is None:
+            return
+        if line.helper:
+            self.agent.retire(line)
+        else:
+            body = {"request": "hangup"} if answered else {"request": "decline", "code": 500}
+            line.handle.message(body).addErrback(self.request_failed)
+
     def _hangup_unanswered(self) -> None:
         if self.is_ended:
             return
@@ -745,7 +817,7 @@ class JanusSIPCall:
 
     def placed(self, reply: dict[str, Any]) -> None:
         """The `call` request was accepted (`calling`)."""
-        self.call_id = plugin_data(reply).get("call_id") or self.call_id
+        self.call_id = sipevents.call_id(plugin_data(reply).get("call_id")) or self.call_id
         self._sent = True
         if self._hang_up_when_placed:
             self._hang_up()
@@ -770,6 +842,9 @@ class JanusSIPCall:
         if line is not None:
             self.agent.retire(line)
 
+    def has_handler(self, event: str) -> bool:
+        return hasattr(self, f"_EH_{event}")
+
     def plugin_event(self, event: str, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
         handler = getattr(self, f"_EH_{event}", None)
         if handler is not None:
@@ -781,7 +856,7 @@ class JanusSIPCall:
         elif kind == "hangup" and not self.is_ended:
             # The PeerConnection is gone (ICE or DTLS failed, the browser vanished) while SIP thinks the call is
             # still up: end the SIP side too.
-            reason = str(message.get("reason") or "Media closed")
+            reason = sipevents.phrase(message.get("reason")) or "Media closed"
             line = self.line
             self._handle().message({"request": "hangup"}).addErrback(self.request_failed)
             self.ended(reason)
@@ -797,10 +872,7 @@ class JanusSIPCall:
         for wait in (self._hangup_wait, self._update_wait, self._transfer_wait, self._settling):
             wait.cancel()
         if self.line is not None:
-            self.agent.line_freed(self.line, self)
-            if self.carried_refer and self.line.helper:
-                # Janus keeps the REFER on the handle and would report the next calls on it to its sender
-                self.agent.retire(self.line)
+            self.agent.call_over(self.line, self)
         self._observer_call("call_terminated", reason)
         self._settled()  # fails what waited to be sent (its requester knows by now that the call is over)
 
@@ -810,20 +882,24 @@ class JanusSIPCall:
         self._observer_call("call_progress")
 
     def _EH_proceeding(self, result: dict[str, Any], jsep: Any) -> None:
-        self._observer_call("call_proceeding", result.get("code"))
+        code = sipevents.status_code(result.get("code"))
+        if code is not None:
+            self._observer_call("call_proceeding", code)
 
     def _EH_ringing(self, result: dict[str, Any], jsep: Any) -> None:
         self._observer_call("call_ringing")
 
     def _EH_progress(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
-        if jsep and jsep.get("sdp"):
-            self._observer_call("call_early_media", jsep["sdp"])  # 183 with SDP: the later 200 comes without it
+        answer = sipevents.sdp(jsep)
+        if answer is not None:
+            self._observer_call("call_early_media", answer)  # 183 with SDP: the later 200 comes without it
 
     def _EH_accepted(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
         if self._update_wait.running:  # the answer to our re-INVITE
             self._update_wait.cancel()
-            if jsep and jsep.get("sdp"):
-                self._observer_call("call_update_accepted", jsep["sdp"])
+            answer = sipevents.sdp(jsep)
+            if answer is not None:
+                self._observer_call("call_update_accepted", answer)
             else:
                 self._observer_call("call_update_failed", "The far end's answer had no SDP")
             return
@@ -831,14 +907,15 @@ class JanusSIPCall:
             return  # a repeated one: after a hold Janus 1.1.2 may report the 200 again
         self._accepted = True
         if self.direction == "outgoing":
-            self._observer_call("call_accepted", (jsep or {}).get("sdp"), result.get("headers") or None)
+            self._observer_call("call_accepted", sipevents.sdp(jsep), sipevents.headers(result.get("headers")) or None)
         else:
             self._observer_call("call_accepted", None, None)
 
     def _EH_updatingcall(self, result: dict[str, Any], jsep: dict[str, Any] | None) -> None:
         """The far end's re-INVITE (Janus passes it up because `autoaccept_reinvites` is off)."""
-        if jsep and jsep.get("type") == "offer" and jsep.get("sdp"):
-            self._observer_call("call_update_received", jsep["sdp"])
+        offer = sipevents.sdp(jsep, "offer")
+        if offer is not None:
+            self._observer_call("call_update_received", offer)
             return
         # An offerless re-INVITE wants an offer from the browser, which sylkRTC cannot ask for; Janus would wait for
         # ever, the far end too: end the call rather than leave it stuck.
@@ -852,57 +929,52 @@ class JanusSIPCall:
 
     def _EH_messagedelivery(self, result: dict[str, Any], jsep: Any) -> None:
         if self._deliveries:
-            self._deliveries.pop(0).callback((int(result.get("code") or 0), str(result.get("reason") or "")))
+            self._deliveries.pop(0).callback(_delivery_answer(result))
 
     def _EH_transfer(self, result: dict[str, Any], jsep: Any) -> None:
         """The far end's REFER (Janus answered it 202): the browser decides whether to call the target."""
         if self._refer_id is not None:  # a newer one replaces it: refuse the older one, which Janus still holds
             self.reject_transfer(603).addErrback(self.request_failed)
-        self._refer_id = result.get("refer_id")
-        referred_by = _bare_uri(str(result.get("referred_by") or "")) or None
-        self._observer_call("call_transfer_requested", _bare_uri(str(result.get("refer_to") or "")), referred_by,
-                            bool(result.get("replaces")))
+        refer_id, refer_to = sipevents.integer(result.get("refer_id")), sipevents.bare_uri(result.get("refer_to"))
+        if refer_id is None or not refer_to:
+            self.log.warn("Ignoring a transfer request (REFER) without a usable target in call {call_id}",
+                          call_id=self.call_id)
+            return
+        self._refer_id = refer_id
+        referred_by = sipevents.bare_uri(result.get("referred_by")) or None
+        self._observer_call("call_transfer_requested", refer_to, referred_by, bool(result.get("replaces")))
 
     def _EH_notify(self, result: dict[str, Any], jsep: Any) -> None:
         """A NOTIFY about our REFER: its body is the status line of the far end's call to the target."""
-        if str(result.get("notify") or "").lower() != "refer":
+        if (sipevents.text(result.get("notify"), 32) or "").lower() != "refer":
             return
-        status = re.match(r"\s*SIP/2\.0\s+(\d{3})\s*([^\r\n]*)", str(result.get("content") or ""))
+        status = sipevents.sipfrag_status(result.get("content"))
         if status is None:
             return
-        code = int(status.group(1))
+        code, reason = status
         if code < 200 or code in (401, 407):  # progress (Janus passes on the auth challenges it answers, too)
             self._transfer_wait.start(TRANSFER_PROGRESS_WAIT, self._outcome_unreported, "call_transfer_progress",
                                       None, "The transfer did not complete")
         else:
             self._transfer_wait.cancel()
-        self._observer_call("call_transfer_progress", code, status.group(2).strip() or None)
+        self._observer_call("call_transfer_progress", code, reason)
 
     def _EH_info(self, result: dict[str, Any], jsep: Any) -> None:
         """SIP INFO from the far end; DTMF in it (application/dtmf-relay or application/dtmf) is passed up."""
-        kind = str(result.get("type") or "").lower()
-        content = str(result.get("content") or "")
-        if kind == "application/dtmf-relay":
-            fields = dict(re.findall(r"(?im)^\s*(\w+)\s*=\s*(\S+)", content))
-            tone, duration = fields.get("Signal", fields.get("signal")), fields.get("Duration", fields.get("duration"))
-        elif kind == "application/dtmf":
-            tone, duration = content.strip(), None
-        else:
-            return
-        if tone and re.fullmatch(r"[0-9*#A-Da-d]", tone):
-            self._observer_call("call_dtmf", tone.upper(), int(duration) if duration and duration.isdigit() else None,
-                                "info")
+        dtmf = sipevents.dtmf_of_info(result.get("type"), result.get("content"))
+        if dtmf is not None:
+            self._observer_call("call_dtmf", *dtmf, "info")
 
     def _EH_dtmf(self, result: dict[str, Any], jsep: Any) -> None:
         """RFC 4733 tones from the far end: reported by Janus 1.2.1 and newer (1.1.2 relays them silently)."""
-        tone = str(result.get("signal") or "")
+        tone = sipevents.text(result.get("signal"), 1) or ""
         if re.fullmatch(r"[0-9*#A-Da-d]", tone):
-            self._observer_call("call_dtmf", tone.upper(), result.get("duration"), "rfc4733")
+            self._observer_call("call_dtmf", tone.upper(), sipevents.integer(result.get("duration")), "rfc4733")
 
     def _EH_hangup(self, result: dict[str, Any], jsep: Any) -> None:
         if self.call_id is not None and result.get("call_id") != self.call_id:
             return  # another call's: a refused INVITE's, or a stray one Janus 1.1.2 sends without a Call-ID
-        self.ended(_sip_reason(result.get("code"), result.get("reason")))
+        self.ended(sipevents.sip_reason(result.get("code"), result.get("reason")))
 
     # --- internals ---
 
@@ -924,9 +996,12 @@ class JanusSIPCall:
 
     def _after_settling(self, send: Callable[[], Deferred[None]], settle: bool = True) -> Deferred[None]:
         """Send a re-INVITE-making request once the previous one had time to settle (REINVITE_SETTLE), in order;
-        `settle`: the request itself makes the next ones wait."""
+        `settle`: the request itself makes the next ones wait. At most MAX_WAITING_REINVITES wait."""
         if not self._settling.running and not self._waiting_to_settle:
             return self._send_settling(send, settle)
+        if len(self._waiting_to_settle) >= MAX_WAITING_REINVITES:
+            raise APIError(f"Too many holds and updates waiting to be sent in this call (at most "
+                           f"{MAX_WAITING_REINVITES})")
         waiter: Deferred[None] = Deferred()
         self._waiting_to_settle.append((send, settle, waiter))
         return waiter
@@ -941,13 +1016,13 @@ class JanusSIPCall:
         return send().addBoth(sent)
 
     def _settled(self) -> None:
-        if self._waiting_to_settle and not self._settling.running:
-            send, settle, waiter = self._waiting_to_settle.pop(0)
-            if self.is_ended:
+        if self.is_ended:  # what waited fails (a loop: one waiter after the other, however many)
+            waiting, self._waiting_to_settle = self._waiting_to_settle, []
+            for _, _, waiter in waiting:
                 waiter.errback(BackendUnavailable("the call ended"))
-                self._settled()
-            else:
-                self._send_settling(send, settle).chainDeferred(waiter)
+        elif self._waiting_to_settle and not self._settling.running:
+            send, settle, waiter = self._waiting_to_settle.pop(0)
+            self._send_settling(send, settle).chainDeferred(waiter)
 
     def _outcome_unreported(self, report: str, *failure: Any) -> None:
         if not self.is_ended:
@@ -991,26 +1066,15 @@ def _answer_of(delivery: Deferred[tuple[int, str]], transaction_timeout: float,
     return delivery.addTimeout(transaction_timeout + 1.0, clock, onTimeoutCancel=lambda *_: (408, "Request Timeout"))
 
 
-def _bare_uri(text: str) -> str:
-    """user@host out of a SIP URI or a name-addr header value (`"Bob" <sip:bob@example.com;transport=udp>;tag=x`)."""
-    inside = re.search(r"<([^>]*)>", text)
-    uri = (inside.group(1) if inside else text).strip()
-    uri = re.sub(r"^sips?:", "", uri, flags=re.IGNORECASE)
-    return re.split(r"[;?>]", uri, maxsplit=1)[0]
+def _quoted_string_content(text: str) -> str:
+    """`text` escaped for the inside of a SIP quoted-string (RFC 3261 quoted-pair): Janus writes the display name
+    as `"<name>" <sip:...>` without escaping, so a quote in it would end the string and inject header syntax."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _originator(uri_text: Any, display_name_text: Any) -> Originator:
-    uri = _bare_uri(str(uri_text or ""))
-    display_name = str(display_name_text or "").strip().strip('"').strip()  # Janus 1.1.2 adds quotes
-    return Originator(uri=uri, display_name=display_name or None)
-
-
-def _sip_reason(code: Any, reason: Any) -> str:
-    if code == 200:
-        return "200 OK"  # a normal hang-up; Sofia's own phrase for it is "to BYE"
-    if code and reason:
-        return f"{code} {reason}"
-    return str(code or reason or "Call ended")
+def _delivery_answer(result: dict[str, Any]) -> tuple[int, str]:
+    """A MESSAGE's SIP answer from `messagedelivery` (0 when Janus gave no usable code)."""
+    return sipevents.status_code(result.get("code")) or 0, sipevents.phrase(result.get("reason"))
 
 
 def sip_uri(proxy: SIPProxy) -> str:

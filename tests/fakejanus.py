@@ -236,6 +236,8 @@ class FakeJanus:
             new = next(self._ids)
             self.sessions[session].add(new)
             self._reply(request, {"janus": "success", "session_id": session, "data": {"id": new}})
+        elif verb == "ping":
+            self._reply(request, {"janus": "pong"})
         elif verb == "keepalive":
             self._reply(request, {"janus": "ack", "session_id": session})
         elif verb == "detach":

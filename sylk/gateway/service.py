@@ -43,15 +43,18 @@ class GatewayService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        janus = config.janus
         self.janus_process: JanusProcess | None = None
-        if config.janus.spawn:
+        timing = dict(request_timeout=janus.request_timeout, ping_interval=janus.ping_interval,
+                      ping_timeout=janus.ping_timeout, trace=janus.trace_janus, reactor=reactor)
+        if janus.spawn:
             self.janus_process = JanusProcess(config, reactor)
             self.janus_process.setServiceParent(self)
-            url, secret = self.janus_process.api_url, self.janus_process.api_secret
+            self.janus = JanusConnector("ws://localhost/", self.janus_process.api_secret,
+                                        unix_socket=self.janus_process.api_socket,
+                                        on_stalled=self.janus_process.kill_stalled, **timing)
         else:
-            url, secret = config.janus.api_url, config.janus.api_secret
-        self.janus = JanusConnector(url, secret, request_timeout=config.janus.request_timeout,
-                                    trace=config.janus.trace_janus, reactor=reactor)
+            self.janus = JanusConnector(janus.api_url, janus.api_secret, **timing)
         self.janus.setServiceParent(self)
         backend = JanusSIPBackend(self.janus, line_settings(config), reactor)
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor)

@@ -7,7 +7,9 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -18,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import connect
 
 from sylk.gateway.config import parse_config
-from sylk.gateway.janus.process import find_library_dir, free_tcp_port, render_janus_config
+from sylk.gateway.janus.process import find_library_dir, render_janus_config
 from tests.integration.gateway import TWISTD, Gateway
 
 ALICE = "alice@sylk.test"
@@ -105,11 +107,46 @@ def test_killed_janus_is_restarted_and_browsers_are_told(gateway: Gateway) -> No
     again.close()
 
 
+def test_a_stalled_janus_is_noticed_killed_and_restarted(gateway: Gateway) -> None:
+    client = gateway.connect()
+    (first_janus,) = gateway.janus_pids()
+    os.kill(first_janus, signal.SIGSTOP)  # alive, its socket open, but it answers nothing: as if deadlocked
+    stopped = time.monotonic()
+    try:
+        code, reason = client.wait_closed(timeout=15)
+        detected = time.monotonic() - stopped
+    finally:
+        try:
+            os.kill(first_janus, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # killed by the gateway, as it should be
+    assert code == 4503, (code, reason)
+    assert detected < 10, f"the stall was noticed after {detected:.1f} s"
+    assert "is stalled" in gateway.log()
+    gateway.wait_usable(timeout=20)
+    assert len(gateway.janus_pids()) == 2
+    with pytest.raises(ProcessLookupError):
+        os.kill(first_janus, 0)
+    again = gateway.connect()
+    assert again.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+    again.close()
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def start_janus(workdir: Path, port: int, secret: str) -> subprocess.Popen[bytes]:
+    """A Janus of its own, its API on a TCP port (as an external Janus would have it)."""
     config = parse_config("[Janus]\ninterface = 127.0.0.1\n")
     folder = workdir / "external-janus"
     folder.mkdir(exist_ok=True)
-    for name, text in render_janus_config(config, find_library_dir(config), folder, port, secret).items():
+    files = render_janus_config(config, find_library_dir(config), folder, folder / "api.sock", secret)
+    for name, text in files.items():
+        if name == "janus.transport.websockets.jcfg":
+            text = re.sub(r"ws_unix = .*", f'ws_ip = "127.0.0.1"\n    ws_port = {port}', text)
         (folder / name).write_text(text)
     log = open(workdir / "external-janus.log", "ab")
     return subprocess.Popen(["janus", "--configs-folder", str(folder), "--disable-colors"], stdout=log,

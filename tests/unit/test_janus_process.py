@@ -43,7 +43,8 @@ class ConfigFolderTests(SynchronousTestCase):
 
     def render(self, text: str = "") -> dict[str, str]:
         config = parse_config(text)
-        return render_janus_config(config, self.library, self.root / "conf", 18188, "the-secret")
+        return render_janus_config(config, self.library, self.root / "conf", self.root / "conf" / "api.sock",
+                                   "the-secret")
 
     def test_only_the_sip_plugin_and_websockets_stay_enabled(self) -> None:
         janus = self.render()["janus.jcfg"]
@@ -54,12 +55,43 @@ class ConfigFolderTests(SynchronousTestCase):
         self.assertIn("reclaim_session_timeout = 0", janus)
         self.assertIn(f'plugins_folder = "{self.library}/plugins"', janus)
 
-    def test_websocket_api_on_loopback_only(self) -> None:
+    def test_websocket_api_only_on_a_private_unix_socket(self) -> None:
         transport = self.render()["janus.transport.websockets.jcfg"]
-        self.assertIn('ws_ip = "127.0.0.1"', transport)
-        self.assertIn("ws_port = 18188", transport)
+        self.assertIn(f'ws_unix = "{self.root}/conf/api.sock"', transport)
+        self.assertNotIn("ws_port", transport)  # a TCP port would let any local user talk to Janus
         self.assertIn("admin_ws = false", transport)
         self.assertIn('json = "compact"', transport)
+
+    def test_a_runtime_folder_open_to_others_is_refused(self) -> None:
+        folder = self.root / "run" / "janus"
+        folder.mkdir(parents=True)
+        folder.chmod(0o755)
+        config = parse_config(f"[Janus]\nbinary = /bin/true\nlibrary_dir = {self.library}\n"
+                              f"runtime_dir = {self.root / 'run'}\n")
+        with self.assertRaises(ConfigError) as raised:
+            JanusProcess(config, Clock())
+        self.assertIn("open to other users (mode 755)", str(raised.exception))
+        folder.chmod(0o700)
+        self.assertEqual(JanusProcess(config, Clock()).api_socket, folder / "api.sock")
+
+    def test_a_runtime_folder_of_another_user_is_refused(self) -> None:
+        if os.geteuid() != 0:
+            self.skipTest("needs root to give a folder away")
+        folder = self.root / "run" / "janus"
+        folder.mkdir(parents=True, mode=0o700)
+        os.chown(folder, 12345, -1)
+        config = parse_config(f"[Janus]\nbinary = /bin/true\nlibrary_dir = {self.library}\n"
+                              f"runtime_dir = {self.root / 'run'}\n")
+        with self.assertRaises(ConfigError) as raised:
+            JanusProcess(config, Clock())
+        self.assertIn("belongs to user 12345", str(raised.exception))
+
+    def test_a_runtime_folder_too_long_for_a_socket_is_refused(self) -> None:
+        config = parse_config(f"[Janus]\nbinary = /bin/true\nlibrary_dir = {self.library}\n"
+                              f"runtime_dir = {self.root / ('x' * 120)}\n")
+        with self.assertRaises(ConfigError) as raised:
+            JanusProcess(config, Clock())
+        self.assertIn("too long a path", str(raised.exception))
 
     def test_interface_sets_ice_and_sip_addresses(self) -> None:
         files = self.render("[Janus]\ninterface = 192.0.2.7\n")
@@ -232,6 +264,15 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(transport.signals, ["TERM", "KILL"])
         self.die(0)
         self.successResultOf(stopped)
+
+    def test_a_stalled_janus_is_killed_and_started_again(self) -> None:
+        (_, _, transport), = self.reactor.spawned
+        self.reactor.advance(STABLE_AFTER)
+        self.janus.kill_stalled()
+        self.assertEqual(transport.signals, ["KILL"])
+        self.die()
+        self.reactor.advance(0)
+        self.assertEqual(len(self.reactor.spawned), 2)
 
     def test_stop_while_waiting_to_restart(self) -> None:
         self.die()

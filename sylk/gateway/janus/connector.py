@@ -4,43 +4,65 @@ It reconnects with backoff whenever the connection drops, checks each new connec
 must be loaded) before offering it as `api`, and tells every session on a connection that goes away that it is
 lost (Janus destroys them all when the socket closes). `api` is None whenever Janus is not usable, which is what
 makes the gateway refuse new browsers with 503.
+
+A Janus that stops answering (a deadlocked plugin, a stopped process, a half-open link) would otherwise hold every
+user's calls hostage without ever closing the socket, so the link is pinged: a ping unanswered within
+`ping_timeout`, a check that gets no answer, or several requests in a row that time out mean Janus is stalled. The
+link is then dropped (every session on it is lost, browsers are told) and `on_stalled` is called, which kills a
+Janus the gateway started so that it is started again.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sylk.gateway import __version__
-from sylk.gateway.janus.client import JanusAPI, JanusDisconnected
+from sylk.gateway.janus.client import JanusAPI, JanusDisconnected, JanusTimeout
 from sylk.gateway.janus.sip import SIP_PLUGIN
+from sylk.gateway.util import Timer
 
 JANUS_SUBPROTOCOL = "janus-protocol"
+# Seconds to open the connection and finish the WebSocket handshake (a stopped Janus still accepts connections).
+CONNECT_TIMEOUT = 5.0
 
 
 class JanusConnector(Service):
     log = Logger()
 
-    def __init__(self, url: str, api_secret: str, *, request_timeout: float, trace: bool, reactor: Any) -> None:
-        self.url = url
+    def __init__(self, url: str, api_secret: str, *, request_timeout: float, trace: bool, reactor: Any,
+                 ping_interval: float = 3.0, ping_timeout: float = 5.0, unix_socket: Path | None = None,
+                 on_stalled: Callable[[], None] | None = None) -> None:
+        """`url`: the Janus API's WebSocket URL; with `unix_socket` the connection goes to that socket instead, and
+        the URL only names it in the handshake and in logs."""
+        self.url = url if unix_socket is None else f"unix:{unix_socket}"
         self.api: JanusAPI | None = None
         self._api_secret = api_secret
         self._request_timeout = request_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._on_stalled = on_stalled
         self._trace = trace
         self._reactor = reactor
-        factory = WebSocketClientFactory(url, protocols=[JANUS_SUBPROTOCOL], useragent=f"sylkgateway/{__version__}")
+        self._pinging = Timer(reactor)
+        factory = WebSocketClientFactory(url if unix_socket is None else "ws://localhost/",
+                                         protocols=[JANUS_SUBPROTOCOL], useragent=f"sylkgateway/{__version__}")
+        factory.setProtocolOptions(openHandshakeTimeout=CONNECT_TIMEOUT)
         factory.protocol = _JanusClientProtocol
         factory.connector = self
-        self._client = ClientService(_endpoint(reactor, url), factory, clock=reactor,
+        endpoint = _endpoint(reactor, url) if unix_socket is None else \
+            UNIXClientEndpoint(reactor, str(unix_socket), timeout=CONNECT_TIMEOUT)
+        self._client = ClientService(endpoint, factory, clock=reactor,
                                      retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0, factor=1.6))
 
     def startService(self) -> None:
@@ -49,43 +71,76 @@ class JanusConnector(Service):
 
     def stopService(self) -> Any:
         super().stopService()
+        self._pinging.cancel()
         return self._client.stopService()
 
     def _opened(self, protocol: _JanusClientProtocol) -> None:
         api = JanusAPI(protocol.send_text, self._reactor, api_secret=self._api_secret,
-                       request_timeout=self._request_timeout, trace=self._trace)
+                       request_timeout=self._request_timeout, trace=self._trace,
+                       on_stalled=lambda reason: self._stalled(protocol, reason))
         protocol.api = api
         Deferred.fromCoroutine(self._check(api)).addCallbacks(self._checked, self._check_failed,
-                                                              callbackArgs=(api,), errbackArgs=(protocol,))
+                                                              callbackArgs=(api, protocol), errbackArgs=(protocol,))
 
     async def _check(self, api: JanusAPI) -> dict[str, Any]:
         """Make sure this Janus can serve the gateway before offering it: the SIP plugin is loaded and the API
         secret is right (Janus answers `info` without checking it, so a probe session is created too)."""
-        info = await api.info()
-        if SIP_PLUGIN not in (info.get("plugins") or {}):
+        info = await api.info(timeout=self._ping_timeout)
+        plugins = info.get("plugins")
+        if not isinstance(plugins, dict) or SIP_PLUGIN not in plugins:
             raise RuntimeError(f"it has no {SIP_PLUGIN} loaded; the gateway cannot work without it")
         probe = await api.create_session(lambda reason: None)
         await probe.destroy()
         return info
 
-    def _checked(self, info: dict[str, Any], api: JanusAPI) -> None:
-        session_timeout = info.get("session-timeout") or 0
-        api.keepalive_interval = session_timeout * 0.4 if session_timeout > 0 else None
+    def _checked(self, info: dict[str, Any], api: JanusAPI, protocol: _JanusClientProtocol) -> None:
+        session_timeout = info.get("session-timeout")
+        if isinstance(session_timeout, int | float) and session_timeout > 0:
+            api.keepalive_interval = session_timeout * 0.4
+        else:
+            api.keepalive_interval = None
         self.api = api
         self.log.info("Connected to Janus {version} at {url}", version=info.get("version_string"), url=self.url)
+        self._pinging.start(self._ping_interval, self._ping, api, protocol)
 
     def _check_failed(self, failure: Failure, protocol: _JanusClientProtocol) -> None:
         if failure.check(JanusDisconnected):  # the connection went away (or we are stopping): just reconnect
             self.log.info("Janus at {url} went away while being checked", url=self.url)
             return
+        if failure.check(JanusTimeout):
+            self._stalled(protocol, f"no answer while checking it: {failure.value}")
+            return
         self.log.critical("Janus at {url} cannot be used: {error}", url=self.url, error=failure.value)
         protocol.dropConnection(abort=True)
+
+    def _ping(self, api: JanusAPI, protocol: _JanusClientProtocol) -> None:
+        def answered(_: object) -> None:
+            if self.api is api:
+                self._pinging.start(self._ping_interval, self._ping, api, protocol)
+
+        def unanswered(failure: Failure) -> None:
+            if failure.check(JanusTimeout):
+                self._stalled(protocol, f"a ping got no answer within {self._ping_timeout:g} s")
+            elif not failure.check(JanusDisconnected):
+                self.log.failure("Pinging Janus at {url} failed", failure, url=self.url)
+                self._stalled(protocol, f"a ping failed: {failure.value}")
+        api.ping(self._ping_timeout).addCallbacks(answered, unanswered)
+
+    def _stalled(self, protocol: _JanusClientProtocol, reason: str) -> None:
+        if protocol.stalled:
+            return
+        protocol.stalled = True
+        self.log.error("Janus at {url} is stalled ({reason}); dropping the link to it", url=self.url, reason=reason)
+        protocol.dropConnection(abort=True)
+        if self._on_stalled is not None and self.running:
+            self._on_stalled()
 
     def _closed(self, protocol: _JanusClientProtocol, reason: str) -> None:
         api = protocol.api
         if api is None:
             return
         if self.api is api:
+            self._pinging.cancel()
             self.api = None
             if self.running:
                 self.log.warn("Lost the connection to Janus at {url}: {reason}", url=self.url, reason=reason)
@@ -94,13 +149,14 @@ class JanusConnector(Service):
 
 class _JanusClientProtocol(WebSocketClientProtocol):
     api: JanusAPI | None = None
+    stalled = False
 
     def onOpen(self) -> None:
         self.factory.connector._opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.api is not None and not isBinary:
-            self.api.message_received(payload.decode("utf-8"))
+            self.api.message_received(payload.decode("utf-8", "replace"))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.connector._closed(self, reason or f"connection closed (code {code})")

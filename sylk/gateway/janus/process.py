@@ -1,7 +1,8 @@
 """JanusProcess: Janus as a supervised child of the gateway (the default, `[Janus] spawn = yes`).
 
-On start it writes a private Janus config folder (WebSocket API on loopback only, with a fresh API secret; every
-plugin but the SIP plugin and every transport but WebSockets disabled), then runs `janus -F <folder>` through
+On start it writes a private Janus config folder (the WebSocket API on a Unix socket in that folder, which only the
+gateway's user can reach, with a fresh API secret; every plugin but the SIP plugin and every transport but
+WebSockets disabled), then runs `janus -F <folder>` through
 `sylk.gateway.janus.launcher` (core dumps off, a raised open-files limit, its own session, terminated if the
 gateway dies). If Janus exits it is started again, after a delay that grows while it keeps dying young. On stop it
 gets exactly one SIGTERM (a second one can crash Janus mid-shutdown) and SIGKILL only if it has not exited in time.
@@ -13,7 +14,7 @@ import os
 import re
 import secrets
 import shutil
-import socket
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +36,8 @@ STOP_TIMEOUT = 10.0
 MIN_RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 10.0  # a Janus that ran this long before dying is restarted at once
+API_SOCKET = "api.sock"  # the Janus API's Unix socket, in the private config folder
+MAX_SOCKET_PATH = 107  # bytes in sun_path, with its terminating NUL
 
 # Janus's own output, relayed line by line under its own namespace (a module-level Logger keeps it: one on a class
 # would be re-bound to the class's namespace on every access).
@@ -61,12 +64,6 @@ def find_library_dir(config: Config) -> Path:
                       f"found in {where} (install the Debian package janus, or set library_dir)")
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -75,7 +72,7 @@ def _disable_all_but(folder: Path, wanted: set[str]) -> str:
     return _quote(",".join(sorted(p.name for p in folder.glob("*.so") if p.name not in wanted)))
 
 
-def render_janus_config(config: Config, library_dir: Path, config_dir: Path, ws_port: int,
+def render_janus_config(config: Config, library_dir: Path, config_dir: Path, api_socket: Path,
                         api_secret: str) -> dict[str, str]:
     """The files of a Janus config folder, by name (libconfig syntax)."""
     janus, gateway = config.janus, config.gateway
@@ -118,8 +115,7 @@ def render_janus_config(config: Config, library_dir: Path, config_dir: Path, ws_
         "general: {",
         '    json = "compact"',
         "    ws = true",
-        '    ws_ip = "127.0.0.1"',
-        f"    ws_port = {ws_port}",
+        f"    ws_unix = {_quote(str(api_socket))}",  # not a TCP port: any local user could connect to that
         "    wss = false",
         "}",
         "admin: {",
@@ -161,10 +157,12 @@ class JanusProcess(Service):
         self._config = config
         self._reactor = reactor
         self._library_dir = find_library_dir(config)
-        self.ws_port = free_tcp_port()
-        self.api_url = f"ws://127.0.0.1:{self.ws_port}"
         self.api_secret = secrets.token_hex(16)
         self._config_dir = self._make_config_dir()
+        self.api_socket = self._config_dir / API_SOCKET
+        if len(os.fsencode(self.api_socket)) > MAX_SOCKET_PATH:
+            raise ConfigError(f"[Janus] runtime_dir: {self._config_dir} is too long a path for Janus's API socket "
+                              f"(at most {MAX_SOCKET_PATH - len(API_SOCKET) - 1} bytes)")
         self._protocol: _JanusProcessProtocol | None = None
         self._restart: IDelayedCall | None = None
         self._delay = MIN_RESTART_DELAY
@@ -179,7 +177,7 @@ class JanusProcess(Service):
     def startService(self) -> None:
         super().startService()
         self._config_dir.mkdir(mode=0o700, exist_ok=True)
-        files = render_janus_config(self._config, self._library_dir, self._config_dir, self.ws_port,
+        files = render_janus_config(self._config, self._library_dir, self._config_dir, self.api_socket,
                                     self.api_secret)
         for name, text in files.items():
             path = self._config_dir / name
@@ -210,9 +208,22 @@ class JanusProcess(Service):
                 return Path(tempfile.mkdtemp(prefix="sylkgateway-janus-"))
             folder = runtime_dir / "janus"
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _check_private(folder)
             return folder
         except OSError as e:
             raise ConfigError(f"[Janus] runtime_dir: cannot create a folder for Janus's configuration: {e}") from None
+
+    def kill_stalled(self) -> None:
+        """Janus stopped answering (deadlocked, or stopped): kill it, and the restart path starts a new one. SIGKILL,
+        because a stalled Janus cannot act on SIGTERM (a stopped one would not even receive it until continued)."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.exited or not self.running:
+            return
+        self.log.error("Killing the stalled Janus (pid {pid})", pid=self.pid)
+        try:
+            protocol.transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
 
     def _remove_config_dir(self, result: Any) -> Any:
         shutil.rmtree(self._config_dir, ignore_errors=True)  # it holds the API secret
@@ -228,7 +239,7 @@ class JanusProcess(Service):
         env = {key: value for key, value in os.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TZ")}
         env["PYTHONPATH"] = os.pathsep.join(sys.path)
         self._reactor.spawnProcess(self._protocol, args[0], args, env=env)
-        self.log.info("Started Janus (pid {pid}) with its API on {url}", pid=self.pid, url=self.api_url)
+        self.log.info("Started Janus (pid {pid}) with its API on {socket}", pid=self.pid, socket=self.api_socket)
 
     def _terminate(self) -> Deferred[None]:
         protocol = self._protocol
@@ -277,6 +288,20 @@ class JanusProcess(Service):
                 level = mapped
                 break
         janus_log.emit(level, "{line}", line=line)
+
+
+def _check_private(folder: Path) -> None:
+    """The folder holds the API secret and Janus's API socket (through which every account's HA1 passes): it must
+    be a real folder of ours that nobody else can read or write, or a local user could take Janus's place."""
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"[Janus] runtime_dir: {folder} is not a folder (a link?)")
+    if info.st_uid != os.geteuid():
+        raise ConfigError(f"[Janus] runtime_dir: {folder} belongs to user {info.st_uid}, not to the gateway's "
+                          f"user {os.geteuid()}")
+    if info.st_mode & 0o077:
+        raise ConfigError(f"[Janus] runtime_dir: {folder} is open to other users (mode "
+                          f"{stat.S_IMODE(info.st_mode):o}); it must be 700")
 
 
 class _JanusProcessProtocol(ProcessProtocol):

@@ -240,6 +240,16 @@ def _nonempty(text: str) -> str:
     return text.strip()
 
 
+def _user_agent(text: str) -> str:
+    # Printable ASCII: it goes into every SIP request's User-Agent header and into Janus's configuration file.
+    value = _nonempty(text)
+    if not re.fullmatch(r"[\x20-\x7e]+", value):
+        raise ValueError(f"expected printable ASCII (letters, digits, spaces and punctuation), got {value!r}")
+    if len(value) > 128:
+        raise ValueError(f"expected at most 128 characters, got {len(value)}")
+    return value
+
+
 _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
     "WebServer": (WebServerConfig, {
         "local_ip": _ip_address,
@@ -264,7 +274,7 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "sip_srtp": _choice("no", "optional", "mandatory"),
         "register_ttl": _integer(60, 86400),
         "register_timeout": _seconds(1, 3600),
-        "user_agent": _nonempty,
+        "user_agent": _user_agent,
         "addressbook_dir": _optional(_existing_dir),
     }),
     "Janus": (JanusConfig, {

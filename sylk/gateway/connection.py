@@ -27,6 +27,7 @@ from sylk.gateway.errors import APIError
 from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend, ISIPSession, ISIPSessionObserver
 from sylk.gateway.sip import SIPIdentity
 from sylk.gateway.sylkrtc import model
+from sylk.gateway.targets import check_target
 from sylk.gateway.util import OneShotObserver
 
 # WebSocket close code sent when the SIP backend cannot serve this connection (any more).
@@ -35,6 +36,9 @@ CLOSE_BACKEND_UNAVAILABLE = 4503
 CLOSE_TIMEOUT = 15.0
 # Ended sessions remembered, so late requests about them get "terminated" rather than "unknown" errors.
 ENDED_SESSIONS_KEPT = 64
+# Requests kept while the backend session is being created (a page adding and registering 20 accounts at load
+# sends 40); more are refused rather than queued without bound.
+MAX_QUEUED_BEFORE_READY = 64
 
 
 @implementer(ISIPSessionObserver)
@@ -65,6 +69,9 @@ class Connection:
     def handle(self, request: model.Request) -> Deferred[None]:
         """Carry out a request; the Deferred fails with APIError when the browser should get an error."""
         if self.state == "opening":
+            if len(self._queued) >= MAX_QUEUED_BEFORE_READY:
+                return fail(APIError(f"Too many requests before the connection is ready "
+                                     f"(at most {MAX_QUEUED_BEFORE_READY})"))
             waiter: Deferred[None] = Deferred()
             self._queued.append((request, waiter))
             return waiter
@@ -142,15 +149,20 @@ class Connection:
         self._account(request, "fetch-addressbook").fetch_addressbook()
 
     def _RH_account_message(self, request: model.AccountMessage) -> None:
-        self._account(request, "message").send_message(request)
+        account = self._account(request, "message")
+        check_target(request.uri, self._settings)
+        account.send_message(request)
 
     def _RH_account_disposition_notification(self, request: model.AccountDispositionNotification) -> None:
-        self._account(request, "disposition notification").send_disposition(request)
+        account = self._account(request, "disposition notification")
+        check_target(request.uri, self._settings)
+        account.send_disposition(request)
 
     def _RH_session_create(self, request: model.SessionCreate) -> None:
         account = self._account(request, "call")
         if request.session in self.sessions:
             raise APIError(f"Session ID {request.session} already in use")
+        check_target(request.uri, self._settings)
         referring = self._call(request.refer_session) if request.refer_session is not None else None
         account.call(request.session, request.uri, request.sdp, request.headers, transfer_of=referring)
 
@@ -179,6 +191,7 @@ class Connection:
         self._call(request).send_message(request)
 
     def _RH_session_transfer(self, request: model.SessionTransfer) -> None:
+        check_target(request.uri, self._settings)
         replace = self._call(request.replace_session) if request.replace_session is not None else None
         self._call(request.session).transfer(request.uri, replace)
 

@@ -603,8 +603,8 @@ class LoadConfigTests(TempPaths, SynchronousTestCase):
 
     def test_reads_utf8(self) -> None:
         path = Path(self.temp_path())
-        path.write_text(ini("WebRTCGateway", user_agent="Gateway ünïcode"), encoding="utf-8")
-        self.assertEqual(load_config(path).gateway.user_agent, "Gateway ünïcode")
+        path.write_text(ini("Janus", api_secret="sécret ünïcode"), encoding="utf-8")
+        self.assertEqual(load_config(path).janus.api_secret, "sécret ünïcode")
 
     def test_errors_name_the_file(self) -> None:
         path = Path(self.temp_path())

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sylk.gateway.account import UNREGISTER_TIMEOUT
 from sylk.gateway.config import SIPProxy, WebRTCGatewayConfig
-from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, CLOSE_TIMEOUT, Connection
+from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, CLOSE_TIMEOUT, MAX_QUEUED_BEFORE_READY, Connection
 from sylk.gateway.errors import APIError
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.sylkrtc import model
@@ -460,3 +460,88 @@ class OwnershipTests(ConnectionTestCase):
         self.assertEqual(self.request(second, model.AccountUnregister, account=ALICE),
                          f"Unknown account specified for unregister: {ALICE}")
         self.assertEqual(first.accounts[ALICE].state, "registered")
+
+
+class TargetPolicyTests(ConnectionTestCase):
+    """Calls, messages, disposition notifications and transfers go only where the operator allows (issue 7)."""
+
+    settings = WebRTCGatewayConfig(sip_target_domains=("example.com",))
+
+    def call(self, connection: Connection, uri: str, session: str = "s1") -> str | None:
+        return self.request(connection, model.SessionCreate, account=ALICE, session=session, uri=uri, sdp="v=0")
+
+    def message(self, connection: Connection, uri: str) -> str | None:
+        return self.request(connection, model.AccountMessage, account=ALICE, uri=uri, message_id="m1",
+                            content="hi", content_type="text/plain")
+
+    def notification(self, connection: Connection, uri: str) -> str | None:
+        return self.request(connection, model.AccountDispositionNotification, account=ALICE, uri=uri,
+                            message_id="m1", state="delivered")
+
+    def test_calls_go_only_to_allowed_domains(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.assertEqual(self.call(connection, "bob@evil.test"), "SIP domain not allowed as a target: evil.test")
+        self.assertEqual((self.janus.call_bodies, connection.sessions), ({}, {}))
+        self.assertIsNone(self.call(connection, "bob@example.com"))
+        self.assertEqual([body["uri"] for body in self.janus.call_bodies.values()], ["sip:bob@example.com"])
+
+    def test_calls_to_ip_addresses_are_refused_unless_allowed(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        for uri in ("bob@192.0.2.1", "bob@[2001:db8::1]"):
+            self.assertEqual(self.call(connection, uri), f"IP addresses are not allowed as targets: {uri}")
+        self.assertEqual(self.janus.call_bodies, {})
+        connection, _ = self.connect(WebRTCGatewayConfig(allow_ip_targets=True))
+        self.add(connection)
+        self.assertIsNone(self.call(connection, "bob@192.0.2.1"))
+        self.assertEqual([body["uri"] for body in self.janus.call_bodies.values()], ["sip:bob@192.0.2.1"])
+
+    def test_messages_and_notifications_go_only_to_allowed_targets(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.assertEqual(self.message(connection, "bob@evil.test"), "SIP domain not allowed as a target: evil.test")
+        self.assertEqual(self.notification(connection, "bob@192.0.2.1"),
+                         "IP addresses are not allowed as targets: bob@192.0.2.1")
+        self.assertEqual(self.janus.messages, [])
+        self.assertIsNone(self.message(connection, "bob@example.com"))
+        self.assertEqual([body["uri"] for _, body in self.janus.messages], ["sip:bob@example.com"])
+
+    def test_transfers_go_only_to_allowed_targets(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.call(connection, "bob@example.com")
+        self.assertEqual(self.request(connection, model.SessionTransfer, session="s1", uri="carol@evil.test"),
+                         "SIP domain not allowed as a target: evil.test")
+        self.assertEqual(self.request(connection, model.SessionTransfer, session="s1", uri="carol@[2001:db8::1]"),
+                         "IP addresses are not allowed as targets: carol@[2001:db8::1]")
+        self.assertEqual(self.janus.transfers, [])
+        self.assertIsNone(self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com"))
+        self.assertEqual([body["uri"] for _, body in self.janus.transfers], ["sip:carol@example.com"])
+
+
+class QueueBeforeReadyTests(ConnectionTestCase):
+    def test_requests_beyond_the_bound_are_refused_and_the_others_handled_after_ready(self) -> None:
+        connection = Connection("test", self.backend, self.settings, FakePeer(), self.janus.clock)
+        connection.open()
+        queued = [connection.handle(model.Ping(transaction=str(n))) for n in range(MAX_QUEUED_BEFORE_READY)]
+        refused = connection.handle(model.Ping(transaction="one too many"))
+        self.assertEqual(self.answer(refused), f"Too many requests before the connection is ready "
+                                               f"(at most {MAX_QUEUED_BEFORE_READY})")
+        self.janus.flush()
+        self.assertEqual([self.answer(d) for d in queued], [None] * MAX_QUEUED_BEFORE_READY)
+        self.assertIsNone(self.answer(connection.handle(model.Ping(transaction="after ready"))))
+
+    def test_a_page_adding_and_registering_many_accounts_before_ready_fits(self) -> None:
+        settings = WebRTCGatewayConfig()
+        connection = Connection("test", self.backend, settings, FakePeer(), self.janus.clock)
+        connection.open()
+        answers = []
+        for n in range(settings.max_accounts_per_connection):
+            account = f"user{n}@example.com"
+            answers.append(connection.handle(model.AccountAdd(transaction=f"a{n}", account=account, password=HA1)))
+            answers.append(connection.handle(model.AccountRegister(transaction=f"r{n}", account=account)))
+        self.janus.flush()
+        self.assertEqual([self.answer(d) for d in answers], [None] * len(answers))
+

@@ -220,6 +220,15 @@ class AORTests(ValidationErrorAssertions, SynchronousTestCase):
     def test_uri_parameters_on_domain_are_refused(self) -> None:
         self.assertRefused("alice@example.com;transport=tcp")
 
+    def test_uri_parameters_and_headers_in_the_user_part_are_refused(self) -> None:
+        # more in test_injection.py
+        self.assertRefused("alice;transport=tcp@example.com")
+        self.assertRefused("alice?Subject=x@example.com")
+
+    def test_numeric_domains_must_be_ip_addresses(self) -> None:
+        self.assertRefused("alice@127.1")
+        self.assertRefused("alice@999.0.0.1")
+
     def test_domain_with_leading_or_trailing_dash_or_dot_is_refused(self) -> None:
         self.assertRefused("alice@-example.com")
         self.assertRefused("alice@example-.com")
@@ -310,11 +319,14 @@ class AccountRequestModelTests(ValidationErrorAssertions, SynchronousTestCase):
         self.assertEqual(model.AccountAdd.parse(self.account_add(display_name="")).display_name, "")
 
     def test_account_add_display_name_max_length(self) -> None:
-        self.assertEqual(len(model.AccountAdd.parse(self.account_add(display_name="x" * 256)).display_name), 256)
-        self.assertInvalid(model.AccountAdd, self.account_add(display_name="x" * 257), "'display_name'")
+        self.assertEqual(len(model.AccountAdd.parse(self.account_add(display_name="x" * 128)).display_name), 128)
+        self.assertInvalid(model.AccountAdd, self.account_add(display_name="x" * 129), "'display_name'",
+                           "at most 128 characters")
 
     def test_account_add_user_agent_max_length(self) -> None:
-        self.assertInvalid(model.AccountAdd, self.account_add(user_agent="x" * 257), "'user_agent'")
+        self.assertEqual(len(model.AccountAdd.parse(self.account_add(user_agent="x" * 128)).user_agent), 128)
+        self.assertInvalid(model.AccountAdd, self.account_add(user_agent="x" * 129), "'user_agent'",
+                           "at most 128 characters")
 
     def test_account_add_display_name_wrong_type(self) -> None:
         self.assertInvalid(model.AccountAdd, self.account_add(display_name=7), "'display_name'", "must be a string")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from typing import Any, ClassVar, Mapping
 
 
@@ -17,6 +18,12 @@ class ValidationError(ValueError):
 
 
 _MISSING = object()
+
+# RFC 3261 token: what a header name is made of.
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# Control characters (C0, DEL, C1), lone surrogates (not encodable as UTF-8: Janus refuses the whole JSON request),
+# and the Unicode line and paragraph separators (line breaks for some parsers and displays).
+_FORBIDDEN_CATEGORIES = frozenset(("Cc", "Cs", "Zl", "Zp"))
 
 
 class Field:
@@ -47,6 +54,11 @@ class String(Field):
             raise ValidationError("must not be empty")
         if len(value) > self.max_length:
             raise ValidationError(f"must be at most {self.max_length} characters long")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: JSON allows it, Janus's parser and UTF-8 do not
+                raise ValidationError("must be valid Unicode text (no lone surrogates)") from None
         return value
 
 
@@ -68,6 +80,32 @@ class Integer(Field):
         if not self.low <= value <= self.high:
             raise ValidationError(f"must be from {self.low} to {self.high}")
         return value
+
+
+class Text(String):
+    """Text that ends up inside a SIP header (a display name): no control characters, which could end the header
+    and start another. Quotes and backslashes are allowed: the SIP backend escapes them."""
+
+    def convert(self, value: Any) -> str:
+        value = super().convert(value)
+        _check_no_controls(value)
+        return value
+
+
+class UserAgent(String):
+    """A SIP User-Agent: printable ASCII, which every SIP stack and log carries as it is; surrounding spaces are
+    removed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=128, **kwargs)
+
+    def convert(self, value: Any) -> str:
+        value = super().convert(value)
+        if not re.fullmatch(r"[\x20-\x7e]*", value):
+            raise ValidationError("must be printable ASCII (letters, digits, spaces and punctuation)")
+        if not value.strip():
+            raise ValidationError("must not be empty")
+        return value.strip()
 
 
 class Choice(String):
@@ -120,11 +158,16 @@ class HA1(String):
 
 
 class AOR(String):
-    """A SIP address of record: `user@domain`, optionally with a `sip:` or `sips:` scheme; normalised to `user@domain`."""
+    """A SIP address of record: `user@domain`, optionally with a `sip:` or `sips:` scheme; normalised to `user@domain`.
 
-    _USER = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+")
-    _DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-                         r"|\[[0-9A-Fa-f:.]+\]")
+    The user part holds RFC 3261 user characters except `?` and `;`, which would start URI headers (`?Subject=`) or
+    parameters (`;user=phone`) in the request URI, and escapes (`%XX`) except those of control characters. The
+    domain is a host name whose last label begins with a letter (RFC 3261 toplabel), a dotted IPv4 address, or an
+    IPv6 address in brackets, so that numbers such as `127.1` cannot pass for names."""
+
+    _USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,/]|%[0-9A-Fa-f]{2})+")
+    _CONTROL_ESCAPE = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
+    _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=512, **kwargs)
@@ -133,10 +176,21 @@ class AOR(String):
         value = super().convert(value)
         bare = re.sub(r"^sips?:", "", value, flags=re.IGNORECASE)
         user, at, domain = bare.rpartition("@")
-        if not at or not self._USER.fullmatch(user) or not self._DOMAIN.fullmatch(domain) or \
-                (domain.startswith("[") and not _is_ipv6(domain[1:-1])):
+        for char, what in (("?", "URI headers"), (";", "URI parameters")):
+            if char in user:
+                raise ValidationError(f"the user part must not contain {char!r} ({what}): {value!r:.80}")
+        if self._CONTROL_ESCAPE.search(user):
+            raise ValidationError(f"the user part must not contain escaped control characters (%00-%1F, %7F): "
+                                  f"{value!r:.80}")
+        if not at or not self._USER.fullmatch(user) or not self._is_domain(domain):
             raise ValidationError(f"must be a SIP address like user@domain, not {value!r:.80}")
         return f"{user}@{domain.lower()}"
+
+    @classmethod
+    def _is_domain(cls, domain: str) -> bool:
+        if domain.startswith("[") and domain.endswith("]"):
+            return re.fullmatch(r"[0-9A-Fa-f:.]+", domain[1:-1]) is not None and _is_ip(domain[1:-1], 6)
+        return cls._HOST.fullmatch(domain) is not None or _is_ip(domain, 4)
 
 
 class Candidates(Field):
@@ -171,32 +225,81 @@ class Candidates(Field):
 
 
 class Headers(Field):
-    """Custom SIP headers as sylkRTC-2 sends them: [{name, value}], normalised to {name: value}. Names are SIP
-    tokens, values one line; the headers that make up the SIP dialog itself cannot be set."""
+    """Custom SIP headers as sylkRTC-2 sends them: [{name, value}], normalised to {name: value}.
 
-    _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-    RESERVED = frozenset(name.lower() for name in (
-        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Content-Length", "Content-Type",
-        "Route", "Record-Route", "Authorization", "Proxy-Authorization", "Expires", "Allow", "Supported",
-        "Require", "User-Agent"))
+    An allow-list, because a browser must not speak for the gateway: names starting with `X-` and a few headers
+    that only describe the call (ALLOWED). Identity, routing and dialog headers, and every compact form, are
+    refused. Values are one line of text without control characters (tabs neither: SIP may turn them into
+    spaces); surrounding spaces are removed, as SIP parsers would. Janus 1.1.2 silently cuts each header line
+    (with its CRLF) at 254 bytes and all of them together at 2047, so longer ones are refused rather than sent cut.
+    """
+
+    # Not Call-Info or Alert-Info: their parameters make many desk phones answer by themselves (answer-after=0,
+    # info=alert-autoanswer), which would let a web page open someone's microphone.
+    ALLOWED = ("Subject", "Priority", "Organization", "Accept-Language")
+    MAX_HEADERS = 16
+    MAX_NAME = 64
+    MAX_LINE = 252  # bytes of `Name: value` (UTF-8): Janus's 254 with the CRLF
+    MAX_TOTAL = 2000  # bytes of all `Name: value` lines with their CRLF (UTF-8), below Janus's 2047
+    _ALLOWED = frozenset(name.lower() for name in ALLOWED)
+    # Why the headers people try most are refused, for a clearer error than "not allowed".
+    _IDENTITY = frozenset(name.lower() for name in (
+        "From", "P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID", "Privacy", "Identity",
+        "Identity-Info", "Referred-By", "Authorization", "Proxy-Authorization", "User-Agent"))
+    _DIALOG = frozenset(name.lower() for name in (
+        "To", "Call-ID", "CSeq", "Via", "Contact", "Route", "Record-Route", "Max-Forwards", "Replaces", "Join",
+        "Refer-To", "Content-Length", "Content-Type", "Expires", "Allow", "Supported", "Require", "Proxy-Require",
+        "Session-Expires", "Min-SE", "Event"))
 
     def convert(self, value: Any) -> dict[str, str]:
         if not isinstance(value, list):
             raise ValidationError(f"must be an array, not {_json_type(value)}")
-        if len(value) > 16:
-            raise ValidationError("must have at most 16 headers")
+        if len(value) > self.MAX_HEADERS:
+            raise ValidationError(f"must have at most {self.MAX_HEADERS} headers")
         headers: dict[str, str] = {}
         for index, item in enumerate(value):
             name = item.get("name") if isinstance(item, dict) else None
             text = item.get("value") if isinstance(item, dict) else None
-            if not isinstance(name, str) or not self._TOKEN.fullmatch(name) or len(name) > 64:
-                raise ValidationError(f"item {index} needs a header 'name' (a SIP token)")
-            if name.lower() in self.RESERVED:
-                raise ValidationError(f"item {index}: {name} cannot be set")
-            if not isinstance(text, str) or len(text) > 255 or "\r" in text or "\n" in text:
-                raise ValidationError(f"item {index} needs a one-line 'value' of at most 255 characters")
-            headers[name] = text
+            if not isinstance(name, str) or not _TOKEN.fullmatch(name) or len(name) > self.MAX_NAME:
+                raise ValidationError(f"item {index} needs a header 'name' (a SIP token of at most "
+                                      f"{self.MAX_NAME} characters)")
+            self._check_name(name)
+            if name.lower() in map(str.lower, headers):
+                raise ValidationError(f"header {name} is given twice (names are case-insensitive)")
+            headers[name] = self._value(name, text)
+        total = sum(len(f"{name}: {text}\r\n".encode()) for name, text in headers.items())
+        if total > self.MAX_TOTAL:
+            raise ValidationError(f"the headers together must be at most {self.MAX_TOTAL} bytes as 'Name: value' "
+                                  f"lines (UTF-8, with line ends), not {total}")
         return headers
+
+    def _check_name(self, name: str) -> None:
+        lower = name.lower()
+        if (lower.startswith("x-") and len(name) > 2) or lower in self._ALLOWED:
+            return
+        allowed = f"only X- headers and {', '.join(self.ALLOWED)} are allowed"
+        if len(name) == 1:
+            raise ValidationError(f"header {name} cannot be set: compact header forms are not allowed ({allowed})")
+        if lower in self._IDENTITY:
+            raise ValidationError(f"header {name} cannot be set: identity headers are the SIP proxy's and the "
+                                  f"gateway's ({allowed})")
+        if lower in self._DIALOG:
+            raise ValidationError(f"header {name} cannot be set: it routes the request or makes up the dialog "
+                                  f"({allowed})")
+        raise ValidationError(f"header {name} cannot be set: {allowed}")
+
+    def _value(self, name: str, text: Any) -> str:
+        if not isinstance(text, str):
+            raise ValidationError(f"header {name} needs a string 'value'")
+        try:
+            _check_no_controls(text)
+        except ValidationError as e:
+            raise ValidationError(f"header {name}: the value {e}") from None
+        text = text.strip(" ")
+        if len(f"{name}: {text}".encode()) > self.MAX_LINE:
+            raise ValidationError(f"header {name} is too long: 'Name: value' must be at most {self.MAX_LINE} bytes "
+                                  f"(UTF-8)")
+        return text
 
 
 class StringList(Field):
@@ -210,6 +313,18 @@ class StringList(Field):
         return tuple(value)
 
 
+class HeaderPrefixes(StringList):
+    """Header name prefixes (`X-`): each made of the characters of header names (a SIP token)."""
+
+    def convert(self, value: Any) -> tuple[str, ...]:
+        prefixes = super().convert(value)
+        for item in prefixes:
+            if not _TOKEN.fullmatch(item):
+                raise ValidationError(f"{item!r:.80} is not a header name prefix (letters, digits and "
+                                      f"-.!%*_+`'~ only)")
+        return prefixes
+
+
 class Model:
     """Base of requests and events: fields declared as class attributes, values as instance attributes."""
 
@@ -217,7 +332,7 @@ class Model:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        inherited = {}
+        inherited: dict[str, Field] = {}
         for base in reversed(cls.__mro__[1:]):
             inherited.update(getattr(base, "_fields", {}))
         inherited.update({name: value for name, value in vars(cls).items() if isinstance(value, Field)})
@@ -256,12 +371,18 @@ class Model:
         return f"{type(self).__name__}({shown})"
 
 
-def _is_ipv6(text: str) -> bool:
+def _is_ip(text: str, version: int) -> bool:
     try:
-        ipaddress.IPv6Address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return False
-    return True
+    return address.version == version
+
+
+def _check_no_controls(text: str) -> None:
+    for position, char in enumerate(text):
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise ValidationError(f"must not contain control characters (U+{ord(char):04X} at position {position})")
 
 
 def _json_type(value: Any) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sylk.gateway.sylkrtc.fields import (AOR, HA1, Boolean, Candidates, Choice, ContentType, Field, Headers, Integer,
-                                        Model, String, StringList, Tones)
+from sylk.gateway.sylkrtc.fields import (AOR, HA1, Boolean, Candidates, Choice, ContentType, Field, HeaderPrefixes,
+                                        Headers, Integer, Model, String, Text, Tones, UserAgent)
 
 MAX_SDP = 32768
 MAX_MESSAGE = 16384  # a SIP MESSAGE's content (RFC 3428 wants small ones; Sofia moves big ones to TCP)
@@ -35,9 +35,9 @@ class AccountRequest(Request):
 class AccountAdd(AccountRequest):
     name = "account-add"
     password = HA1()
-    display_name = String(optional=True, allow_empty=True, max_length=256)
-    user_agent = String(optional=True, max_length=256)
-    incoming_header_prefixes = StringList(optional=True, default=())  # pass these incoming headers up
+    display_name = Text(optional=True, allow_empty=True, max_length=128)  # quotes are escaped by the backend
+    user_agent = UserAgent(optional=True)
+    incoming_header_prefixes = HeaderPrefixes(optional=True, default=())  # pass these incoming headers up
 
 
 class AccountRemove(AccountRequest):

@@ -31,7 +31,7 @@ from sylk.gateway import __version__
 from sylk.gateway.config import Config, ConfigError, WebServerConfig
 from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
-from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
+from sylk.gateway.janus.sip import DEFAULT_ACCOUNT_BUDGET, JanusSIPBackend, LineSettings
 from sylk.gateway.websocket import GatewayWebSocketFactory
 
 
@@ -56,7 +56,9 @@ class GatewayService(MultiService):
         else:
             self.janus = JanusConnector(janus.api_url, janus.api_secret, **timing)
         self.janus.setServiceParent(self)
-        backend = JanusSIPBackend(self.janus, line_settings(config), reactor)
+        budget = self.janus_process.account_budget if self.janus_process is not None else \
+            (lambda: janus.max_accounts or DEFAULT_ACCOUNT_BUDGET)
+        backend = JanusSIPBackend(self.janus, line_settings(config), reactor, account_budget=budget)
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor)
         self.resource = gateway_resource(self.websocket_factory)
         root = Resource()
@@ -95,7 +97,8 @@ def line_settings(config: Config) -> LineSettings:
     gateway = config.gateway
     return LineSettings(max_lines=gateway.max_calls_per_account, srtp=gateway.sip_srtp,
                         decline_code=config.janus.decline_code, route=gateway.outbound_sip_proxy,
-                        transaction_timeout=config.janus.sip_transaction_timeout)
+                        transaction_timeout=config.janus.sip_transaction_timeout,
+                        queue_timeout=gateway.register_timeout)
 
 
 WEB_DIR = Path(__file__).parent / "web"

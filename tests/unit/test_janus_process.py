@@ -265,6 +265,22 @@ class SupervisionTests(SynchronousTestCase):
         self.die(0)
         self.successResultOf(stopped)
 
+    def test_the_account_budget_follows_the_open_files_limit_janus_really_got(self) -> None:
+        import resource
+        (_, _, transport), = self.reactor.spawned
+        transport.pid = os.getpid()  # a process whose limit we know
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        expected = max(1, min(process.MAX_ACCOUNTS, (soft - process.RESERVED_FILES) // process.FILES_PER_ACCOUNT))
+        self.assertEqual(self.janus.account_budget(), expected)
+        transport.pid = 2 ** 22 + 1  # no such process: the configured max_open_files (65536)
+        self.assertEqual(self.janus.account_budget(), 6451)
+
+    def test_max_accounts_overrides_the_budget(self) -> None:
+        library = self.root / "janus"
+        config = parse_config(f"[Janus]\nbinary = /bin/true\nlibrary_dir = {library}\n"
+                              f"runtime_dir = {self.root / 'run2'}\nmax_accounts = 7\n")
+        self.assertEqual(JanusProcess(config, self.reactor).account_budget(), 7)
+
     def test_a_stalled_janus_is_killed_and_started_again(self) -> None:
         (_, _, transport), = self.reactor.spawned
         self.reactor.advance(STABLE_AFTER)

@@ -37,6 +37,11 @@ MIN_RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 10.0  # a Janus that ran this long before dying is restarted at once
 API_SOCKET = "api.sock"  # the Janus API's Unix socket, in the private config folder
+# Descriptors a Janus needs besides its accounts' stacks (its transports, loops, logs), and per account: ~8 for its
+# Sofia stack and a share of the ~5 each call takes. With the default 65,536 that is 6,451 accounts.
+RESERVED_FILES = 1024
+FILES_PER_ACCOUNT = 10
+MAX_ACCOUNTS = 8000  # near 10,000 stacks the kernel's thread and memory-map limits come first
 MAX_SOCKET_PATH = 107  # bytes in sun_path, with its terminating NUL
 
 # Janus's own output, relayed line by line under its own namespace (a module-level Logger keeps it: one on a class
@@ -213,6 +218,14 @@ class JanusProcess(Service):
         except OSError as e:
             raise ConfigError(f"[Janus] runtime_dir: cannot create a folder for Janus's configuration: {e}") from None
 
+    def account_budget(self) -> int:
+        """How many accounts (SIP stacks) the running Janus can hold: from the open-files limit it really got (the
+        launcher may not have been allowed to raise it as far as `max_open_files`), or `[Janus] max_accounts`."""
+        if self._config.janus.max_accounts:
+            return self._config.janus.max_accounts
+        limit = _open_files_limit(self.pid) or self._config.janus.max_open_files
+        return max(1, min(MAX_ACCOUNTS, (limit - RESERVED_FILES) // FILES_PER_ACCOUNT))
+
     def kill_stalled(self) -> None:
         """Janus stopped answering (deadlocked, or stopped): kill it, and the restart path starts a new one. SIGKILL,
         because a stalled Janus cannot act on SIGTERM (a stopped one would not even receive it until continued)."""
@@ -288,6 +301,18 @@ class JanusProcess(Service):
                 level = mapped
                 break
         janus_log.emit(level, "{line}", line=line)
+
+
+def _open_files_limit(pid: int | None) -> int | None:
+    """The soft open-files limit of process `pid`, as the kernel reports it."""
+    if pid is None:
+        return None
+    try:
+        limits = Path(f"/proc/{pid}/limits").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^Max open files\s+(\d+)", limits, re.MULTILINE)
+    return int(match.group(1)) if match else None
 
 
 def _check_private(folder: Path) -> None:

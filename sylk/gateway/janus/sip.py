@@ -26,9 +26,12 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Hashable, Protocol
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
+import weakref
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,6 +42,7 @@ from sylk.gateway.errors import APIError, BackendUnavailable
 from sylk.gateway.interfaces import (ICallObserver, ISIPBackend, ISIPCall, ISIPSession, ISIPSessionObserver,
                                      ISIPUserAgent, IUserAgentObserver)
 from sylk.gateway.janus import sipevents
+from sylk.gateway.janus.admission import GatewayFull, StackAdmission
 from sylk.gateway.janus.client import (JanusAPI, JanusDisconnected, JanusError, JanusHandle, JanusSession,
                                       plugin_data)
 from sylk.gateway.sip import Originator, Registration, SIPIdentity
@@ -48,9 +52,12 @@ SIP_PLUGIN = "janus.plugin.sip"
 # How long a call waits for the master to leave a transient state (registering, ...) before it gives up.
 MASTER_WAIT = 15.0
 # New Sofia stacks let into Janus at once. Janus starts them one at a time on the SIP plugin's single thread
-# (~100 ms each), so more only queue up inside Janus, where every request's timeout keeps running; queued here,
-# a burst of registrations (a reconnect storm) proceeds at Janus's pace instead of timing out.
+# (~100 ms each), so more only queue up inside Janus, where every request's timeout keeps running; queued here
+# (janus/admission.py), a burst of registrations (a reconnect storm) proceeds at Janus's pace instead of timing out,
+# and every client gets its turn.
 NEW_STACKS_AT_ONCE = 2
+# Accounts (SIP stacks) one Janus may hold when its open-files limit is not known (an external Janus).
+DEFAULT_ACCOUNT_BUDGET = 2000
 # Delay before trying again to attach the spare helper line a registered account should have.
 HELPER_RETRY = 5.0
 # How long a call waits for Janus to report its end after a hangup or decline before it gives the line up (under
@@ -88,15 +95,21 @@ class LineSettings:
     decline_code: int = 486
     route: SIPProxy | None = None  # every request through this proxy; None: to the domain, per RFC 3263
     transaction_timeout: float = 32.0  # Sofia's T1x64: how long a SIP transaction (a re-INVITE) may take
+    queue_timeout: float = 45.0  # how long a new SIP stack may wait for its turn (register_timeout)
 
 
 @implementer(ISIPBackend)
 class JanusSIPBackend:
-    def __init__(self, link: JanusLink, settings: LineSettings, clock: IReactorTime) -> None:
+    def __init__(self, link: JanusLink, settings: LineSettings, clock: IReactorTime,
+                 account_budget: Callable[[], int] = lambda: DEFAULT_ACCOUNT_BUDGET) -> None:
+        """`account_budget`: how many SIP stacks the Janus behind the link may hold, asked again for each new link
+        (a restarted Janus may have another open-files limit)."""
         self._link = link
         self._settings = settings
         self._clock = clock
-        self._new_stacks = DeferredSemaphore(NEW_STACKS_AT_ONCE)
+        self._account_budget = account_budget
+        # One admission per link: a new link is a new (or restarted) Janus, with none of the old stacks.
+        self._admissions: weakref.WeakKeyDictionary[JanusAPI, StackAdmission] = weakref.WeakKeyDictionary()
 
     @property
     def available(self) -> bool:
@@ -106,24 +119,51 @@ class JanusSIPBackend:
         api = self._link.api
         if api is None:
             return fail(BackendUnavailable("Janus is not connected"))
-        return api.create_session(observer.session_lost).addCallback(JanusSIPSession, self._settings,
-                                                                     self._clock, self._new_stacks)
+        admission = self._admissions.get(api)
+        if admission is None:
+            admission = self._admissions[api] = StackAdmission(NEW_STACKS_AT_ONCE, self._account_budget())
+        opened: list[JanusSIPSession] = []
+
+        def lost(reason: str) -> None:
+            if opened:
+                opened[0].release_stacks()
+            observer.session_lost(reason)
+
+        def created(session: JanusSession) -> JanusSIPSession:
+            client = getattr(observer, "client", None) or session  # turns for new stacks are shared by client
+            opened.append(JanusSIPSession(session, self._settings, self._clock, admission, client))
+            return opened[0]
+        return api.create_session(lost).addCallback(created)
 
 
 @implementer(ISIPSession)
 class JanusSIPSession:
     def __init__(self, session: JanusSession, settings: LineSettings, clock: IReactorTime,
-                 new_stacks: DeferredSemaphore) -> None:
+                 admission: StackAdmission, client: Hashable) -> None:
         self._session = session
         self._settings = settings
         self._clock = clock
-        self._new_stacks = new_stacks
+        self._admission = admission
+        self._client = client
+        self._agents: list[JanusSIPUserAgent] = []
 
     def create_user_agent(self, identity: SIPIdentity, observer: IUserAgentObserver) -> ISIPUserAgent:
-        return JanusSIPUserAgent(self._session, identity, observer, self._settings, self._clock, self._new_stacks)
+        if self._admission.full:
+            raise GatewayFull(self._admission.budget)
+        agent = JanusSIPUserAgent(self._session, identity, observer, self._settings, self._clock, self._admission,
+                                  self._client)
+        self._agents.append(agent)
+        return agent
 
     def close(self) -> Deferred[None]:
+        self.release_stacks()
         return self._session.destroy()
+
+    def release_stacks(self) -> None:
+        """The session is gone (destroyed or lost), and every SIP stack in it."""
+        agents, self._agents = self._agents, []
+        for agent in agents:
+            self._admission.ended(agent)
 
 
 class _Line:
@@ -176,13 +216,14 @@ class JanusSIPUserAgent:
     log = Logger()
 
     def __init__(self, session: JanusSession, identity: SIPIdentity, observer: IUserAgentObserver,
-                 settings: LineSettings, clock: IReactorTime, new_stacks: DeferredSemaphore) -> None:
+                 settings: LineSettings, clock: IReactorTime, admission: StackAdmission, client: Hashable) -> None:
         self._session = session
         self.identity = identity
         self._observer = observer
         self.settings = settings
         self.clock = clock
-        self._new_stacks = new_stacks
+        self._admission = admission
+        self._client = client  # whose turn a new stack of this account takes
         self._has_stack = False  # the master's Sofia stack exists (its first register request was answered)
         self._master: _Line | None = None
         self._master_id: int | None = None  # Janus's id for the master's stack, which helpers name
@@ -230,6 +271,7 @@ class JanusSIPUserAgent:
         lines = ([self._master] if self._master else []) + self._helpers
         self._master, self._helpers, self._master_id = None, [], None
         self._has_stack = False
+        self._admission.ended(self)
         self._set_status("none")
         for line in lines:
             if line.handle is not None:
@@ -274,6 +316,7 @@ class JanusSIPUserAgent:
         if line is self._master:
             self._master, self._master_id = None, None
             self._has_stack = False
+            self._admission.ended(self)
             self._set_status("none")
             self._observer.registration_failed("Janus detached the SIP handle")
         elif line in self._helpers:
@@ -419,27 +462,38 @@ class JanusSIPUserAgent:
 
     async def _master_request(self, line: _Line, body: dict[str, Any], busy_status: str, generation: int) -> None:
         """A register request on the master; `busy_status` holds other work off until its answer is in. The first
-        one starts the account's Sofia stack, so it waits for its turn among new stacks (NEW_STACKS_AT_ONCE)."""
+        one starts the account's Sofia stack, so it waits for its turn (janus/admission.py)."""
         previous = self._status
         self._set_status(busy_status)
-        new_stack = not self._has_stack
+        starting = False  # holding a turn to start a stack: reported back exactly once
         try:
-            if new_stack:
-                await self._new_stacks.acquire()
-            try:
-                if generation != self._generation:
-                    raise BackendUnavailable("closed while waiting to start")
-                reply = await line.handle.message(body)  # type: ignore[union-attr]
-            finally:
-                if new_stack:
-                    self._new_stacks.release()
+            if not self._has_stack:
+                await self._turn_to_start()
+                starting = True
+            if generation != self._generation:
+                raise BackendUnavailable("closed while waiting to start")
+            reply = await line.handle.message(body)  # type: ignore[union-attr]
         except Exception:
+            if starting:
+                self._admission.started(self, ok=False)
             if generation == self._generation and self._status == busy_status:
                 self._set_status(previous if previous != "registered" else "unregistered")
             raise
+        if starting:
+            self._admission.started(self, ok=generation == self._generation)
         if generation == self._generation:
             self._has_stack = True
             self._reply(reply, line)
+
+    async def _turn_to_start(self) -> None:
+        """Wait for this account's turn to start its SIP stack, at most `queue_timeout` (register_timeout)."""
+        turn = self._admission.reserve(self._client)
+        turn.addTimeout(self.settings.queue_timeout, self.clock)
+        try:
+            await turn
+        except defer.TimeoutError:
+            raise BackendUnavailable(f"408 The gateway is busy: no SIP stack could be started within "
+                                     f"{self.settings.queue_timeout:g} s") from None
 
     async def _wait(self, generation: int) -> None:
         """Until the master's state changes (bounded); fails if the user agent is closed meanwhile."""

@@ -430,6 +430,8 @@ class TestMessages:
             assert bob.wait() == 0
             (text,) = bob.received("MESSAGE ")
             assert "Content-Type: text/plain" in text and text.endswith("hello bob")
+            # from the address of record, not Janus's contact address (its default for out-of-dialog requests)
+            assert re.search(r"^From: <sip:alice@sylk\.test>;tag=", text, re.MULTILINE), text
         with phone(kamailio, tmp_path / "imdn", "uas_message.xml") as bob:
             client.request("account-disposition-notification", account=ALICE, uri="bob@sylk.test",
                            message_id="their-7", state="delivered")

@@ -550,7 +550,8 @@ class JanusSIPUserAgent:
         self._deliveries[call_id] = delivery
         try:
             await line.handle.message({"request": "message", "uri": f"sip:{uri}",  # type: ignore[union-attr]
-                                       "content_type": content_type, "content": content, "call_id": call_id})
+                                       "content_type": content_type, "content": content, "call_id": call_id,
+                                       "headers": {"From": self._from_header()}})
             return await _answer_of(delivery, self.settings.transaction_timeout, self.clock)
         finally:
             self._deliveries.pop(call_id, None)
@@ -639,6 +640,13 @@ class JanusSIPUserAgent:
         generation = self._generation
         line = self._new_helper()
         Deferred.fromCoroutine(self._attach_helper(line)).addErrback(self._spare_failed, line, generation)
+
+    def _from_header(self) -> str:
+        """The account's own From: Janus 1.1.2 sends out-of-dialog MESSAGEs from its stack's default, which is the
+        Contact address (alice@192.0.2.2:51485), not the address of record."""
+        name = self.identity.display_name
+        address = f"<sip:{self.identity.aor}>"
+        return f'"{_quoted_string_content(name)}" {address}' if name else address
 
     def _identity_body(self, registration: Registration | None = None) -> dict[str, Any]:
         """A `register` request: a real one, else one that only sets the identity for calls."""
@@ -996,6 +1004,10 @@ class JanusSIPCall:
             return
         self._refer_id = refer_id
         referred_by = sipevents.bare_uri(result.get("referred_by")) or None
+        if referred_by is None or sipevents.is_contact_address(referred_by):
+            # A Janus (another sylkgateway, say) names the transferor by its stack's Contact address, which it cannot
+            # change; the REFER comes from the far end of this call, so name that party instead.
+            referred_by = self.remote_uri or referred_by
         self._observer_call("call_transfer_requested", refer_to, referred_by, bool(result.get("replaces")))
 
     def _EH_notify(self, result: dict[str, Any], jsep: Any) -> None:

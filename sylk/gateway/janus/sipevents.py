@@ -106,6 +106,12 @@ def bare_uri(value: Any) -> str:
     return re.split(r"[;?>\s]", raw, maxsplit=1)[0]
 
 
+def is_contact_address(address: str) -> bool:
+    """Whether user@host names a device (an IP address, or a port) rather than an address of record."""
+    host = address.rpartition("@")[2]
+    return host.startswith("[") or ":" in host or bool(re.fullmatch(r"[0-9.]+", host))
+
+
 def originator(uri: Any, display_name: Any) -> Originator:
     """Who a call or message is from: Janus 1.1.2 puts display names in literal quotes."""
     name = phrase(display_name, MAX_DISPLAY_NAME)

@@ -90,6 +90,20 @@ class TestOutgoing:
         call(caller, "carol@sylk.test")  # not registered at the proxy
         assert states(caller, "s1") == ["progress", ("terminated", "404 Not Found")]
 
+    def test_a_call_right_after_failed_ones_rings(self, caller: Client, kamailio: Kamailio, tmp_path: Path) -> None:
+        # Janus frees a call's ICE agent a while after the call's end: a new call on the same handle within that
+        # time failed with 490 "Error setting ICE locally" and never rang (each call now gets a fresh line)
+        call(caller, "carol@sylk.test", session="s0")  # not registered: 404
+        assert states(caller, "s0") == ["progress", ("terminated", "404 Not Found")]
+        with phone(kamailio, tmp_path, "uas_refuse.xml", status="603 Decline") as bob:
+            call(caller, "bob@sylk.test", session="s1")
+            assert states(caller, "s1") == ["progress", ("terminated", "603 Decline")]
+        with phone(kamailio, tmp_path / "again", "uas_answer.xml") as bob:
+            call(caller, "bob@sylk.test", session="s2")
+            assert states(caller, "s2", until="accepted") == ["progress", ("accepted", "sdp")]
+            caller.request("session-terminate", session="s2")
+            assert bob.wait() == 0
+
     def test_cancelled_while_ringing(self, caller: Client, kamailio: Kamailio, tmp_path: Path) -> None:
         with phone(kamailio, tmp_path, "uas_ring.xml") as bob:
             call(caller, "bob@sylk.test")

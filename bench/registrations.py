@@ -683,8 +683,10 @@ async def janus_bench(janus: RawJanus, kamailio: Kamailio, users: list[str], ses
 def gateway_config(options: argparse.Namespace, per_connection: int) -> dict[str, dict[str, Any]]:
     config: dict[str, dict[str, Any]] = {
         "WebServer": {"local_port": 10888},
+        # every benchmark connection comes from 127.0.0.1 and sends its requests at once: lift the per-client limits
         "WebRTCGateway": {"outbound_sip_proxy": f"127.0.0.1:{KAMAILIO_PORT}",
-                          "max_accounts_per_connection": max(20, per_connection)},
+                          "max_accounts_per_connection": max(20, per_connection),
+                          "max_connections_per_address": 100000, "request_rate": 100000, "request_burst": 100000},
         "Janus": {"interface": "127.0.0.1"},
     }
     for setting in options.set:

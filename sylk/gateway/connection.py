@@ -46,8 +46,9 @@ class Connection:
     log = Logger()
 
     def __init__(self, name: str, backend: ISIPBackend, settings: WebRTCGatewayConfig, peer: IConnectionPeer,
-                 clock: IReactorTime, answers_reinvites: bool = True) -> None:
+                 clock: IReactorTime, answers_reinvites: bool = True, client: str | None = None) -> None:
         self.name = name
+        self.client = client  # the browser's address: connections from one address share its turns in the backend
         self.answers_reinvites = answers_reinvites  # the browser answers the far end's re-INVITEs (its dialect)
         self.state = "opening"
         self.accounts: dict[str, SIPAccount] = {}

@@ -31,6 +31,9 @@ class ISIPBackend(Interface):
 
 
 class ISIPSessionObserver(Interface):
+    client = Attribute("Who the session is for (the browser's address), or None: the backend shares what is scarce "
+                       "(turns to start SIP stacks) fairly between clients, not between connections")
+
     def session_lost(reason):
         """The backend lost the session (for example Janus died); everything in it is gone."""
 

@@ -11,6 +11,7 @@ sylkrtc.js library (files of `sylk/gateway/web/`) beside it. `/` redirects there
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,8 @@ class GatewayService(MultiService):
         budget = self.janus_process.account_budget if self.janus_process is not None else \
             (lambda: janus.max_accounts or DEFAULT_ACCOUNT_BUDGET)
         backend = JanusSIPBackend(self.janus, line_settings(config), reactor, account_budget=budget)
-        self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor)
+        self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor,
+                                                         trusted_proxy_hops=config.web_server.trusted_proxy_hops)
         self.resource = gateway_resource(self.websocket_factory)
         root = Resource()
         root.putChild(b"", Redirect(b"/webrtcgateway/"))
@@ -74,6 +76,8 @@ class GatewayService(MultiService):
         host = f"[{web.local_ip}]" if ":" in web.local_ip else web.local_ip
         self.log.info("sylkgateway {version}: browsers connect to {scheme}://{host}:{port}/webrtcgateway/ws",
                       version=__version__, scheme=scheme, host=host, port=web.local_port)
+        for warning in exposure_warnings(self.config):
+            self.log.warn("{warning}", warning=warning)
         super().startService()
 
     def stopService(self) -> Deferred[None]:
@@ -91,6 +95,20 @@ class GatewayService(MultiService):
                 await maybeDeferred(step)
             except Exception:
                 self.log.failure("Shutdown: cannot {what}", what=what)
+
+
+def exposure_warnings(config: Config) -> list[str]:
+    """What the operator should know about who can reach the gateway (allowed, but risky)."""
+    warnings = []
+    if "*" in config.gateway.web_origins:
+        warnings.append("[WebRTCGateway] web_origins is *: any web page may use this gateway, with the SIP "
+                        "accounts of whoever visits it; list the origins of your own pages")
+    web = config.web_server
+    if web.certificate is None and not ipaddress.ip_address(web.local_ip).is_loopback:
+        warnings.append(f"[WebServer] local_ip {web.local_ip} without a certificate: browsers on other machines "
+                        f"connect over plain ws://, so their SIP credentials (HA1) cross the network unencrypted; "
+                        f"set [WebServer] certificate, or listen on 127.0.0.1 behind a TLS proxy")
+    return warnings
 
 
 def line_settings(config: Config) -> LineSettings:
@@ -125,7 +143,10 @@ def web_endpoint(reactor: Any, web: WebServerConfig) -> Any:
 
 def tls_options(path: Path) -> ssl.CertificateOptions:
     """TLS settings from one PEM file holding the key, the certificate and optionally its chain."""
-    pem = path.read_bytes()
+    try:
+        pem = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"[WebServer] certificate: cannot read {path}: {e.strerror}") from None
     try:
         certificate = ssl.PrivateCertificate.loadPEM(pem)
         blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)

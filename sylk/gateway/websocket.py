@@ -1,37 +1,50 @@
 """The browser-facing WebSocket endpoint (autobahn): handshake rules and the glue between a socket and its
 Connection.
 
-Handshake: the browser must offer a sylkRTC subprotocol we speak (else HTTP 406) and the SIP backend must be up
-(else HTTP 503). Each accepted socket gets a RequestChannel (frames to requests, one answer each) and a Connection
-(the state); the socket is the connection's IConnectionPeer.
+Handshake: the browser must offer a sylkRTC subprotocol we speak (else HTTP 406), come from an allowed origin
+(else HTTP 403) and an address with fewer than `max_connections_per_address` connections (else HTTP 429), and the
+SIP backend must be up (else HTTP 503). Each accepted socket gets a RequestChannel (frames to requests, one answer
+each, at most `request_rate` per second) and a Connection (the state); the socket is the connection's
+IConnectionPeer. A browser that stops reading its socket is dropped before what is written to it can pile up.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import itertools
-from typing import Any
+from collections import Counter
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.connection import Connection
 from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend
-from sylk.gateway.sylkrtc.channel import RequestChannel
+from sylk.gateway.sylkrtc.channel import RequestChannel, TokenBucket
 from sylk.gateway.sylkrtc.dialects import DIALECTS
 from sylk.gateway.sylkrtc.model import Event
+from sylk.gateway.util import Timer
 
-# Close codes we send: autobahn lets an application use only 1000 and 3000-4999.
+# Close codes we send: autobahn lets an application use only 1000 and 3000-4999 (1008 goes through _fail).
 CLOSE_SHUTTING_DOWN = 4001
+# HTTP answers to a handshake (besides autobahn's own ConnectionDeny codes).
 SERVICE_UNAVAILABLE = 503
+TOO_MANY_REQUESTS = 429
 # Frames above max_message_size are answered with an error; frames above this many times that size are not even
 # read: autobahn closes the socket with 1009 (message too big).
 HARD_LIMIT_FACTOR = 4
+# A browser whose socket has more unsent data than the transport's buffer (64 KiB) is not reading: it is dropped
+# unless it catches up within this many seconds, and as soon as more than this many bytes are written to it
+# meanwhile (more than the largest single answer, an address book of up to 1 MiB).
+SLOW_READER_TIMEOUT = 30.0
+SLOW_READER_MAX_BYTES = 1024 * 1024
 
 
 @implementer(IConnectionPeer)
@@ -40,6 +53,8 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
     factory: GatewayWebSocketFactory
     channel: RequestChannel | None = None
     connection: Connection | None = None
+    address = ""  # whom max_connections_per_address counts this socket against (see client_address)
+    reader: SlowReaderGuard | None = None
 
     def onConnect(self, request: Any) -> str:
         for name in DIALECTS:
@@ -51,6 +66,13 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         origin = request.headers.get("origin")
         if not origin_allowed(origin, self.factory.settings.web_origins):
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, f"Origin {origin} is not allowed")
+        self.address = client_address(self._stream().getPeer(), request.headers.get("x-forwarded-for"),
+                                      self.factory.trusted_proxy_hops)
+        if self.factory.address_full(self.address):
+            limit = self.factory.settings.max_connections_per_address
+            self.log.info("Refused a connection from {address}: it has {limit} already", address=self.address,
+                          limit=limit)
+            raise ConnectionDeny(TOO_MANY_REQUESTS, f"Too many connections from this address (at most {limit})")
         if self.factory.shutting_down:
             raise ConnectionDeny(SERVICE_UNAVAILABLE, "sylkgateway is shutting down")
         if not self.factory.backend.available:
@@ -61,12 +83,21 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         factory = self.factory
         name = f"{self.peer}#{next(factory.serial)}"
-        self.connection = Connection(name, factory.backend, factory.settings, self, factory.reactor,
-                                     answers_reinvites=self.dialect.answers_reinvites)
+        settings = factory.settings
+        self.connection = Connection(name, factory.backend, settings, self, factory.reactor,
+                                     answers_reinvites=self.dialect.answers_reinvites, client=self.address)
+        bucket = TokenBucket(settings.request_rate, settings.request_burst, factory.reactor)
         self.channel = RequestChannel(name, self.dialect, self._send_frame, self.connection.handle,
-                                      factory.settings.max_message_size, factory.settings.trace_client)
-        factory.connections[self.connection] = self
-        self.log.info("Connection {name} opened ({dialect})", name=name, dialect=self.dialect.subprotocol)
+                                      settings.max_message_size, settings.trace_client, bucket=bucket,
+                                      disconnect=self._fail)
+        transport = self._stream()
+        self.reader = SlowReaderGuard(transport, factory.reactor, self._drop_slow_reader)
+        # Under twisted.web (WebSocketResource) the HTTP channel that handed us the transport is its producer still.
+        transport.unregisterProducer()
+        transport.registerProducer(self.reader, True)
+        factory.connection_opened(self.connection, self)
+        self.log.info("Connection {name} opened ({dialect}, client {address})", name=name,
+                      dialect=self.dialect.subprotocol, address=self.address)
         self.connection.open()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -74,18 +105,36 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             self.channel.frame_received(payload, isBinary)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.reader is not None:
+            self.reader.stopProducing()  # autobahn may have unregistered it already: its deadline must go now
         connection, self.connection = self.connection, None
         if connection is not None:
             self.log.info("Connection {name} closed ({code} {reason})", name=connection.name, code=code,
                           reason=reason or "")
             closed = connection.close()
-            closed.addBoth(lambda _: self.factory.connections.pop(connection, None))
+            closed.addBoth(lambda _: self.factory.connection_closed(connection))
+
+    def _stream(self) -> Any:
+        """The transport: TCP, or TLS over it; a consumer and a producer as well as an ITransport."""
+        return self.transport
 
     def _send_frame(self, data: bytes) -> None:
         # Answers can come after the socket started closing (autobahn still delivers frames then); they have
         # nowhere to go, and sendMessage would raise.
-        if self.state == self.STATE_OPEN:
+        if self.state != self.STATE_OPEN:
+            return
+        if self.reader is None or self.reader.may_write(len(data)):
             self.sendMessage(data)
+
+    def _fail(self, code: int, reason: str) -> None:
+        # sendClose() takes only 1000 and 3000-4999; a protocol-level code (1008) goes out the way autobahn sends
+        # its own (1009): a close frame, then the closing handshake (failByDrop is off).
+        self._fail_connection(code, reason)
+
+    def _drop_slow_reader(self, why: str) -> None:
+        name = self.connection.name if self.connection is not None else self.peer
+        self.log.warn("Connection {name}: the browser {why}; dropping it", name=name, why=why)
+        self.dropConnection(abort=True)  # a close handshake would wait for the very reads it does not do
 
     # --- IConnectionPeer ---
 
@@ -98,16 +147,92 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             self.sendClose(code, reason[:120])  # a close reason must fit in a control frame
 
 
+@implementer(IPushProducer)
+class SlowReaderGuard:
+    """The socket's streaming producer, so that Twisted pauses it when the transport holds more unsent data than its
+    bufferSize (64 KiB): the browser is not reading. While paused, the browser's input is not read either (each
+    request would add an answer), and a browser that has not caught up within SLOW_READER_TIMEOUT, or that more
+    than SLOW_READER_MAX_BYTES are written to meanwhile, is dropped: nothing piles up for it without bound."""
+
+    def __init__(self, transport: Any, clock: IReactorTime, drop: Callable[[str], None]) -> None:
+        self._transport = transport
+        self._drop = drop
+        self._deadline = Timer(clock)
+        self._written_while_paused: int | None = None  # None while the browser keeps up
+
+    def may_write(self, size: int) -> bool:
+        """Count a frame about to be written; False when the browser has just been dropped instead."""
+        if self._written_while_paused is None:
+            return True
+        self._written_while_paused += size
+        if self._written_while_paused <= SLOW_READER_MAX_BYTES:
+            return True
+        self.stopProducing()
+        self._drop(f"is not reading and more than {SLOW_READER_MAX_BYTES} bytes wait for it")
+        return False
+
+    def pauseProducing(self) -> None:
+        if self._written_while_paused is not None:
+            return  # Twisted pauses again at every write while the buffer is full: the first one counts
+        self._written_while_paused = 0
+        self._transport.pauseProducing()  # stop reading its requests
+        self._deadline.start(SLOW_READER_TIMEOUT, self._drop,
+                             f"has not read what was sent to it for {SLOW_READER_TIMEOUT:g} s")
+
+    def resumeProducing(self) -> None:
+        self._written_while_paused = None
+        self._deadline.cancel()
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._written_while_paused = None
+        self._deadline.cancel()
+
+
+def client_address(peer: IAddress, forwarded_for: str | None, trusted_proxy_hops: int) -> str:
+    """Whom max_connections_per_address counts a socket against: the TCP peer's IP address or, behind
+    `trusted_proxy_hops` proxies, the entry that many from the right of X-Forwarded-For, the one the proxy nearest
+    the client appended (with fewer entries the leftmost, as autobahn's trustXForwardedFor picks it: each was
+    appended by a trusted proxy). IPv6 addresses count by their /64: one host usually holds a whole /64."""
+    host = getattr(peer, "host", None) or str(peer)
+    if trusted_proxy_hops and forwarded_for:
+        host = [entry.strip() for entry in forwarded_for.split(",")][-trusted_proxy_hops:][0] or host
+    try:
+        address = ipaddress.ip_address(_without_port(host))
+    except ValueError:
+        return host.lower()  # not an IP address (a proxy's "unknown"): counted as written
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # an IPv4 client of a dual-stack listener
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _without_port(host: str) -> str:
+    """`[2001:db8::1]:443` and `192.0.2.1:443` (as some proxies write X-Forwarded-For) without the port."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host
+
+
 def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
-    """Whether a page from `origin` may connect. Patterns are origins with optional `*` wildcards, compared without
-    default ports (autobahn's own check wants explicit ports, so `https://example.com` would never match).
-    Clients that send no Origin are not browsers and are let through: an Origin header protects users' browsers,
-    it does not authenticate anyone."""
+    """Whether a page from `origin` may connect. Patterns are origins with optional `*` (and `?`) wildcards,
+    compared without default ports (autobahn's own check wants explicit ports, so `https://example.com` would never
+    match). Clients that send no Origin are not browsers and are let through: an Origin header protects users'
+    browsers, it does not authenticate anyone."""
     if "*" in allowed or origin is None:
         return True
     normalized = _normalize_origin(origin)
     return normalized is not None and any(
-        fnmatch.fnmatchcase(normalized, _normalize_origin(pattern) or pattern.lower()) for pattern in allowed)
+        fnmatch.fnmatchcase(normalized, _literal_brackets(_normalize_origin(pattern) or pattern.lower()))
+        for pattern in allowed)
+
+
+def _literal_brackets(pattern: str) -> str:
+    """fnmatch reads `[...]` as a set of characters; in an origin it is an IPv6 address (`http://[::1]:8080`)."""
+    return pattern.replace("[", "[[]")
 
 
 def _normalize_origin(origin: str) -> str | None:
@@ -128,12 +253,15 @@ def _normalize_origin(origin: str) -> str | None:
 class GatewayWebSocketFactory(WebSocketServerFactory):
     protocol = GatewayWebSocketProtocol
 
-    def __init__(self, backend: ISIPBackend, settings: WebRTCGatewayConfig, reactor: Any) -> None:
+    def __init__(self, backend: ISIPBackend, settings: WebRTCGatewayConfig, reactor: Any,
+                 trusted_proxy_hops: int = 0) -> None:
         super().__init__(protocols=list(DIALECTS), server="sylkgateway")
         self.backend = backend
         self.settings = settings
         self.reactor = reactor
+        self.trusted_proxy_hops = trusted_proxy_hops
         self.connections: dict[Connection, GatewayWebSocketProtocol] = {}  # until their close() is done
+        self._per_address: Counter[str] = Counter()  # the same, by client address
         self.shutting_down = False
         self.serial = itertools.count(1)
         hard_limit = settings.max_message_size * HARD_LIMIT_FACTOR
@@ -147,6 +275,21 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
             closeHandshakeTimeout=2,
             failByDrop=False,  # refuse protocol violations (such as a frame over the hard limit) with a close frame
         )
+
+    def address_full(self, address: str) -> bool:
+        return self._per_address[address] >= self.settings.max_connections_per_address
+
+    def connection_opened(self, connection: Connection, socket: GatewayWebSocketProtocol) -> None:
+        self.connections[connection] = socket
+        self._per_address[socket.address] += 1
+
+    def connection_closed(self, connection: Connection) -> None:
+        """The connection's close() is done: it counts no more (until then its accounts may still hold SIP stacks)."""
+        socket = self.connections.pop(connection, None)
+        if socket is not None:
+            self._per_address[socket.address] -= 1
+            if not self._per_address[socket.address]:
+                del self._per_address[socket.address]
 
     def close_all(self, reason: str) -> Deferred[Any]:
         """Say goodbye to every browser and wait until their accounts are unregistered."""

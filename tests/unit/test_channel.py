@@ -7,12 +7,13 @@ import json
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from sylk.gateway.errors import APIError, BackendUnavailable
 from sylk.gateway.sylkrtc import model
-from sylk.gateway.sylkrtc.channel import RequestChannel, encode_json
+from sylk.gateway.sylkrtc.channel import CLOSE_POLICY_VIOLATION, RequestChannel, TokenBucket, encode_json
 from sylk.gateway.sylkrtc.dialects import SylkRTC1
 
 HA1_DIGEST = "884edfee38ed471b8a15006700139485"
@@ -517,3 +518,108 @@ class TraceTests(ChannelTestCase):
     def test_trace_logs_events(self) -> None:
         self.channel.send_event(model.Ready())
         self.assertTrue(any("ready" in message for message in self.messages()))
+
+
+class TokenBucketTests(SynchronousTestCase):
+    def test_a_full_bucket_then_the_refill_rate(self) -> None:
+        clock = Clock()
+        bucket = TokenBucket(rate=2, size=3, clock=clock)
+        self.assertEqual([bucket.take() for _ in range(4)], [True, True, True, False])
+        clock.advance(0.4)
+        self.assertFalse(bucket.take())  # 0.8 of a token
+        clock.advance(0.1)
+        self.assertTrue(bucket.take())
+        self.assertFalse(bucket.take())
+
+    def test_idle_time_fills_it_only_up_to_its_size(self) -> None:
+        clock = Clock()
+        bucket = TokenBucket(rate=10, size=2, clock=clock)
+        clock.advance(3600)
+        self.assertEqual([bucket.take() for _ in range(3)], [True, True, False])
+
+    def test_fractional_rates(self) -> None:
+        clock = Clock()
+        bucket = TokenBucket(rate=0.1, size=1, clock=clock)
+        self.assertTrue(bucket.take())
+        clock.advance(9.9)
+        self.assertFalse(bucket.take())
+        clock.advance(0.1)
+        self.assertTrue(bucket.take())
+
+
+class RateLimitTests(ChannelTestCase):
+    """The channel with a bucket of BURST tokens refilled at RATE per second."""
+
+    RATE = 2
+    BURST = 3
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock = Clock()
+        self.disconnected: list[tuple[int, str]] = []
+        self.channel = RequestChannel("limited", SylkRTC1(), self.sent.append, self.handle, MAX_MESSAGE_SIZE, False,
+                                      bucket=TokenBucket(self.RATE, self.BURST, self.clock),
+                                      disconnect=lambda code, reason: self.disconnected.append((code, reason)))
+        self.channel.log = Logger(namespace="test", observer=self.log_events.append)
+
+    def spend_the_burst(self) -> None:
+        for number in range(self.BURST):
+            self.receive(register(f"t{number}"))
+        self.assertEqual(len(self.handled), self.BURST)
+        self.sent.clear()
+        self.handled.clear()
+
+    def test_a_request_over_the_limit_gets_an_error_with_its_transaction_and_is_not_handled(self) -> None:
+        self.spend_the_burst()
+        self.receive(register("over"))
+        self.assertOnlyError("Too many requests (at most 2 per second)", transaction="over")
+        self.receive(b'{"sylkrtc": "bogus", "transaction": 7}')
+        self.assertEqual(self.replies()[-1]["transaction"], 7)
+
+    def test_the_bucket_refills_at_the_rate(self) -> None:
+        self.spend_the_burst()
+        self.clock.advance(1 / self.RATE)
+        self.receive(register("refilled"))
+        self.assertEqual(self.only_reply(), {"sylkrtc": "ack", "transaction": "refilled"})
+
+    def test_every_frame_costs_a_token_valid_or_not(self) -> None:
+        self.receive(b"\x00", is_binary=True)
+        self.receive(b"x" * (MAX_MESSAGE_SIZE + 1))
+        self.receive(b"not json")
+        self.sent.clear()
+        self.receive(register("t1"))
+        self.assertOnlyError("Too many requests", transaction="t1")
+
+    def test_refused_frames_that_cannot_be_read_get_the_error_without_transaction(self) -> None:
+        self.spend_the_burst()
+        self.receive(register("binary"), is_binary=True)
+        self.receive(frame({"sylkrtc": "register", "transaction": "big", "pad": "x" * MAX_MESSAGE_SIZE}))
+        self.receive(b"[1, 2]")
+        error = {"sylkrtc": "error", "error": "Too many requests (at most 2 per second)"}
+        self.assertEqual(self.replies(), [error] * 3)
+
+    def test_a_client_that_keeps_going_is_disconnected_and_then_ignored(self) -> None:
+        self.spend_the_burst()
+        for number in range(self.BURST - 1):
+            self.receive(register(f"over{number}"))
+        self.assertEqual(self.disconnected, [])
+        self.receive(register("last"))
+        self.assertEqual(len(self.replies()), self.BURST)  # each refused frame was answered
+        self.assertEqual(self.disconnected, [(CLOSE_POLICY_VIOLATION,
+                                              "Too many requests: 3 refused in a row (at most 2 per second)")])
+        self.assertEqual(len([event for event in self.log_events if event["log_level"].name == "warn"]), 1)
+        self.sent.clear()
+        self.clock.advance(60)
+        self.receive(register("later"))
+        self.assertEqual((self.sent, self.handled, len(self.disconnected)), ([], [], 1))
+
+    def test_an_admitted_request_starts_the_count_again(self) -> None:
+        self.spend_the_burst()
+        for _ in range(3):
+            for number in range(self.BURST - 1):
+                self.receive(register(f"over{number}"))
+            self.clock.advance(1 / self.RATE)
+            self.receive(register("admitted"))
+        self.assertEqual(self.disconnected, [])
+        self.assertEqual(len(self.handled), 3)
+

@@ -20,6 +20,12 @@ from sylk.gateway.websocket import origin_allowed
     ("null", ("https://phone.example.com",), False),
     ("not a url", ("https://phone.example.com",), False),
     ("https://phone.example.com:99999", ("https://phone.example.com",), False),
+    # IPv6 literals: brackets are part of the origin, not a set of characters.
+    ("http://[::1]:8080", ("http://[::1]:8080",), True),
+    ("http://[2001:DB8::1]", ("http://[2001:db8::1]:80",), True),
+    ("https://[2001:db8::1]:8443", ("https://[2001:db8::*]:8443",), True),
+    ("http://[::2]:8080", ("http://[::1]:8080",), False),
+    ("http://1:8080", ("http://[12]:8080",), False),
 ])
 def test_origin_allowed(origin, allowed, expected) -> None:
     assert origin_allowed(origin, allowed) is expected

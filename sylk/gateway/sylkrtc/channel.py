@@ -4,6 +4,10 @@ Every frame gets a defined reply and none can break the connection: binary or ov
 non-objects, a missing `sylkrtc` key, unknown types and invalid fields are answered with an `error` (carrying the
 transaction when one can be read); valid requests go to the handler and are answered with `ack` when it succeeds
 or `error` with the APIError's text when it fails. Anything unexpected becomes "Internal error" and is logged.
+
+Each frame, valid or not, costs a token of the connection's bucket: a frame with none left is answered with
+"Too many requests" and not handled, and a client that keeps sending after `burst` such refusals in a row is
+disconnected (1008), so that answering a flood cannot become a flood of its own.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -28,6 +33,30 @@ def encode_json(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
+# WebSocket close code for a client that keeps sending after being refused (RFC 6455: policy violation).
+CLOSE_POLICY_VIOLATION = 1008
+
+
+class TokenBucket:
+    """`size` tokens, refilled at `rate` per second: take() spends one if there is one."""
+
+    def __init__(self, rate: float, size: int, clock: IReactorTime) -> None:
+        self.rate = rate
+        self.size = size
+        self._clock = clock
+        self._tokens = float(size)
+        self._refilled_at = clock.seconds()
+
+    def take(self) -> bool:
+        now = self._clock.seconds()
+        self._tokens = min(float(self.size), self._tokens + (now - self._refilled_at) * self.rate)
+        self._refilled_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 def _redacted(payload: bytes) -> str:
     """A frame for the trace log, without the HA1 (as good as a password for its realm)."""
     return re.sub(r'("password"\s*:\s*")[^"]*"', r'\1***"', payload.decode("utf-8", "replace"))
@@ -37,18 +66,45 @@ class RequestChannel:
     log = Logger()
 
     def __init__(self, name: str, dialect: Dialect, send: Callable[[bytes], None],
-                 handle: Callable[[Request], Deferred[None] | None], max_message_size: int, trace: bool) -> None:
+                 handle: Callable[[Request], Deferred[None] | None], max_message_size: int, trace: bool, *,
+                 bucket: TokenBucket | None = None, disconnect: Callable[[int, str], None] | None = None) -> None:
+        """Without a `bucket`, frames are not rate limited; `disconnect` ends a client that floods."""
         self.name = name
         self.dialect = dialect
         self._send = send
         self._handle = handle
         self._max_message_size = max_message_size
         self._trace = trace
+        self._bucket = bucket
+        self._disconnect = disconnect
+        self._refused_in_a_row = 0
+        self._disconnected = False
 
     def frame_received(self, payload: bytes, is_binary: bool) -> None:
+        if self._disconnected:
+            return  # disconnected for flooding: nothing more is answered or carried out
         if self._trace:
             self.log.info("{name} <- {payload}", name=self.name,
                           payload="<binary frame>" if is_binary else _redacted(payload))
+        if self._bucket is not None:
+            if not self._bucket.take():
+                self._refuse(self._bucket, payload, is_binary)
+                return
+            self._refused_in_a_row = 0
+        self._request_received(payload, is_binary)
+
+    def _refuse(self, bucket: TokenBucket, payload: bytes, is_binary: bool) -> None:
+        transaction = None if is_binary or len(payload) > self._max_message_size else _transaction_in(payload)
+        self._reply(self.dialect.error(transaction, f"Too many requests (at most {bucket.rate:g} per second)"))
+        self._refused_in_a_row += 1
+        if self._refused_in_a_row >= bucket.size and self._disconnect is not None:
+            self.log.warn("{name}: {count} requests in a row over the rate limit; disconnecting", name=self.name,
+                          count=self._refused_in_a_row)
+            self._disconnected = True
+            self._disconnect(CLOSE_POLICY_VIOLATION,
+                             f"Too many requests: {bucket.size} refused in a row (at most {bucket.rate:g} per second)")
+
+    def _request_received(self, payload: bytes, is_binary: bool) -> None:
         if is_binary:
             self._reply(self.dialect.error(None, "Binary messages are not supported; send JSON text"))
             return
@@ -64,9 +120,7 @@ class RequestChannel:
         if not isinstance(message, dict):
             self._reply(self.dialect.error(None, "A message must be a JSON object"))
             return
-        transaction = message.get("transaction")
-        if not isinstance(transaction, str | int) or isinstance(transaction, bool):
-            transaction = None  # not something the client could match an error against
+        transaction = _transaction(message)
         if "sylkrtc" not in message:
             self._reply(self.dialect.error(transaction, "Missing 'sylkrtc' key"))
             return
@@ -97,3 +151,19 @@ class RequestChannel:
         if self._trace:
             self.log.info("{name} -> {payload}", name=self.name, payload=data.decode("utf-8"))
         self._send(data)
+
+
+def _transaction(message: dict[str, Any]) -> str | int | None:
+    """The message's transaction, if it is something the client could match an error against."""
+    transaction = message.get("transaction")
+    if not isinstance(transaction, str | int) or isinstance(transaction, bool):
+        return None
+    return transaction
+
+
+def _transaction_in(payload: bytes) -> str | int | None:
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return _transaction(message) if isinstance(message, dict) else None

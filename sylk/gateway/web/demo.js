@@ -23,8 +23,9 @@
 //     remote-audio remote-video local-video log clear-log
 // - window.demo.events: every call-control event of the calls and the account, as [name, ...details] (hold,
 //   updateReceived, updated, updateFailed, transfer, transferRequest, message, messageStatus)
-// - query parameters prefill the form: ?ws=URL&protocol=sylkRTC-1&account=A&password=P&name=N&uri=U&video=1&dtmfinfo=1
-//   &to=MESSAGE-URI&transfer=TRANSFER-URI
+// - query parameters prefill the form: ?ws=URL&protocol=sylkRTC-1&account=A&name=N&uri=U&video=1&dtmfinfo=1
+//   &to=MESSAGE-URI&transfer=TRANSFER-URI. Never the password, and `ws` only on the page's own origin: a link
+//   must not be able to make the page send someone's credentials to another server.
 // Register (and Call) connect and add the account by themselves when needed.
 
 import { connect } from './sylkrtc.js';
@@ -143,6 +144,19 @@ function defaultUrl() {
         return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/webrtcgateway/ws`;
     }
     return 'ws://127.0.0.1:10888/webrtcgateway/ws';
+}
+
+/** `url` if it is a WebSocket URL on the page's own origin (ws: for http:, wss: for https:, same host and port),
+ *  else null. */
+function sameOriginWsUrl(url) {
+    let parsed;
+    try {
+        parsed = new URL(url);
+    } catch {
+        return null;
+    }
+    const pageScheme = { 'ws:': 'http:', 'wss:': 'https:' }[parsed.protocol];
+    return pageScheme === location.protocol && parsed.host === location.host ? parsed.href : null;
 }
 
 /** The connection to the URL (and with the protocols) in the form, opened if needed. */
@@ -646,11 +660,15 @@ async function sendTone(tone) {
 
 function prefill() {
     const params = new URLSearchParams(location.search);
-    $('ws-url').value = params.get('ws') ?? defaultUrl();
+    const wsParam = params.get('ws');
+    const wsUrl = wsParam === null ? null : sameOriginWsUrl(wsParam);
+    if (wsParam !== null && wsUrl === null) {
+        log(`ignored ?ws=${wsParam}: only a WebSocket URL on this page's own origin is taken`, true);
+    }
+    $('ws-url').value = wsUrl ?? defaultUrl();
     $('protocol').value = ['sylkRTC-2', 'sylkRTC-1'].includes(params.get('protocol')) ? params.get('protocol') : '';
     $('dtmf-info').checked = params.get('dtmfinfo') === '1';
     $('account').value = params.get('account') ?? 'alice@sylk.test';
-    $('password').value = params.get('password') ?? 'alicepw';
     $('display-name').value = params.get('name') ?? '';
     $('dial-uri').value = params.get('uri') ?? '';
     $('video').checked = params.get('video') === '1';

@@ -1,0 +1,98 @@
+"""What the demo page (sylk/gateway/web/demo.js) takes from its URL: never the password, and `?ws=` only on the
+page's own origin. demo.js runs in node with just enough of a DOM to read the form afterwards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DEMO_JS = Path(__file__).resolve().parents[2] / "sylk" / "gateway" / "web" / "demo.js"
+
+# Loads demo.js (which prefills the form at once) with the page at process.argv[2]; prints the form as JSON.
+HARNESS = """
+const anything = new Proxy(function () {}, {
+    get: (target, key) => key === Symbol.iterator ? function* () {} : key === Symbol.toPrimitive ? () => '' : anything,
+    apply: () => anything,
+    set: () => true,
+});
+function fakeElement() {
+    return new Proxy({ value: '', appended: [] }, {
+        get: (target, key) => key in target ? target[key]
+            : key === 'append' ? (...items) => target.appended.push(...items) : anything,
+        set: (target, key, value) => { target[key] = value; return true; },
+    });
+}
+const elements = new Map();
+globalThis.document = {
+    getElementById: (id) => elements.get(id) ?? elements.set(id, fakeElement()).get(id),
+    createElement: () => fakeElement(),
+    querySelectorAll: () => [],
+};
+globalThis.window = { addEventListener: () => {} };
+globalThis.location = new URL(process.argv[2]);
+await import('./demo.js');
+const $ = (id) => document.getElementById(id);
+console.log(JSON.stringify({
+    ws: $('ws-url').value, password: $('password').value, account: $('account').value,
+    log: $('log').appended.map((item) => item.textContent),
+}));
+"""
+
+
+@pytest.fixture(scope="module")
+def page_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("node") is None:
+        pytest.fail("node is missing: install Node.js 20 or newer (make test expects it)")
+    folder = tmp_path_factory.mktemp("demo")
+    shutil.copy(DEMO_JS, folder / "demo.js")
+    (folder / "sylkrtc.js").write_text("export function connect() { throw new Error('not in this test'); }\n")
+    (folder / "harness.mjs").write_text(HARNESS)
+    return folder
+
+
+def open_page(folder: Path, url: str) -> dict[str, Any]:
+    result = subprocess.run(["node", "harness.mjs", url], cwd=folder, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("page, ws", [
+    ("http://gw.example.com:10888/webrtcgateway/?ws=ws://gw.example.com:10888/other/ws",
+     "ws://gw.example.com:10888/other/ws"),
+    ("http://gw.example.com/webrtcgateway/?ws=ws://GW.example.com:80/webrtcgateway/ws",
+     "ws://gw.example.com/webrtcgateway/ws"),  # the default port and case do not matter
+    ("https://gw.example.com/webrtcgateway/?ws=wss://gw.example.com/webrtcgateway/ws",
+     "wss://gw.example.com/webrtcgateway/ws"),
+    ("http://[::1]:10888/webrtcgateway/?ws=ws://[::1]:10888/webrtcgateway/ws", "ws://[::1]:10888/webrtcgateway/ws"),
+])
+def test_a_websocket_url_on_the_pages_origin_is_taken(page_folder: Path, page: str, ws: str) -> None:
+    form = open_page(page_folder, page)
+    assert form["ws"] == ws
+    assert not any("ignored" in line for line in form["log"])
+
+
+@pytest.mark.parametrize("page, ws", [
+    ("http://gw.example.com:10888/webrtcgateway/", "ws://evil.example.net/ws"),  # another host
+    ("http://gw.example.com:10888/webrtcgateway/", "ws://gw.example.com:10889/webrtcgateway/ws"),  # another port
+    ("http://gw.example.com:10888/webrtcgateway/", "wss://gw.example.com:10888/webrtcgateway/ws"),  # another scheme
+    ("https://gw.example.com/webrtcgateway/", "ws://gw.example.com:443/webrtcgateway/ws"),
+    ("http://gw.example.com:10888/webrtcgateway/", "ws://gw.example.com:10888@evil.example.net/ws"),
+    ("http://gw.example.com:10888/webrtcgateway/", "http://gw.example.com:10888/webrtcgateway/ws"),
+    ("http://gw.example.com:10888/webrtcgateway/", "not a url"),
+])
+def test_any_other_websocket_url_is_ignored_and_said_so(page_folder: Path, page: str, ws: str) -> None:
+    form = open_page(page_folder, f"{page}?ws={ws}")
+    origin = page.split("/webrtcgateway/")[0]
+    assert form["ws"] == f"{origin.replace('http', 'ws', 1)}/webrtcgateway/ws"  # the page's own endpoint
+    assert any(f"ignored ?ws={ws}" in line for line in form["log"])
+
+
+def test_the_password_is_never_taken_from_the_url(page_folder: Path) -> None:
+    form = open_page(page_folder, "http://gw.example.com/webrtcgateway/?account=bob@sylk.test&password=bobpw")
+    assert form["password"] == ""
+    assert form["account"] == "bob@sylk.test"  # the other fields still are

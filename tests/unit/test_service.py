@@ -1,0 +1,111 @@
+"""The service at start: warnings about who can reach the gateway, and the TLS certificate as a configuration error."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
+
+from sylk.gateway.config import Config, ConfigError, JanusConfig, WebRTCGatewayConfig, WebServerConfig
+from sylk.gateway.service import GatewayService, exposure_warnings, tls_options
+
+ORIGINS = ("https://phone.example.com",)
+
+
+def config(local_ip: str = "127.0.0.1", certificate: Path | None = None,
+           web_origins: tuple[str, ...] = ORIGINS) -> Config:
+    return Config(web_server=WebServerConfig(local_ip=local_ip, certificate=certificate),
+                  gateway=WebRTCGatewayConfig(web_origins=web_origins), janus=JanusConfig(spawn=False))
+
+
+def temp_path(test: SynchronousTestCase) -> Path:
+    """A fresh path in a private temporary folder (trial's mktemp would litter the working directory)."""
+    folder = tempfile.mkdtemp(prefix="sylkgateway-test-")
+    test.addCleanup(shutil.rmtree, folder, True)
+    return Path(folder) / "temp"
+
+
+def certificate_file(test: SynchronousTestCase) -> Path:
+    """A PEM file holding a key and its self-signed certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway.example.com")])
+    now = datetime.now(timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    path = temp_path(test)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()) +
+                     certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+class ExposureWarningTests(SynchronousTestCase):
+    def test_none_for_listed_origins_on_loopback(self) -> None:
+        self.assertEqual(exposure_warnings(config()), [])
+        self.assertEqual(exposure_warnings(config(local_ip="::1")), [])
+
+    def test_any_origin(self) -> None:
+        (warning,) = exposure_warnings(config(web_origins=("*",)))
+        self.assertIn("[WebRTCGateway] web_origins is *: any web page may use this gateway", warning)
+        (warning,) = exposure_warnings(config(web_origins=("https://phone.example.com", "*")))
+        self.assertIn("web_origins is *", warning)
+
+    def test_plain_ws_beyond_loopback(self) -> None:
+        for address in ("0.0.0.0", "192.0.2.1", "::", "2001:db8::1"):
+            (warning,) = exposure_warnings(config(local_ip=address))
+            self.assertIn(f"[WebServer] local_ip {address} without a certificate", warning)
+            self.assertIn("ws://", warning)
+
+    def test_none_for_tls_beyond_loopback(self) -> None:
+        self.assertEqual(exposure_warnings(config(local_ip="0.0.0.0", certificate=certificate_file(self))), [])
+
+    def test_the_service_logs_them_at_start(self) -> None:
+        events: list[dict[str, Any]] = []
+        service = GatewayService(config(local_ip="0.0.0.0", web_origins=("*",)), MemoryReactorClock())
+        service.log = Logger(observer=events.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        warnings = [event["warning"] for event in events if event["log_level"].name == "warn"]
+        self.assertEqual(warnings, exposure_warnings(service.config))
+        self.assertEqual(len(warnings), 2)
+
+
+class CertificateTests(SynchronousTestCase):
+    def test_a_usable_file(self) -> None:
+        self.assertIsNotNone(tls_options(certificate_file(self)).getContext())
+
+    def test_a_missing_file_is_a_configuration_error(self) -> None:
+        missing = temp_path(self)
+        with self.assertRaises(ConfigError) as raised:
+            tls_options(missing)
+        self.assertEqual(str(raised.exception),
+                         f"[WebServer] certificate: cannot read {missing}: No such file or directory")
+
+    def test_an_unreadable_file_is_a_configuration_error(self) -> None:
+        folder = temp_path(self)
+        folder.mkdir()  # unreadable as a file even for root, unlike a file without read permission
+        with self.assertRaises(ConfigError) as raised:
+            tls_options(folder)
+        self.assertIn("[WebServer] certificate: cannot read", str(raised.exception))
+
+    def test_a_file_without_a_key_and_certificate_is_a_configuration_error(self) -> None:
+        garbage = temp_path(self)
+        garbage.write_text("not a certificate\n")
+        with self.assertRaises(ConfigError) as raised:
+            tls_options(garbage)
+        self.assertIn("[WebServer] certificate: cannot load a certificate and its key", str(raised.exception))
+
+    def test_the_service_refuses_to_start_with_it(self) -> None:
+        with self.assertRaises(ConfigError):
+            GatewayService(config(certificate=temp_path(self)), MemoryReactorClock())

@@ -8,6 +8,10 @@ that make no sense in the current state raise APIError naming the state. Waits o
 timers, so an account always reaches a final state. Calls (`call.py`) are placed and received through the same
 backend user agent, registered or not, up to `max_calls_per_account` at once. `shutdown()` (account removed,
 connection closed) ends the calls and removes the binding at the registrar before the backend is released.
+
+The backend user agent (a SIP stack in Janus) is held only while something needs it: a registration (being) in
+place, a call (or its far end's transfer request), a MESSAGE awaiting its answer. An account whose credentials
+were never proven (or whose registration failed) keeps nothing in the backend between its calls and messages.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol, TypeVar
 from urllib.parse import quote
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -34,12 +40,16 @@ from sylk.gateway.sip import Originator, Registration, SIPIdentity
 from sylk.gateway.sylkrtc.model import (AccountDeviceToken, AccountDispositionNotification, AccountMessage,
                                         AddressBookFetched, Event, IncomingSession, MissedSession, RegistrationState,
                                         RegistrationStateChanged)
-from sylk.gateway.util import OneShotObserver
+from sylk.gateway.util import OneShotObserver, Timer
 
 # How long an un-REGISTER may take before the account gives up waiting and releases the backend anyway.
 UNREGISTER_TIMEOUT = 10.0
 # The biggest address book file served.
 MAX_ADDRESSBOOK = 1024 * 1024
+# An account's address book is read at most once per this many seconds (it is read off the reactor, one at a time).
+ADDRESSBOOK_FETCH_INTERVAL = 1.0
+# An account's MESSAGEs (its own and its calls') awaiting their SIP answer; more are refused until answers come.
+MAX_PENDING_MESSAGES = 16
 # Devices whose push tokens an account keeps (the oldest is forgotten first).
 MAX_PUSH_DEVICES = 8
 # Janus 1.1.2 cuts each Contact parameter at 254 characters (name=value): longer ones are refused.
@@ -63,6 +73,9 @@ class PushToken:
         return tuple((name, quote(value, safe="-_.!~*'()[]/:&+$")) for name, value in params if value)
 
 State = RegistrationState
+_T = TypeVar("_T")
+# Runs blocking work (reading a file) away from the reactor; the Deferred fires in the reactor with its result.
+BlockingRunner = Callable[[Callable[[], _T]], Deferred[_T]]
 
 
 class AccountOwner(Protocol):
@@ -82,13 +95,14 @@ class SIPAccount:
     log = Logger()
 
     def __init__(self, identity: SIPIdentity, session: ISIPSession, settings: WebRTCGatewayConfig,
-                 owner: AccountOwner, clock: IReactorTime) -> None:
+                 owner: AccountOwner, clock: IReactorTime,
+                 run_blocking: BlockingRunner[dict[str, Any]] = deferToThread) -> None:
         self.identity = identity
         self.state = State.UNREGISTERED
         self.calls: dict[str, Call] = {}
         self._settings = settings
         self._owner: AccountOwner | None = owner  # None once the backend is gone
-        self._quiet = False  # after shutdown(): no more account events, only the ends of its calls
+        self._quiet = False  # after shutdown() or abandon(): no more account events, only the ends of its calls
         self._releasing = False  # shutdown() has ended the calls and is releasing the backend
         self._clock = clock
         self._user_agent = session.create_user_agent(identity, self)
@@ -99,7 +113,11 @@ class SIPAccount:
         self.push_tokens: dict[str, PushToken] = {}  # by device; the latest one reported goes into REGISTERs
         self.authenticated = False  # the registrar has accepted the credentials once (on this connection)
         self._messages_in_flight = 0  # their answers come through the backend user agent: keep it meanwhile
-        self._release_after_messages = False  # a registration ended while messages were in flight
+        self._calls_not_done: set[Call] = set()  # calls not over, or whose far end's transfer request is open
+        self._idle_check = Timer(clock)
+        self.run_blocking = run_blocking  # (tests replace it)
+        self._reading_addressbook = False
+        self._addressbook_fetched_at: float | None = None
 
     @property
     def aor(self) -> str:
@@ -157,14 +175,29 @@ class SIPAccount:
             while len(self.push_tokens) > MAX_PUSH_DEVICES:
                 del self.push_tokens[next(iter(self.push_tokens))]
 
-    def fetch_addressbook(self) -> None:
-        """Answer with the account's address book: `addressbook_dir`/<user@domain>.json, or an empty one. Read now
-        (a bad file is the request's error), reported right after the ack. Only for an account whose credentials
-        the registrar accepted: `account-add` takes any well-formed HA1."""
+    def fetch_addressbook(self) -> Deferred[None]:
+        """Answer with the account's address book: `addressbook_dir`/<user@domain>.json, or an empty one. Read off
+        the reactor; the Deferred fires once it has been read (a bad file fails it with the request's error), and
+        the event follows the ack. Only for an account whose credentials the registrar accepted (`account-add`
+        takes any well-formed HA1), one read at a time and at most one per ADDRESSBOOK_FETCH_INTERVAL."""
         if not self.authenticated:
             raise APIError(f"Account {self.aor} must register before its address book can be fetched")
-        event = AddressBookFetched(account=self.aor, addressbook=self._addressbook())
-        self._clock.callLater(0, self._event, event)
+        if self._reading_addressbook:
+            raise APIError(f"The address book of {self.aor} is being read already")
+        now = self._clock.seconds()
+        if self._addressbook_fetched_at is not None and now - self._addressbook_fetched_at < ADDRESSBOOK_FETCH_INTERVAL:
+            raise APIError(f"The address book of {self.aor} was fetched less than {ADDRESSBOOK_FETCH_INTERVAL:g} s "
+                           f"ago (at most one fetch per {ADDRESSBOOK_FETCH_INTERVAL:g} s)")
+        self._addressbook_fetched_at = now
+        folder = self._settings.addressbook_dir
+        if folder is None:
+            reading: Deferred[dict[str, Any]] = succeed({})
+        else:
+            self._reading_addressbook = True
+            path = folder / f"{quote(self.aor, safe='@.-_+')}.json"  # no path separators from the address
+            reading = self.run_blocking(lambda: _read_addressbook(path))
+            reading.addBoth(self._addressbook_read)
+        return reading.addCallbacks(self._addressbook_fetched, self._addressbook_unusable)
 
     def send_message(self, request: AccountMessage) -> None:
         """Send an instant message, registered or not; its outcome comes as a disposition notification."""
@@ -191,6 +224,7 @@ class SIPAccount:
 
     def abandon(self) -> None:
         """The backend is gone (and the registration and calls with it): stop timers and reporting."""
+        self._quiet = True  # (the ends of its calls are still reported)
         for call in list(self.calls.values()):
             call.call_terminated("SIP backend lost")
         self._owner = None
@@ -244,7 +278,24 @@ class SIPAccount:
         self._event(MissedSession(account=self.aor, originator=originator))
 
     def message_received(self, sender: Originator, content_type: str, content: str) -> None:
-        self._event(messages.incoming_event(self.aor, None, sender, content_type, content))
+        event = messages.incoming_event(self.aor, None, sender, content_type, content)
+        if event is not None:
+            self._event(event)
+
+    # --- for calls ---
+
+    def track_message(self, send: Callable[[], Deferred[tuple[int, str]]]) -> Deferred[tuple[int, str]]:
+        """Send a MESSAGE (the account's or one of its calls') with `send`, as one awaiting its answer: at most
+        MAX_PENDING_MESSAGES at once (each holds a transaction, and the backend, until answered or timed out)."""
+        if self._messages_in_flight >= MAX_PENDING_MESSAGES:
+            raise APIError(f"Too many messages waiting for an answer (at most {MAX_PENDING_MESSAGES})")
+        self._messages_in_flight += 1
+
+        def answered(result: Any) -> Any:
+            self._messages_in_flight -= 1
+            self._release_when_idle()
+            return result
+        return maybeDeferred(send).addBoth(answered)
 
     # --- internals ---
 
@@ -254,9 +305,12 @@ class SIPAccount:
                            f"{self._settings.max_calls_per_account})")
 
     def _new_call(self, session_id: str, direction: str, originator: Originator | None = None) -> Call:
-        call = Call(session_id, self.aor, direction, self._call_event, self._clock, self._call_ended)
+        call = Call(session_id, self.aor, direction, self._call_event, self._clock, self._call_ended,
+                    self.track_message)
         call.originator = originator
         self.calls[session_id] = call
+        self._calls_not_done.add(call)
+        call.when_done().addCallback(self._call_done, call)
         if self._owner is not None:
             self._owner.call_started(call)
         return call
@@ -277,34 +331,37 @@ class SIPAccount:
             self._owner.account_event(event)
 
     def _send_message(self, uri: str, content_type: str, content: str) -> Deferred[tuple[int, str]]:
-        self._messages_in_flight += 1
+        return self.track_message(lambda: self._user_agent.send_message(uri, content_type, content))
 
-        def answered(result: Any) -> Any:
-            self._messages_in_flight -= 1
-            if self._messages_in_flight == 0 and self._release_after_messages:
-                self._release_after_messages = False
-                if not self.calls and self.state in (State.UNREGISTERED, State.FAILED):
-                    self._close_user_agent()  # what _finish() left open for the answers
-            return result
-        return self._user_agent.send_message(uri, content_type, content).addBoth(answered)
+    def _call_done(self, _: object, call: Call) -> None:
+        self._calls_not_done.discard(call)
+        # on the next turn: the call's end may still be going out through the backend (its BYE), and a call taking
+        # its transfer request may be about to start
+        self._idle_check.start(0, self._release_when_idle)
 
-    def _addressbook(self) -> dict[str, Any]:
-        folder = self._settings.addressbook_dir
-        if folder is None:
-            return {}
-        path = folder / f"{quote(self.aor, safe='@.-_+')}.json"  # no path separators from the address
-        try:
-            if path.stat().st_size > MAX_ADDRESSBOOK:
-                raise ValueError(f"larger than {MAX_ADDRESSBOOK} bytes")
-            addressbook = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(addressbook, dict):
-                raise ValueError("not a JSON object")
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as error:
-            self.log.error("Address book {path} of {aor} is unusable: {error}", path=path, aor=self.aor, error=error)
-            raise APIError(f"The address book of {self.aor} is unavailable") from None
-        return addressbook
+    def _release_when_idle(self) -> None:
+        """Without a registration, release the backend once nothing needs it: no call (nor transfer request of
+        one) and no MESSAGE awaiting its answer. The next register(), call or message acquires it again."""
+        if self._quiet:
+            return  # shutdown() releases it, or abandon(): the backend is gone
+        if self.state in (State.UNREGISTERED, State.FAILED) and not self._calls_not_done and \
+                not self._messages_in_flight:
+            self._close_user_agent()
+
+    def _addressbook_read(self, result: _T) -> _T:
+        self._reading_addressbook = False
+        return result
+
+    def _addressbook_fetched(self, addressbook: dict[str, Any]) -> None:
+        # the event follows the request's ack, which the channel sends once this returns
+        self._clock.callLater(0, self._event, AddressBookFetched(account=self.aor, addressbook=addressbook))
+
+    def _addressbook_unusable(self, failure: Failure) -> None:
+        if failure.check(OSError, ValueError):
+            self.log.error("Address book of {aor} is unusable: {error}", aor=self.aor, error=failure.value)
+        else:
+            self.log.failure("Reading the address book of {aor} failed", failure, aor=self.aor)
+        raise APIError(f"The address book of {self.aor} is unavailable")
 
     def _disposition_answered(self, answer: tuple[int, str] | Failure, uri: str) -> None:
         if isinstance(answer, Failure) or not 200 <= answer[0] < 300:
@@ -340,10 +397,8 @@ class SIPAccount:
         self._unregister_when_registered = False
         if self._releasing:
             self._close_user_agent().addCallback(self._released.fire)  # type: ignore[union-attr]
-        elif not self.calls and not self._messages_in_flight:
-            self._close_user_agent()
-        elif not self.calls:
-            self._release_after_messages = True
+        else:
+            self._release_when_idle()
 
     def _release(self) -> None:
         """After shutdown() ended the calls: unregister if needed, then release the backend."""
@@ -368,6 +423,25 @@ class SIPAccount:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+
+def _read_addressbook(path: Path) -> dict[str, Any]:
+    """An address book file (blocking: run off the reactor): a JSON object, {} when there is none; raises
+    OSError or ValueError for an unusable one."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_ADDRESSBOOK + 1)  # never more, whatever the file's size says meanwhile
+    except FileNotFoundError:
+        return {}
+    if len(data) > MAX_ADDRESSBOOK:
+        raise ValueError(f"{path}: larger than {MAX_ADDRESSBOOK} bytes")
+    try:
+        addressbook = json.loads(data.decode("utf-8"))
+    except RecursionError:  # nested deeper than the parser's stack allows
+        raise ValueError(f"{path}: nested too deeply") from None
+    if not isinstance(addressbook, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return addressbook
 
 
 def _session_id(call_id: str | None) -> str:

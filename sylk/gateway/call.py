@@ -12,7 +12,8 @@ Once accepted, a call can be updated (re-INVITEs), one update at a time, beside 
     hold/unhold: a re-INVITE the backend builds itself; allowed when no update is under way
 
 A remote offer the browser does not answer within UPDATE_ANSWER_WAIT ends the call: the far end's re-INVITE
-cannot be left hanging, and the backend has no way to answer it without the browser.
+cannot be left hanging, and the backend has no way to answer it without the browser. A transfer the browser asked
+for ends the call once it has succeeded (RFC 5589), with the reason TRANSFERRED.
 
 Requests change nothing but the backend's course; states change when the backend reports, and each is reported
 to the browser once, in order (media reported up before the answer wait until it comes). Like accounts, calls
@@ -47,6 +48,16 @@ DTMF_GAP = 0.1
 UPDATE_ANSWER_WAIT = 10.0
 # How long the browser has to act on the far end's transfer request before it is refused (603) for it.
 TRANSFER_DECISION_WAIT = 30.0
+# DTMF tones a call keeps waiting to go out (the one going now included); a request that would exceed it is refused.
+MAX_QUEUED_TONES = 64
+# How a call ends once a transfer this side asked for has succeeded (RFC 5589: the transferor then hangs up).
+TRANSFERRED = "Transferred"
+# The far end's SDP read by offer_holds(): a larger one, or one of more lines, says nothing about hold.
+MAX_SDP = 128 * 1024
+MAX_SDP_LINES = 2000
+
+# How a call sends a MESSAGE: through its account, which bounds those awaiting their answer (APIError beyond).
+MessageSender = Callable[[Callable[[], Deferred[tuple[int, str]]]], Deferred[tuple[int, str]]]
 
 State = SessionState
 _EARLY = (State.PROGRESS, State.PROCEEDING, State.RINGING, State.EARLY_MEDIA)  # outgoing, before the answer
@@ -57,7 +68,8 @@ class Call:
     log = Logger()
 
     def __init__(self, session_id: str, account: str, direction: str, notify: Callable[[Event], None],
-                 clock: IReactorTime, on_terminated: Callable[[Call, str], None]) -> None:
+                 clock: IReactorTime, on_terminated: Callable[[Call, str], None],
+                 send_message: MessageSender) -> None:
         self.id = session_id
         self.account = account
         self.direction = direction  # "outgoing" or "incoming"
@@ -66,6 +78,7 @@ class Call:
         self._notify = notify
         self._clock = clock
         self._on_terminated = on_terminated
+        self._send_message = send_message
         self._answering = False
         self._terminating: IDelayedCall | None = None
         self._media_up = False
@@ -76,9 +89,12 @@ class Call:
         self._update_answer_wait = Timer(clock)  # the far end's offer awaits the browser's answer
         self._held_remotely = False
         self._transferring = False  # our transfer (REFER) is under way
+        self._transferred = False  # our transfer succeeded: the call is ending, as TRANSFERRED
         self._transfer_request = Timer(clock)  # runs while the far end's transfer request awaits the browser
         self._referring: ISIPCall | None = None  # the backend call that received it (kept after the call ends)
+        self._transfer_request_open = False  # the backend holds the far end's transfer request: undecided or refusing
         self._ended = OneShotObserver()
+        self._done = OneShotObserver()
         self.originator: Originator | None = None  # incoming calls: the caller
 
     @property
@@ -109,6 +125,9 @@ class Call:
         """Queue DTMF tones to go out as SIP INFO, one by one, each after the previous one's duration and a gap."""
         if self.state not in (State.EARLY_MEDIA, State.ACCEPTED, State.ESTABLISHED) or self._terminating:
             raise APIError(f"Invalid state for sending DTMF in session {self.id}: {self._shown_state()}")
+        if len(self._tones) + len(tones) > MAX_QUEUED_TONES:
+            raise APIError(f"Too many DTMF tones waiting in session {self.id} (at most {MAX_QUEUED_TONES}, "
+                           f"{len(self._tones)} waiting)")
         idle = not self._tones
         self._tones.extend((tone, duration) for tone in tones)
         if idle:
@@ -139,7 +158,8 @@ class Call:
     def send_message(self, request: SessionMessage) -> None:
         """An instant message inside the call; its outcome comes as a disposition notification of the session."""
         self._check_in_call("sending a message in")
-        self._backend().send_message(request.content_type, request.content).addCallbacks(
+        backend = self._backend()
+        self._send_message(lambda: backend.send_message(request.content_type, request.content)).addCallbacks(
             lambda answer: self._message_outcome(request, *answer),
             lambda failure: self._message_outcome(request, None, str(failure.value)))
 
@@ -155,15 +175,29 @@ class Call:
                                                                                                 str(f.value)))
 
     def reject_transfer(self, code: int) -> None:
-        self.take_transfer_request().reject_transfer(code).addErrback(self._transfer_reject_failed)
+        referring = self.pending_transfer_request()
+        self._transfer_request.cancel()
+        self._refuse_transfer_request(referring, code)
 
-    def take_transfer_request(self) -> ISIPCall:
-        """The far end's pending transfer request (in the backend's call), for the new call that carries it out
-        or for refusing it; it is no longer pending after this."""
+    def pending_transfer_request(self) -> ISIPCall:
+        """The far end's pending transfer request (in the backend's call); APIError if there is none."""
         if not self._transfer_request.running or self._referring is None:
             raise APIError(f"No transfer request for session {self.id}")
-        self._transfer_request.cancel()
         return self._referring
+
+    def take_transfer_request(self) -> ISIPCall:
+        """The far end's pending transfer request, for the new call that carries it out (and from then on holds
+        it); it is no longer this call's after this."""
+        referring = self.pending_transfer_request()
+        self._transfer_request.cancel()
+        self._transfer_request_open = False
+        self._check_done()
+        return referring
+
+    def when_done(self) -> Deferred[None]:
+        """Fires once the call is over and the backend holds nothing more of it: a transfer request of its far end
+        (which outlives the call) has been taken by a new call or refused."""
+        return self._done.when_fired()
 
     def end(self) -> Deferred[None]:
         """Make sure the call ends (connection closing, account removed); fires once it has."""
@@ -218,7 +252,7 @@ class Call:
         self._update = "remote"
         self._notify(SessionUpdated(session=self.id, state=UpdateState.RECEIVED, sdp=sdp))
         held = offer_holds(sdp)
-        if held != self._held_remotely:
+        if held is not None and held != self._held_remotely:
             self._held_remotely = held
             self._notify(SessionHoldChanged(session=self.id, held=held, originator="remote"))
         self._update_answer_wait.start(UPDATE_ANSWER_WAIT, self._update_unanswered)
@@ -235,7 +269,9 @@ class Call:
 
     def call_message(self, sender: Originator, content_type: str, content: str) -> None:
         if self.state != State.TERMINATED:
-            self._notify(messages.incoming_event(self.account, self.id, sender, content_type, content))
+            event = messages.incoming_event(self.account, self.id, sender, content_type, content)
+            if event is not None:
+                self._notify(event)
 
     def call_transfer_progress(self, code: int | None, reason: str | None) -> None:
         if not self._transferring or self.state == State.TERMINATED:
@@ -246,11 +282,16 @@ class Call:
             state = TransferState.COMPLETED if code is not None and code < 300 else TransferState.FAILED
             self._transferring = False
         self._notify(SessionTransferProgress(session=self.id, state=state, code=code, reason=reason))
+        if state == TransferState.COMPLETED:
+            # The far end now talks to the target: this call has done its job (RFC 5589 §6: the transferor hangs up).
+            self._transferred = True
+            self.end()
 
     def call_transfer_requested(self, refer_to: str, referred_by: str | None, replaces: bool) -> None:
         if self.state == State.TERMINATED:
             return
         self._referring = self.sip_call
+        self._transfer_request_open = True
         self._transfer_request.start(TRANSFER_DECISION_WAIT, self._transfer_undecided)
         self._notify(SessionTransferRequest(session=self.id, refer_to=refer_to, referred_by=referred_by,
                                             replaces=replaces))
@@ -267,10 +308,13 @@ class Call:
         # a transfer request outlives the call (a phone sends REFER and BYE at once): the browser may still take it
         if self._terminating is not None and self._terminating.active():
             self._terminating.cancel()
+        if self._transferred:
+            reason = TRANSFERRED  # whichever side's BYE came first
         self._enter(State.TERMINATED, reason=reason)
         self.sip_call = None
         self._on_terminated(self, reason)
         self._ended.fire()
+        self._check_done()
 
     # --- internals ---
 
@@ -334,10 +378,24 @@ class Call:
     def _transfer_undecided(self) -> None:
         if self._referring is not None:
             self.log.info("Session {id}: the browser did not act on the transfer request; refusing it", id=self.id)
-            self._referring.reject_transfer(603).addErrback(self._transfer_reject_failed)
+            self._refuse_transfer_request(self._referring, 603)
+
+    def _refuse_transfer_request(self, referring: ISIPCall, code: int) -> None:
+        refused = referring.reject_transfer(code)
+        refused.addErrback(self._transfer_reject_failed)
+        refused.addBoth(self._transfer_request_closed)
 
     def _transfer_reject_failed(self, failure: Failure) -> None:
         self.log.warn("Session {id}: refusing the transfer request failed: {error}", id=self.id, error=failure.value)
+
+    def _transfer_request_closed(self, _: object) -> None:
+        if not self._transfer_request.running:  # not replaced by a newer one meanwhile
+            self._transfer_request_open = False
+            self._check_done()
+
+    def _check_done(self) -> None:
+        if self.state == State.TERMINATED and not self._transfer_request_open:
+            self._done.fire()
 
     def _backend(self) -> ISIPCall:
         assert self.sip_call is not None, "a call that is not terminated has its backend call"
@@ -351,12 +409,18 @@ class Call:
             sip_call.terminate()  # whatever is left of it in the backend
 
 
-def offer_holds(sdp: str) -> bool:
+def offer_holds(sdp: str) -> bool | None:
     """Whether an SDP offer puts the call on hold: each of its active media streams only sends, or is inactive
-    (RFC 3264 §8.4; the direction of a stream defaults to the session's, which defaults to sendrecv)."""
+    (RFC 3264 §8.4; the direction of a stream defaults to the session's, which defaults to sendrecv). None when the
+    SDP is beyond MAX_SDP or MAX_SDP_LINES: it says nothing then. Total on any text, in time linear in its size."""
+    if len(sdp) > MAX_SDP:
+        return None
+    lines = sdp.splitlines()
+    if len(lines) > MAX_SDP_LINES:
+        return None
     session_direction = "sendrecv"
     directions: list[str] = []
-    for line in sdp.splitlines():
+    for line in lines:
         if line.startswith("m="):
             parts = line.split()
             directions.append("off" if len(parts) > 1 and parts[1] == "0" else "")

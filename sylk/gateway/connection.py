@@ -3,7 +3,8 @@
 A connection talks to the browser only through an IConnectionPeer, never to the socket itself, so its state could
 outlive the socket that created it. Requests arrive as model objects and are dispatched by name to `_RH_<name>`;
 a handler returns (ack) or raises APIError (error). Handlers change state at once and leave slow SIP work to the
-accounts, which report its outcome as events; so requests are answered in order and quickly.
+accounts, which report its outcome as events; so requests are answered in order and quickly (reading an address
+book file off the reactor thread is the one handler whose answer waits).
 
     opening --session opened--> ready --close()--> closing --accounts unregistered, session closed--> closed
     opening --backend failed--> closed (browser disconnected)     ready --backend lost--> closed (disconnected)
@@ -146,8 +147,8 @@ class Connection:
     def _RH_account_devicetoken(self, request: model.AccountDeviceToken) -> None:
         self._account(request, "devicetoken").set_push_token(request)
 
-    def _RH_account_fetch_addressbook(self, request: model.AccountFetchAddressBook) -> None:
-        self._account(request, "fetch-addressbook").fetch_addressbook()
+    def _RH_account_fetch_addressbook(self, request: model.AccountFetchAddressBook) -> Deferred[None]:
+        return self._account(request, "fetch-addressbook").fetch_addressbook()
 
     def _RH_account_message(self, request: model.AccountMessage) -> None:
         account = self._account(request, "message")

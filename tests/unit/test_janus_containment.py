@@ -174,3 +174,13 @@ class DecoderTests(SynchronousTestCase):
     def test_originator_unquotes_janus_display_names(self) -> None:
         originator = sipevents.originator("sip:bob@example.com", '"Bob \\"B\\""')
         self.assertEqual((originator.uri, originator.display_name), ("bob@example.com", 'Bob "B"'))
+
+
+class UndecodableMessageTests(CallTestCase):
+    def test_a_message_janus_could_not_decode_is_dropped_not_shown_empty(self) -> None:
+        connection, peer = self.registered()
+        session, master = self.master()
+        # Janus leaves `content` out when the body is not UTF-8
+        self.janus.sip_event(session, master, {"event": "message", "sender": "sip:bob@example.com",
+                                               "content_type": "text/plain"})
+        self.assertEqual([e for e in peer.events if isinstance(e, model.MessageReceived)], [])

@@ -420,9 +420,10 @@ class JanusSIPUserAgent:
         call too: Janus does not say which, so one from the call's far end counts as the call's)."""
         sender = sipevents.originator(result.get("sender"), result.get("displayname"))
         content_type = sipevents.content_type(result.get("content_type") or "text/plain")
-        content = sipevents.text(result.get("content") or "", sipevents.MAX_CONTENT)
-        if content_type is None or content is None:
-            self.log.warn("Dropped a MESSAGE for {aor} from {sender}: its content type or size is unusable",
+        # no content: Janus could not pass it on (it was not UTF-8); an empty message would mislead the browser
+        content = sipevents.text(result.get("content"), sipevents.MAX_CONTENT)
+        if content_type is None or not content:
+            self.log.warn("Dropped a MESSAGE for {aor} from {sender}: its content type, encoding or size is unusable",
                           aor=self.identity.aor, sender=sender.uri)
             return
         if line.call is not None and (line.helper or line.call.remote_uri == sender.uri):

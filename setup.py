@@ -20,7 +20,7 @@ setup(
     packages=find_namespace_packages(include=["sylk.*"]) + ["twisted.plugins"],
     package_data={"sylk.gateway": ["web/*.html", "web/*.js", "web/*.css"]},
     install_requires=["twisted[tls]>=22.4", "autobahn>=22.7", "zope.interface>=5.5"],
-    extras_require={"test": ["pytest", "pytest-timeout", "websockets>=12", "playwright", "hypothesis", "mypy"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "websockets>=12", "playwright", "hypothesis", "mypy", "mypy-zope"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

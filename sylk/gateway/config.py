@@ -309,7 +309,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     # No DEFAULT section: its options would silently apply to every section (default_section names none).
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True,
                                        default_section="\0")
-    parser.optionxform = str  # option names are case sensitive, as documented
+    parser.optionxform = str  # type: ignore[assignment, method-assign]  # option names are case sensitive
     try:
         parser.read_string(text, source=source)
     except configparser.Error as e:

@@ -251,7 +251,7 @@ def _normalize_origin(origin: str) -> str | None:
 
 
 class GatewayWebSocketFactory(WebSocketServerFactory):
-    protocol = GatewayWebSocketProtocol
+    protocol = GatewayWebSocketProtocol  # type: ignore[assignment]  # a protocol class is what autobahn wants here
 
     def __init__(self, backend: ISIPBackend, settings: WebRTCGatewayConfig, reactor: Any,
                  trusted_proxy_hops: int = 0) -> None:

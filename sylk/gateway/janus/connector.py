@@ -55,11 +55,9 @@ class JanusConnector(Service):
         self._trace = trace
         self._reactor = reactor
         self._pinging = Timer(reactor)
-        factory = WebSocketClientFactory(url if unix_socket is None else "ws://localhost/",
-                                         protocols=[JANUS_SUBPROTOCOL], useragent=f"sylkgateway/{__version__}")
+        factory = _JanusClientFactory(self, url if unix_socket is None else "ws://localhost/",
+                                      protocols=[JANUS_SUBPROTOCOL], useragent=f"sylkgateway/{__version__}")
         factory.setProtocolOptions(openHandshakeTimeout=CONNECT_TIMEOUT)
-        factory.protocol = _JanusClientProtocol
-        factory.connector = self
         endpoint = _endpoint(reactor, url) if unix_socket is None else \
             UNIXClientEndpoint(reactor, str(unix_socket), timeout=CONNECT_TIMEOUT)
         self._client = ClientService(endpoint, factory, clock=reactor,
@@ -148,6 +146,7 @@ class JanusConnector(Service):
 
 
 class _JanusClientProtocol(WebSocketClientProtocol):
+    factory: _JanusClientFactory
     api: JanusAPI | None = None
     stalled = False
 
@@ -165,11 +164,17 @@ class _JanusClientProtocol(WebSocketClientProtocol):
         self.sendMessage(text.encode("utf-8"))
 
 
+class _JanusClientFactory(WebSocketClientFactory):
+    protocol = _JanusClientProtocol  # type: ignore[assignment]  # autobahn's own factories declare it so too
+
+    def __init__(self, connector: JanusConnector, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.connector = connector
+
+
 def _endpoint(reactor: Any, url: str) -> Any:
     parts = urlsplit(url)
     secure = parts.scheme == "wss"
     host = parts.hostname or "127.0.0.1"
     endpoint = HostnameEndpoint(reactor, host, parts.port or (443 if secure else 80), timeout=5)
-    if secure:
-        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-    return endpoint
+    return wrapClientTLS(optionsForClientTLS(host), endpoint) if secure else endpoint

@@ -267,7 +267,8 @@ class JanusProcess(Service):
     def _kill(self, protocol: _JanusProcessProtocol) -> None:
         self.log.warn("Janus did not exit {timeout:g} s after SIGTERM; killing it", timeout=STOP_TIMEOUT)
         try:
-            protocol.transport.signalProcess("KILL")
+            if protocol.transport is not None:
+                protocol.transport.signalProcess("KILL")
         except error.ProcessExitedAlready:
             pass
 

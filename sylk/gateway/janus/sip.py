@@ -691,7 +691,11 @@ class JanusSIPUserAgent:
             return  # closed meanwhile: nothing to add a line to
         self.log.warn("Adding a line for {aor} failed ({error}); trying again in {delay:g} s", aor=self.identity.aor,
                       error=failure.value, delay=HELPER_RETRY)
-        self.clock.callLater(HELPER_RETRY, lambda: generation == self._generation and self._ensure_spare_line())
+        self.clock.callLater(HELPER_RETRY, self._retry_spare_line, generation)
+
+    def _retry_spare_line(self, generation: int) -> None:
+        if generation == self._generation:
+            self._ensure_spare_line()
 
     def _request_failed(self, failure: Failure) -> None:
         if not failure.check(JanusDisconnected, BackendUnavailable):

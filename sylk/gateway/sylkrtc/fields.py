@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Generic, Mapping, Self, TypeVar, overload
+
+T = TypeVar("T")
 
 
 class ValidationError(ValueError):
@@ -26,10 +28,13 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _FORBIDDEN_CATEGORIES = frozenset(("Cc", "Cs", "Zl", "Zp"))
 
 
-class Field:
-    """One field of a model. Subclasses override `convert` to check and normalise a value."""
+class Field(Generic[T]):
+    """One field of a model. Subclasses override `convert` to check and normalise a value.
 
-    def __init__(self, *, optional: bool = False, default: Any = None) -> None:
+    On a model instance the attribute holds the value (of type T; None for an optional field left out), which
+    shadows the field: `__get__` only tells type checkers so."""
+
+    def __init__(self: Field[Any], *, optional: bool = False, default: Any = None) -> None:
         self.optional = optional
         self.default = default
         self.name = "?"
@@ -37,11 +42,22 @@ class Field:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def convert(self, value: Any) -> Any:
-        return value
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+
+    def __get__(self, instance: object, owner: type) -> Self | T:
+        if instance is None:
+            return self
+        raise AttributeError(self.name)  # every model instance sets each of its fields
+
+    def convert(self, value: Any) -> T:
+        return value  # type: ignore[no-any-return]
 
 
-class String(Field):
+class String(Field[str]):
     def __init__(self, *, max_length: int = 1024, allow_empty: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_length = max_length
@@ -62,14 +78,14 @@ class String(Field):
         return value
 
 
-class Boolean(Field):
+class Boolean(Field[bool]):
     def convert(self, value: Any) -> bool:
         if not isinstance(value, bool):
             raise ValidationError(f"must be true or false, not {_json_type(value)}")
         return value
 
 
-class Integer(Field):
+class Integer(Field[int]):
     def __init__(self, *, low: int, high: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.low, self.high = low, high
@@ -193,7 +209,7 @@ class AOR(String):
         return cls._HOST.fullmatch(domain) is not None or _is_ip(domain, 4)
 
 
-class Candidates(Field):
+class Candidates(Field[list[dict[str, Any]]]):
     """ICE candidates as browsers produce them: [{candidate, sdpMid, sdpMLineIndex}], normalised to dicts with just
     those keys (other keys, such as usernameFragment, are dropped). An empty list means end of candidates."""
 
@@ -224,7 +240,7 @@ class Candidates(Field):
         return {"candidate": candidate, "sdpMid": mid, "sdpMLineIndex": line}
 
 
-class Headers(Field):
+class Headers(Field[dict[str, str]]):
     """Custom SIP headers as sylkRTC-2 sends them: [{name, value}], normalised to {name: value}.
 
     An allow-list, because a browser must not speak for the gateway: names starting with `X-` and a few headers
@@ -302,7 +318,7 @@ class Headers(Field):
         return text
 
 
-class StringList(Field):
+class StringList(Field[tuple[str, ...]]):
     """A short list of distinct non-empty strings."""
 
     def convert(self, value: Any) -> tuple[str, ...]:

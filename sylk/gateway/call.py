@@ -86,11 +86,11 @@ class Call:
         self._early_sdp: str | None = None
         self._tones: list[tuple[str, int]] = []  # DTMF waiting to go out, the first one going now
         self._update: str | None = None  # an update under way: "local" (our offer) or "remote" (theirs)
-        self._update_answer_wait = Timer(clock)  # the far end's offer awaits the browser's answer
+        self._update_answer_wait = Timer(clock, self._timer_failed)  # the far end's offer awaits the browser's answer
         self._held_remotely = False
         self._transferring = False  # our transfer (REFER) is under way
         self._transferred = False  # our transfer succeeded: the call is ending, as TRANSFERRED
-        self._transfer_request = Timer(clock)  # runs while the far end's transfer request awaits the browser
+        self._transfer_request = Timer(clock, self._timer_failed)  # the far end's transfer request awaits the browser
         self._referring: ISIPCall | None = None  # the backend call that received it (kept after the call ends)
         self._transfer_request_open = False  # the backend holds the far end's transfer request: undecided or refusing
         self._ended = OneShotObserver()
@@ -400,6 +400,9 @@ class Call:
     def _backend(self) -> ISIPCall:
         assert self.sip_call is not None, "a call that is not terminated has its backend call"
         return self.sip_call
+
+    def _timer_failed(self) -> None:
+        self._backend_failed(Failure(APIError("Internal error in the call's timers")))
 
     def _backend_failed(self, failure: Failure) -> None:
         self.log.warn("Session {id}: {error}", id=self.id, error=failure.value)

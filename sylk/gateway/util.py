@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 _UNSET = object()
 
@@ -34,10 +35,16 @@ class OneShotObserver:
 
 
 class Timer:
-    """At most one pending delayed call: start() replaces it, cancel() drops it, and it knows whether it runs."""
+    """At most one pending delayed call: start() replaces it, cancel() drops it, and it knows whether it runs.
 
-    def __init__(self, clock: IReactorTime) -> None:
+    What the call raises is logged with its traceback and reported to `on_error` (which ends what the timer
+    belongs to, say a call), instead of going to the reactor and leaving its owner half-done."""
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, on_error: Callable[[], None] | None = None) -> None:
         self._clock = clock
+        self._on_error = on_error
         self._call: IDelayedCall | None = None
 
     @property
@@ -46,7 +53,15 @@ class Timer:
 
     def start(self, delay: float, function: Callable[..., Any], *args: Any) -> None:
         self.cancel()
-        self._call = self._clock.callLater(delay, function, *args)
+        self._call = self._clock.callLater(delay, self._fire, function, args)
+
+    def _fire(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            function(*args)
+        except Exception:
+            self.log.failure("A timer's work ({function!r}) failed", function=function)
+            if self._on_error is not None:
+                self._on_error()
 
     def cancel(self) -> None:
         if self.running:

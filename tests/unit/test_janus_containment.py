@@ -184,3 +184,23 @@ class UndecodableMessageTests(CallTestCase):
         self.janus.sip_event(session, master, {"event": "message", "sender": "sip:bob@example.com",
                                                "content_type": "text/plain"})
         self.assertEqual([e for e in peer.events if isinstance(e, model.MessageReceived)], [])
+
+
+class TimerTests(CallTestCase):
+    def test_a_failing_timer_ends_its_call_and_nothing_else(self) -> None:
+        connection, peer = self.connect()
+        self.add(connection)
+        self.janus.call_outcome = ("accepted",)
+        self.dial(connection)
+        sip_call = connection.sessions["s1"].sip_call
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("a bug in a timer")
+        sip_call._outcome_unreported = broken  # type: ignore[union-attr]
+        self.janus.update_outcome = "silent"  # the re-INVITE's outcome is never reported: its timer runs out
+        self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 new offer")
+        self.janus.clock.advance(60)
+        self.janus.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "Internal error in the call's timers"))
+        self.assertIsNone(self.request(connection, model.Ping))

@@ -731,10 +731,10 @@ class JanusSIPCall:
         self._answered = False  # incoming: Janus took our `accept`
         self._accepted = False
         self._hang_up_when_placed = False
-        self._hangup_wait = Timer(agent.clock)  # our hangup is out, its end not reported yet
-        self._update_wait = Timer(agent.clock)  # our re-INVITE is out, its answer not in yet
-        self._transfer_wait = Timer(agent.clock)  # our REFER is out, its outcome not in yet
-        self._settling = Timer(agent.clock)  # a re-INVITE of Janus's own may still be open
+        self._hangup_wait = Timer(agent.clock, self._timer_failed)  # our hangup is out, its end not reported yet
+        self._update_wait = Timer(agent.clock, self._timer_failed)  # our re-INVITE is out, its answer not in yet
+        self._transfer_wait = Timer(agent.clock, self._timer_failed)  # our REFER is out, its outcome not in yet
+        self._settling = Timer(agent.clock, self._timer_failed)  # a re-INVITE of Janus's own may still be open
         self._waiting_to_settle: list[tuple[Callable[[], Deferred[None]], bool, Deferred[None]]] = []
         self._refer_id: int | None = None  # Janus's id of the far end's pending REFER
         self._deliveries: list[Deferred[tuple[int, str]]] = []  # our MESSAGEs in the dialog, oldest first
@@ -856,6 +856,10 @@ class JanusSIPCall:
         request.addErrback(self.request_failed)
         # Janus ignores a hangup in a state it does not expect, without a word: don't wait for ever.
         self._hangup_wait.start(HANGUP_WAIT, self._hangup_unanswered)
+
+    def _timer_failed(self) -> None:
+        if not self.is_ended:
+            self.abort("Internal error in the call's timers")
 
     def abort(self, reason: str) -> None:
         """End the call at once because the gateway cannot go on with it (handling one of its events failed): tell

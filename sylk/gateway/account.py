@@ -109,6 +109,7 @@ class SIPAccount:
         self._timer: IDelayedCall | None = None
         self._operation = 0  # counts backend operations, so a late failure of an abandoned one is ignored
         self._unregister_when_registered = False
+        self._register_sent = False  # the REGISTER went out (it may first wait for its turn in the backend)
         self._released: OneShotObserver | None = None  # set by shutdown(): fired once the backend is released
         self.push_tokens: dict[str, PushToken] = {}  # by device; the latest one reported goes into REGISTERs
         self.authenticated = False  # the registrar has accepted the credentials once (on this connection)
@@ -129,6 +130,7 @@ class SIPAccount:
         if self.state in (State.REGISTERING, State.REGISTERED, State.UNREGISTERING):
             raise APIError(f"Cannot register account {self.aor}: it is {self.state}")
         self._unregister_when_registered = False
+        self._register_sent = False
         self._enter(State.REGISTERING)
         latest = list(self.push_tokens.values())[-1:]
         registration = Registration(ttl=self._settings.register_ttl,
@@ -377,6 +379,7 @@ class SIPAccount:
     def _registration_sent(self, _: object, operation: int) -> None:
         """The REGISTER is on its way (the backend may have queued it first): from now its answer is awaited."""
         if operation == self._operation and self.state == State.REGISTERING:
+            self._register_sent = True
             self._start_timer(self._settings.register_timeout)
 
     def _request_failed(self, failure: Failure, operation: int) -> None:
@@ -405,6 +408,11 @@ class SIPAccount:
         self._releasing = True
         if self.state == State.REGISTERED:
             self._start_unregister()
+        elif self.state == State.REGISTERING and not self._register_sent:
+            # still waiting for its turn to start a SIP stack: nothing went out, nothing to undo
+            self._operation += 1
+            self._enter(State.UNREGISTERED, report=False)
+            self._close_user_agent().addCallback(self._released.fire)  # type: ignore[union-attr]
         elif self.state == State.REGISTERING:
             self._unregister_when_registered = True
         elif self.state != State.UNREGISTERING:

@@ -57,7 +57,7 @@ class StackAdmissionTests(SynchronousTestCase):
         self.assertEqual(str(GatewayFull(6451)), "503 The gateway is full (6451 SIP accounts); try again later")
 
 
-class BackendAdmissionTests(ConnectionTestCase):
+class SharedBackendTestCase(ConnectionTestCase):
     """Several connections on one backend (one Janus), as in the gateway."""
 
     def setUp(self) -> None:
@@ -81,6 +81,9 @@ class BackendAdmissionTests(ConnectionTestCase):
         return [r["body"]["username"] for r in self.janus.requests
                 if r["janus"] == "message" and r["body"].get("request") == "register" and "type" not in r["body"]]
 
+
+
+class BackendAdmissionTests(SharedBackendTestCase):
     def test_a_greedy_connection_does_not_starve_another(self) -> None:
         greedy, _ = self.open()
         modest, peer = self.open()
@@ -149,3 +152,29 @@ class BackendAdmissionTests(ConnectionTestCase):
         self.link.api = self.janus.api
         other, _ = self.open()
         self.assertIsNone(self.add_and_register(other, "b"))
+
+
+class LeavingTheQueueTests(SharedBackendTestCase):
+    def test_a_closed_connection_gives_its_queued_turns_up_at_once(self) -> None:
+        greedy, _ = self.open()
+        self.janus.held = {"register"}
+        for n in range(10):
+            self.add_and_register(greedy, f"g{n}")
+        closed = greedy.close()
+        self.janus.release()
+        self.janus.flush()
+        self.successResultOf(closed)
+        self.assertEqual(len(self.registers_sent()), 2)  # the eight still waiting never started a stack
+        modest, peer = self.open()
+        self.add_and_register(modest, "bob")
+        self.assertEqual(peer.states("bob@example.com"), ["registering", "registered"])
+
+    def test_a_removed_account_leaves_the_queue(self) -> None:
+        connection, peer = self.open()
+        self.janus.held = {"register"}
+        for n in range(3):
+            self.add_and_register(connection, f"g{n}")
+        self.assertIsNone(self.request(connection, model.AccountRemove, account="g2@example.com"))
+        self.janus.release()
+        self.assertEqual(self.registers_sent(), ["sip:g0@example.com", "sip:g1@example.com"])
+        self.assertNotIn("g2@example.com", connection.accounts)

@@ -224,6 +224,7 @@ class JanusSIPUserAgent:
         self.clock = clock
         self._admission = admission
         self._client = client  # whose turn a new stack of this account takes
+        self._turn: Deferred[None] | None = None  # waiting for that turn
         self._has_stack = False  # the master's Sofia stack exists (its first register request was answered)
         self._master: _Line | None = None
         self._master_id: int | None = None  # Janus's id for the master's stack, which helpers name
@@ -267,6 +268,8 @@ class JanusSIPUserAgent:
         return Deferred.fromCoroutine(self._send_message(uri, content_type, content))
 
     def close(self) -> Deferred[None]:
+        if self._turn is not None:
+            self._turn.cancel()  # waiting to start a stack that is no longer wanted: let the next one have the turn
         self._generation += 1
         lines = ([self._master] if self._master else []) + self._helpers
         self._master, self._helpers, self._master_id = None, [], None
@@ -488,13 +491,17 @@ class JanusSIPUserAgent:
 
     async def _turn_to_start(self) -> None:
         """Wait for this account's turn to start its SIP stack, at most `queue_timeout` (register_timeout)."""
-        turn = self._admission.reserve(self._client)
+        self._turn = turn = self._admission.reserve(self._client)
         turn.addTimeout(self.settings.queue_timeout, self.clock)
         try:
             await turn
         except defer.TimeoutError:
             raise BackendUnavailable(f"408 The gateway is busy: no SIP stack could be started within "
                                      f"{self.settings.queue_timeout:g} s") from None
+        except defer.CancelledError:
+            raise BackendUnavailable("closed while waiting to start") from None
+        finally:
+            self._turn = None
 
     async def _wait(self, generation: int) -> None:
         """Until the master's state changes (bounded); fails if the user agent is closed meanwhile."""
@@ -620,6 +627,8 @@ class JanusSIPUserAgent:
             line.handle = await self._session.attach(SIP_PLUGIN, line)
             if generation != self._generation or line not in self._helpers:
                 raise BackendUnavailable("closed while attaching a line")
+            if self._master_id is None:  # Janus let the master go meanwhile: there is no stack to bind to
+                raise BackendUnavailable("the account's SIP stack went away while a line was being added")
             await line.handle.message({"request": "register", "type": "helper",
                                        "username": f"sip:{self.identity.aor}", "master_id": self._master_id})
             if generation != self._generation or line not in self._helpers:

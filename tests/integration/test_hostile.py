@@ -20,13 +20,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.integration.audio import peak_frequency, read_wav, write_tone
+from tests.integration.audio import peak_frequency, read_wav
 from tests.integration.baresip import Baresip
 from tests.integration.browser import Browser
 from tests.integration.gateway import Client, Gateway, register
 from tests.integration.kamailio import Kamailio
 from tests.integration.sipp import Sipp, register as register_sipp, registered_phone
-from tests.integration.test_calls_browser import Phone
+from tests.integration.test_calls_browser import browser, demo  # noqa: F401 (browser: the same fixture)
 from tests.integration.webrtc import OFFER
 
 USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "mallory": "mallorypw", "trudy": "trudypw"}
@@ -39,13 +39,6 @@ OPTIONS_FLOOD = 300
 def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
     with Kamailio(tmp_path / "kamailio", users=USERS) as registrar:
         yield registrar
-
-
-@pytest.fixture
-def browser(tmp_path: Path, gateway: Gateway) -> Iterator[Browser]:
-    tone = write_tone(tmp_path / "browser-tone.wav", BROWSER_TONE, seconds=30, rate=48000)
-    with Browser(tmp_path / "browser", fake_audio=tone) as chromium:
-        yield chromium
 
 
 def hostile_bodies() -> dict[str, bytes]:
@@ -107,15 +100,6 @@ def session_events(client: Client, session: str, until: str = "terminated", time
             return seen
 
 
-def demo_phone(browser: Browser, gateway: Gateway, user: str) -> Phone:
-    """The demo page for user@sylk.test, its password typed in (the page takes none from its address)."""
-    page = browser.page(f"http://127.0.0.1:{gateway.port}/webrtcgateway/?account={user}@sylk.test")
-    page.wait_for("typeof window.demo === 'object'", 10, "the demo page's script")
-    phone = Phone(page)
-    phone.fill("password", USERS[user])
-    return phone
-
-
 def near(frequency: float | None, tone: float) -> bool:
     return frequency is not None and abs(frequency - tone) < 30
 
@@ -136,7 +120,7 @@ def test_a_hostile_far_end_hurts_no_one_else(browser: Browser, gateway: Gateway,
                   kamailio=kamailio).start()
     try:
         # the bystanders: alice in the demo page, registered and in a call with bob with audio both ways ...
-        alice = demo_phone(browser, gateway, "alice")
+        alice = demo(browser, gateway, "alice@sylk.test", USERS["alice"])
         alice.register()
         alice.dial("bob@sylk.test")
         alice.call_established()

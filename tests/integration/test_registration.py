@@ -8,9 +8,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import pytest
+from typing import Any
 
 from tests.integration.conftest import start_gateway
 from tests.integration.gateway import Client, Gateway, eventually, register

@@ -44,7 +44,7 @@ export interface CallOptions {
     offerOptions?: RTCOfferOptions;
     /**
      * Extra SIP headers for the INVITE (`call()`) or the 200 OK (`answer()`): `[{name: 'X-Room', value: '42'}]` or
-     * `{'X-Room': '42'}`. The gateway refuses the headers that make the dialog (Via, From, To, Call-ID, ...).
+     * `{'X-Room': '42'}`. The gateway allows only `X-` headers and Subject, Priority, Organization, Accept-Language.
      */
     headers?: SipHeaders;
 }

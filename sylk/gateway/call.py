@@ -85,6 +85,7 @@ class Call:
         self._rang = False
         self._early_sdp: str | None = None
         self._tones: list[tuple[str, int]] = []  # DTMF waiting to go out, the first one going now
+        self._unanswered_messages: list[SessionMessage] = []  # whose outcome the browser has not been told yet
         self._update: str | None = None  # an update under way: "local" (our offer) or "remote" (theirs)
         self._update_answer_wait = Timer(clock, self._timer_failed)  # the far end's offer awaits the browser's answer
         self._held_remotely = False
@@ -159,6 +160,7 @@ class Call:
         """An instant message inside the call; its outcome comes as a disposition notification of the session."""
         self._check_in_call("sending a message in")
         backend = self._backend()
+        self._unanswered_messages.append(request)
         self._send_message(lambda: backend.send_message(request.content_type, request.content)).addCallbacks(
             lambda answer: self._message_outcome(request, *answer),
             lambda failure: self._message_outcome(request, None, str(failure.value)))
@@ -310,6 +312,8 @@ class Call:
             self._terminating.cancel()
         if self._transferred:
             reason = TRANSFERRED  # whichever side's BYE came first
+        for request in list(self._unanswered_messages):  # nothing about the call may come after its end
+            self._message_outcome(request, None, "The call ended before the message was answered")
         self._enter(State.TERMINATED, reason=reason)
         self.sip_call = None
         self._on_terminated(self, reason)
@@ -372,6 +376,9 @@ class Call:
                 f"The browser did not answer the far end's update within {UPDATE_ANSWER_WAIT:g} s")))
 
     def _message_outcome(self, request: SessionMessage, code: int | None, reason: str) -> None:
+        if request not in self._unanswered_messages:
+            return  # reported as failed when the call ended
+        self._unanswered_messages.remove(request)
         self._notify(messages.outcome_event(self.account, self.id, request.message_id, request.timestamp, code,
                                             reason))
 

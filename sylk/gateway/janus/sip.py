@@ -953,10 +953,6 @@ class JanusSIPCall:
             wait.cancel()
         if self.line is not None:
             self.agent.call_over(self.line, self)
-        # MESSAGEs in the dialog still unanswered: their outcome goes before the call's end, never after it
-        deliveries, self._deliveries = self._deliveries, []
-        for delivery in deliveries:
-            delivery.errback(BackendUnavailable("the call ended before the MESSAGE was answered"))
         self._observer_call("call_terminated", reason)
         self._settled()  # fails what waited to be sent (its requester knows by now that the call is over)
 

@@ -22,9 +22,11 @@ import itertools
 import json
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from sylk.gateway.janus.client import JanusAPI
+from sylk.gateway.util import OneShotObserver
 
 
 class FakeJanus:
@@ -476,3 +478,28 @@ class FakeJanus:
     def _event(session: int, handle: int, result: dict[str, Any]) -> dict[str, Any]:
         return {"janus": "event", "session_id": session, "sender": handle,
                 "plugindata": {"plugin": "janus.plugin.sip", "data": {"sip": "event", "result": result}}}
+
+
+class FakeLink:
+    """The connector as the backend sees it: the current API (None while Janus is away) and when it comes back."""
+
+    def __init__(self, api: JanusAPI | None) -> None:
+        self.api = api
+        self._available = OneShotObserver()
+        if api is not None:
+            self._available.fire()
+
+    def when_available(self) -> Deferred[None]:
+        return self._available.when_fired()
+
+    def lose(self, reason: str = "Janus went away") -> None:
+        """Janus's connection drops: every session on it is lost."""
+        api, self.api = self.api, None
+        self._available = OneShotObserver()
+        if api is not None:
+            api.connection_lost(reason)
+
+    def connect(self, api: JanusAPI) -> None:
+        """A (new) Janus is connected and checked."""
+        self.api = api
+        self._available.fire()

@@ -7,7 +7,7 @@ from typing import Any
 from zope.interface import implementer
 
 from sylk.gateway.interfaces import IConnectionPeer
-from sylk.gateway.sylkrtc.model import Event
+from sylk.gateway.sylkrtc.model import Event, RegistrationStateChanged
 
 
 @implementer(IConnectionPeer)
@@ -27,4 +27,4 @@ class FakePeer:
     def states(self, account: str | None = None) -> list[Any]:
         """The registration states reported so far (for one account), with reasons where given."""
         return [e.state if e.reason is None else (e.state, e.reason) for e in self.events
-                if getattr(e, "state", None) is not None and (account is None or e.account == account)]
+                if isinstance(e, RegistrationStateChanged) and (account is None or e.account == account)]

@@ -2,6 +2,13 @@
 
     unregistered --register--> registering --ok--> registered --unregister--> unregistering --ok--> unregistered
                                registering/registered --failure--> failed --register--> registering ...
+                               failed --(transient failure) after a backoff--> registering ...
+                               failed --unregister--> unregistered (no more retries)
+
+An account the browser asked to register stays wanted registered until it unregisters (or is removed): a failure
+that says nothing about the credentials (no answer, 408, 480, 5xx, the backend away) is retried after a growing
+backoff, each attempt reported as `registering` then its outcome; one that does (401, 403, 404, ...) is not. When
+the backend (Janus) goes away, the calls end and a wanted registration is made again on the new backend session.
 
 Every change of registration state is reported to the browser once, as a RegistrationStateChanged event. Requests
 that make no sense in the current state raise APIError naming the state. Waits on the backend are bounded by
@@ -18,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +61,10 @@ ADDRESSBOOK_FETCH_INTERVAL = 1.0
 MAX_PENDING_MESSAGES = 16
 # Devices whose push tokens an account keeps (the oldest is forgotten first).
 MAX_PUSH_DEVICES = 8
+# Retrying a registration that failed for a transient reason: the first wait, doubling up to the last, each with
+# up to a fifth less at random so that accounts that failed together do not retry together.
+REGISTER_RETRY_FIRST = 2.0
+REGISTER_RETRY_LAST = 120.0
 # Janus 1.1.2 cuts each Contact parameter at 254 characters (name=value): longer ones are refused.
 MAX_CONTACT_PARAM = 254
 # RFC 8599 pn-provider names for the platforms Sylk clients report.
@@ -110,6 +123,9 @@ class SIPAccount:
         self._operation = 0  # counts backend operations, so a late failure of an abandoned one is ignored
         self._unregister_when_registered = False
         self._register_sent = False  # the REGISTER went out (it may first wait for its turn in the backend)
+        self.wants_registration = False  # the browser asked to register and has not unregistered since
+        self._retry = Timer(clock)  # a transient failure's next attempt
+        self._retry_delay = REGISTER_RETRY_FIRST
         self._released: OneShotObserver | None = None  # set by shutdown(): fired once the backend is released
         self.push_tokens: dict[str, PushToken] = {}  # by device; the latest one reported goes into REGISTERs
         self.authenticated = False  # the registrar has accepted the credentials once (on this connection)
@@ -129,18 +145,17 @@ class SIPAccount:
     def register(self) -> None:
         if self.state in (State.REGISTERING, State.REGISTERED, State.UNREGISTERING):
             raise APIError(f"Cannot register account {self.aor}: it is {self.state}")
-        self._unregister_when_registered = False
-        self._register_sent = False
-        self._enter(State.REGISTERING)
-        latest = list(self.push_tokens.values())[-1:]
-        registration = Registration(ttl=self._settings.register_ttl,
-                                    contact_params=latest[0].contact_params() if latest else ())
-        self._operation += 1
-        self._user_agent.register(registration).addCallbacks(
-            self._registration_sent, self._request_failed, callbackArgs=(self._operation,),
-            errbackArgs=(self._operation,))
+        self.wants_registration = True
+        self._retry_delay = REGISTER_RETRY_FIRST
+        self._start_registering()
 
     def unregister(self) -> None:
+        if self.state == State.FAILED and self.wants_registration:
+            self.wants_registration = False  # no more retries
+            self._retry.cancel()
+            self._finish(State.UNREGISTERED)
+            return
+        self.wants_registration = False
         if self.state == State.REGISTERING:
             # The REGISTER is on its way; remove the binding as soon as it exists.
             if self._unregister_when_registered:
@@ -219,19 +234,53 @@ class SIPAccount:
     def shutdown(self) -> Deferred[None]:
         """Stop reporting to the browser, end the calls, remove the binding if there is one, release the backend."""
         self._quiet = True
+        self.wants_registration = False
+        self._retry.cancel()
         self._released = OneShotObserver()
         ending = [call.end() for call in list(self.calls.values())]
         DeferredList(ending).addCallback(lambda _: self._release())
         return self._released.when_fired()
 
     def abandon(self) -> None:
-        """The backend is gone (and the registration and calls with it): stop timers and reporting."""
+        """The backend is gone (and the registration and calls with it) for good: stop timers and reporting."""
         self._quiet = True  # (the ends of its calls are still reported)
         for call in list(self.calls.values()):
             call.call_terminated("SIP backend lost")
         self._owner = None
         self._operation += 1
         self._cancel_timer()
+        self._retry.cancel()
+        if self._released is not None:
+            self._released.fire()
+
+    def backend_lost(self, reason: str) -> None:
+        """The backend went away with this account's registration and calls; a new one follows (backend_restored),
+        unless the account was being removed, which is then done."""
+        for call in list(self.calls.values()):
+            call.call_terminated(f"SIP backend lost ({reason})")
+        self._operation += 1  # what the old backend may still report is void
+        self._cancel_timer()
+        self._retry.cancel()
+        self._register_sent = False
+        if self._released is not None:  # removed, or its connection closing: nothing left to undo
+            self._quiet = True
+            self._released.fire()
+            return
+        if self.state in (State.REGISTERING, State.REGISTERED) and self.wants_registration and \
+                not self._unregister_when_registered:
+            if self.state != State.REGISTERING:
+                self._enter(State.REGISTERING)  # registered again as soon as there is a backend
+        elif self.state in (State.REGISTERING, State.REGISTERED, State.UNREGISTERING):
+            self._unregister_when_registered = False
+            self._enter(State.UNREGISTERED, report=self.state != State.UNREGISTERING)
+
+    def backend_restored(self, session: ISIPSession) -> None:
+        """A new backend session after backend_lost(): a new user agent, and the registration again if wanted."""
+        self._user_agent = session.create_user_agent(self.identity, self)
+        if self.state == State.REGISTERING:
+            self._start_registering(announce=False)  # backend_lost() reported it
+        elif self.state == State.FAILED and self.wants_registration:
+            self._retry.start(0, self._retry_registration)
 
     # --- IUserAgentObserver ---
 
@@ -239,6 +288,7 @@ class SIPAccount:
         if self.state != State.REGISTERING:
             return  # a refresh, or news of an attempt this account already gave up on
         self.authenticated = True
+        self._retry_delay = REGISTER_RETRY_FIRST
         self._enter(State.REGISTERED)
         if self._unregister_when_registered:
             self._start_unregister()
@@ -249,6 +299,10 @@ class SIPAccount:
                 self._finish(State.UNREGISTERED)
             else:
                 self._finish(State.FAILED, reason)
+                if self.wants_registration and not self._releasing and _transient(reason):
+                    delay = self._retry_delay * random.uniform(0.8, 1.0)
+                    self._retry_delay = min(self._retry_delay * 2, REGISTER_RETRY_LAST)
+                    self._retry.start(delay, self._retry_registration)
         elif self.state == State.UNREGISTERING:
             self.log.warn("Un-REGISTER of {aor} did not complete ({reason}); releasing it", aor=self.aor,
                           reason=reason)
@@ -370,6 +424,24 @@ class SIPAccount:
             self.log.warn("A disposition notification from {aor} to {uri} was not delivered: {answer}",
                           aor=self.aor, uri=uri, answer=answer.value if isinstance(answer, Failure) else answer)
 
+    def _start_registering(self, announce: bool = True) -> None:
+        """Send a REGISTER (`announce`: report `registering`, unless the browser was told so already)."""
+        self._retry.cancel()
+        self._unregister_when_registered = False
+        self._register_sent = False
+        self._enter(State.REGISTERING, report=announce)
+        latest = list(self.push_tokens.values())[-1:]
+        registration = Registration(ttl=self._settings.register_ttl,
+                                    contact_params=latest[0].contact_params() if latest else ())
+        self._operation += 1
+        self._user_agent.register(registration).addCallbacks(
+            self._registration_sent, self._request_failed, callbackArgs=(self._operation,),
+            errbackArgs=(self._operation,))
+
+    def _retry_registration(self) -> None:
+        if self.state == State.FAILED and self.wants_registration and not self._quiet:
+            self._start_registering()
+
     def _start_unregister(self) -> None:
         self._unregister_when_registered = False
         self._enter(State.UNREGISTERING, timeout=UNREGISTER_TIMEOUT, report=False)
@@ -431,6 +503,17 @@ class SIPAccount:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+
+def _transient(reason: str) -> bool:
+    """Whether a registration failure says nothing about the credentials, so that trying again later may work: no
+    SIP status at all (a timeout, the backend away), 408, 480, or a server error (5xx). Not 401/403/404 and the like,
+    nor Sofia's own 9xx (a credential it could not use)."""
+    status = re.match(r"([1-9][0-9]{2})\b", reason)
+    if status is None:
+        return True
+    code = int(status.group(1))
+    return code in (408, 480) or 500 <= code < 600
 
 
 def _read_addressbook(path: Path) -> dict[str, Any]:

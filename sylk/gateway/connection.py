@@ -7,7 +7,13 @@ accounts, which report its outcome as events; so requests are answered in order 
 book file off the reactor thread is the one handler whose answer waits).
 
     opening --session opened--> ready --close()--> closing --accounts unregistered, session closed--> closed
-    opening --backend failed--> closed (browser disconnected)     ready --backend lost--> closed (disconnected)
+    opening --backend failed--> closed (browser disconnected)
+    ready --backend lost--> recovering --backend back, new session--> ready (accounts registered again)
+                            recovering --not back within RECOVERY_WAIT--> closed (browser disconnected)
+
+When the backend (Janus) goes away, everything in it is gone: the calls end (each with the reason) but the
+connection and its accounts stay. Requests wait, as before `ready`; once a backend session can be opened again,
+every account gets a new user agent and those that were registered (or registering) register again by themselves.
 """
 
 from __future__ import annotations
@@ -24,12 +30,12 @@ from zope.interface import implementer
 from sylk.gateway.account import SIPAccount
 from sylk.gateway.call import Call
 from sylk.gateway.config import WebRTCGatewayConfig
-from sylk.gateway.errors import APIError
+from sylk.gateway.errors import APIError, BackendUnavailable
 from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend, ISIPSession, ISIPSessionObserver
 from sylk.gateway.sip import SIPIdentity
 from sylk.gateway.sylkrtc import model
 from sylk.gateway.targets import check_target
-from sylk.gateway.util import OneShotObserver
+from sylk.gateway.util import OneShotObserver, Timer
 
 # WebSocket close code sent when the SIP backend cannot serve this connection (any more).
 CLOSE_BACKEND_UNAVAILABLE = 4503
@@ -37,6 +43,10 @@ CLOSE_BACKEND_UNAVAILABLE = 4503
 CLOSE_TIMEOUT = 15.0
 # Ended sessions remembered, so late requests about them get "terminated" rather than "unknown" errors.
 ENDED_SESSIONS_KEPT = 64
+# How long a connection waits for the backend to come back after losing it, before it gives up and disconnects,
+# and how long after a failed attempt to open a new session it tries again.
+RECOVERY_WAIT = 60.0
+RECOVERY_RETRY = 1.0
 # Requests kept while the backend session is being created (a page adding and registering 20 accounts at load
 # sends 40); more are refused rather than queued without bound.
 MAX_QUEUED_BEFORE_READY = 64
@@ -63,6 +73,10 @@ class Connection:
         self._queued: list[tuple[model.Request, Deferred[None]]] = []  # requests that arrived before `ready`
         self._releasing: dict[SIPAccount, Deferred[None]] = {}  # removed accounts still un-REGISTERing
         self._closed = OneShotObserver()
+        self._recovery_attempt = 0  # counts waits for the backend to come back (a late answer to an old one is void)
+        self._recovery_deadline: float | None = None
+        self._retrying = Timer(clock)
+        self._waiting: Deferred[None] | None = None  # for the backend to come back
 
     def open(self) -> Deferred[None]:
         """Open the backend session; the browser gets `ready` when it exists, or is disconnected."""
@@ -70,7 +84,7 @@ class Connection:
 
     def handle(self, request: model.Request) -> Deferred[None]:
         """Carry out a request; the Deferred fails with APIError when the browser should get an error."""
-        if self.state == "opening":
+        if self.state in ("opening", "recovering"):
             if len(self._queued) >= MAX_QUEUED_BEFORE_READY:
                 return fail(APIError(f"Too many requests before the connection is ready "
                                      f"(at most {MAX_QUEUED_BEFORE_READY})"))
@@ -84,7 +98,11 @@ class Connection:
 
     def close(self) -> Deferred[None]:
         """Unregister every account and destroy the backend session (bounded by CLOSE_TIMEOUT)."""
-        if self.state in ("opening", "ready"):
+        if self.state == "recovering":  # nothing is left in the backend to end or unregister
+            self._fail_queued("Connection closed")
+            self._abandon_accounts()
+            self._finish_close()
+        elif self.state in ("opening", "ready"):
             self._fail_queued("Connection closed")
             if self.state == "ready":
                 self.state = "closing"
@@ -98,14 +116,21 @@ class Connection:
     # --- ISIPSessionObserver ---
 
     def session_lost(self, reason: str) -> None:
-        self.log.warn("Connection {name}: backend session lost ({reason})", name=self.name, reason=reason)
         self._session = None
-        for account in self.accounts.values():
-            account.abandon()
-        self.accounts.clear()
-        self._fail_queued(f"SIP backend lost: {reason}")
-        self._finish_close()
-        self._peer.disconnect(CLOSE_BACKEND_UNAVAILABLE, "SIP backend lost")  # short: close reasons are cut at 123 bytes
+        if self.state == "ready":
+            self.log.warn("Connection {name}: backend session lost ({reason}); waiting for it to come back",
+                          name=self.name, reason=reason)
+            self.state = "recovering"
+            for account in [*self.accounts.values(), *self._releasing]:
+                account.backend_lost(reason)
+            self._wait_for_backend(reason)
+        elif self.state == "recovering":  # a new session was lost as it was being made: wait again
+            self._wait_for_backend(reason)
+        elif self.state == "opening":  # lost as it was being made: the browser tries again
+            self._open_failed(Failure(BackendUnavailable(reason)))
+        else:  # closing: what was left in the backend is gone, which is all closing wanted
+            self.log.info("Connection {name}: backend session lost while {state} ({reason})", name=self.name,
+                          state=self.state, reason=reason)
 
     # --- request handlers ---
 
@@ -126,6 +151,7 @@ class Connection:
                            f"{self._settings.max_accounts_per_connection}, counting removed ones still "
                            f"unregistering)")
         assert self._session is not None
+        self._session.admit_account()
         self.accounts[identity.aor] = SIPAccount(identity, self._session, self._settings, self, self._clock)
 
     def _RH_account_remove(self, request: model.AccountRemove) -> None:
@@ -242,9 +268,62 @@ class Connection:
         self._session = session
         self.state = "ready"
         self._peer.send_event(model.Ready())
+        self._handle_queued()
+
+    def _handle_queued(self) -> None:
         queued, self._queued = self._queued, []
         for request, waiter in queued:
             self.handle(request).chainDeferred(waiter)
+
+    def _wait_for_backend(self, reason: str) -> None:
+        self._recovery_attempt += 1
+        if self._recovery_deadline is None:
+            self._recovery_deadline = self._clock.seconds() + RECOVERY_WAIT
+        self._waiting = waiting = self._backend.when_available()
+        waiting.addTimeout(max(0.0, self._recovery_deadline - self._clock.seconds()), self._clock)
+        waiting.addCallbacks(self._recover, self._not_recovered, callbackArgs=(self._recovery_attempt,),
+                             errbackArgs=(reason,))
+
+    def _recover(self, _: object, attempt: int) -> None:
+        if self.state == "recovering" and attempt == self._recovery_attempt:
+            self._backend.open_session(self).addCallbacks(self._recovered, self._recovery_failed,
+                                                          callbackArgs=(attempt,), errbackArgs=(attempt,))
+
+    def _recovered(self, session: ISIPSession, attempt: int) -> None:
+        if self.state != "recovering" or attempt != self._recovery_attempt:
+            session.close()  # closed, or this session was lost as it was made
+            return
+        self._recovery_deadline = None
+        self.log.info("Connection {name}: backend session restored", name=self.name)
+        self._session = session
+        self.state = "ready"
+        for account in self.accounts.values():
+            account.backend_restored(session)
+        self._handle_queued()
+
+    def _recovery_failed(self, failure: Failure, attempt: int) -> None:
+        if self.state == "recovering" and attempt == self._recovery_attempt:
+            # the backend went away again, or refused the session: try again a little later
+            self.log.info("Connection {name}: no backend session yet ({error})", name=self.name, error=failure.value)
+            self._retrying.start(RECOVERY_RETRY, self._wait_for_backend, str(failure.value))
+
+    def _not_recovered(self, failure: Failure, reason: str) -> None:
+        if self.state != "recovering":
+            return
+        self.log.error("Connection {name}: the backend did not come back within {wait:g} s; disconnecting",
+                       name=self.name, wait=RECOVERY_WAIT)
+        self._abandon_accounts()
+        self._fail_queued(f"SIP backend lost: {reason}")
+        self._finish_close()
+        self._peer.disconnect(CLOSE_BACKEND_UNAVAILABLE, "SIP backend lost")  # short: close reasons are cut at 123 bytes
+
+    def _abandon_accounts(self) -> None:
+        self._retrying.cancel()
+        if self._waiting is not None:
+            self._waiting.cancel()  # (its timeout goes with it)
+        for account in [*self.accounts.values(), *self._releasing]:
+            account.abandon()
+        self.accounts.clear()
 
     def _open_failed(self, failure: Failure) -> None:
         self.log.error("Connection {name}: cannot open a backend session: {error}", name=self.name,

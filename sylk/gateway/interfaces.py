@@ -23,6 +23,9 @@ class ISIPBackend(Interface):
 
     available = Attribute("True while new sessions can be opened")
 
+    def when_available():
+        """A Deferred that fires once new sessions can be opened (at once if they can now)."""
+
     def open_session(observer):
         """Open a backend session for one connection; the observer provides ISIPSessionObserver.
 
@@ -35,11 +38,15 @@ class ISIPSessionObserver(Interface):
                        "(turns to start SIP stacks) fairly between clients, not between connections")
 
     def session_lost(reason):
-        """The backend lost the session (for example Janus died); everything in it is gone."""
+        """The backend lost the session (for example Janus died); everything in it is gone. The observer may open a
+        new one (when_available) and create its user agents again."""
 
 
 class ISIPSession(Interface):
     """One connection's share of the backend: its SIP user agents live and die with it."""
+
+    def admit_account():
+        """Raise APIError (with the reason for the browser) when the backend cannot take another account now."""
 
     def create_user_agent(identity, observer):
         """Return an ISIPUserAgent for a `sylk.gateway.sip.SIPIdentity`, reporting to an IUserAgentObserver."""

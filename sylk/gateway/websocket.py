@@ -33,7 +33,7 @@ from sylk.gateway.sylkrtc.model import Event
 from sylk.gateway.util import Timer
 
 # Close codes we send: autobahn lets an application use only 1000 and 3000-4999 (1008 goes through _fail).
-CLOSE_SHUTTING_DOWN = 4001
+CLOSE_GOING_AWAY = 1001  # the gateway is stopping (RFC 6455: an endpoint going away)
 # HTTP answers to a handshake (besides autobahn's own ConnectionDeny codes).
 SERVICE_UNAVAILABLE = 503
 TOO_MANY_REQUESTS = 429
@@ -144,7 +144,10 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
 
     def disconnect(self, code: int, reason: str) -> None:
         if self.state in (self.STATE_OPEN, self.STATE_CONNECTING):
-            self.sendClose(code, reason[:120])  # a close reason must fit in a control frame
+            if code == 1000 or 3000 <= code <= 4999:
+                self.sendClose(code, reason[:120])  # a close reason must fit in a control frame
+            else:
+                self._fail(code, reason[:120])
 
 
 @implementer(IPushProducer)
@@ -291,11 +294,17 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
             if not self._per_address[socket.address]:
                 del self._per_address[socket.address]
 
+    @staticmethod
+    def _goodbye(_: object, socket: GatewayWebSocketProtocol, reason: str) -> None:
+        socket.disconnect(CLOSE_GOING_AWAY, reason)
+
     def close_all(self, reason: str) -> Deferred[Any]:
-        """Say goodbye to every browser and wait until their accounts are unregistered."""
+        """End every browser's calls and unregister its accounts (Connection.close, bounded), then close its socket
+        with 1001 and `reason`: the browser sees its calls end before the socket does."""
         self.shutting_down = True  # handshakes still under way are refused from now on
         closing = []
         for connection, socket in list(self.connections.items()):
-            closing.append(connection.close())  # first, so queued requests are answered on the open socket
-            socket.disconnect(CLOSE_SHUTTING_DOWN, reason)
+            closed = connection.close()
+            closed.addBoth(self._goodbye, socket, reason)
+            closing.append(closed)
         return DeferredList(closing, consumeErrors=True)

@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from sylk.gateway.config import parse_config
 from sylk.gateway.janus.process import find_library_dir, render_janus_config
-from tests.integration.gateway import TWISTD, Gateway
+from tests.integration.gateway import TWISTD, Gateway, eventually
 
 ALICE = "alice@sylk.test"
 HA1 = "0123456789abcdef0123456789abcdef"
@@ -92,19 +92,15 @@ def test_connections_cannot_see_each_others_accounts(gateway: Gateway) -> None:
     assert first.request("remove_account", account=ALICE)["sylkrtc"] == "ack"
 
 
-def test_killed_janus_is_restarted_and_browsers_are_told(gateway: Gateway) -> None:
+def test_killed_janus_is_restarted_and_browsers_stay_connected(gateway: Gateway) -> None:
     client = gateway.connect()
     (first_janus,) = gateway.janus_pids()
     os.kill(first_janus, signal.SIGKILL)
-    code, reason = client.wait_closed(timeout=10)
-    assert code == 4503, (code, reason)
-    assert "SIP backend lost" in reason
-    gateway.wait_usable(timeout=20)
+    eventually(lambda: "backend session restored" in gateway.log(), timeout=20, what="a new Janus session")
     pids = gateway.janus_pids()
     assert len(pids) == 2 and pids[1] != first_janus
-    again = gateway.connect()
-    assert again.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
-    again.close()
+    assert client.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"  # the same socket
+    client.close()
 
 
 def test_a_stalled_janus_is_noticed_killed_and_restarted(gateway: Gateway) -> None:
@@ -113,23 +109,20 @@ def test_a_stalled_janus_is_noticed_killed_and_restarted(gateway: Gateway) -> No
     os.kill(first_janus, signal.SIGSTOP)  # alive, its socket open, but it answers nothing: as if deadlocked
     stopped = time.monotonic()
     try:
-        code, reason = client.wait_closed(timeout=15)
+        eventually(lambda: "is stalled" in gateway.log(), timeout=15, what="the stall noticed")
         detected = time.monotonic() - stopped
     finally:
         try:
             os.kill(first_janus, signal.SIGCONT)
         except ProcessLookupError:
             pass  # killed by the gateway, as it should be
-    assert code == 4503, (code, reason)
     assert detected < 10, f"the stall was noticed after {detected:.1f} s"
-    assert "is stalled" in gateway.log()
-    gateway.wait_usable(timeout=20)
-    assert len(gateway.janus_pids()) == 2
+    eventually(lambda: len(gateway.janus_pids()) == 2, timeout=20, what="a new Janus")
     with pytest.raises(ProcessLookupError):
         os.kill(first_janus, 0)
-    again = gateway.connect()
-    assert again.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
-    again.close()
+    # the browser's socket stayed open all along; its requests wait while the new Janus comes up
+    assert client.request("add_account", account=ALICE, password=HA1, timeout=20)["sylkrtc"] == "ack"
+    client.close()
 
 
 def free_tcp_port() -> int:
@@ -171,14 +164,14 @@ def test_external_janus_and_503_while_it_is_away(netns: str, tmp_path: Path) -> 
             assert gateway.janus_pids() == []  # nothing spawned
             client = gateway.connect()
             stop(janus)
-            assert client.wait_closed()[0] == 4503
-            with pytest.raises(InvalidStatus) as refused:
+            eventually(lambda: "Lost the connection to Janus" in gateway.log(), what="the loss noticed")
+            with pytest.raises(InvalidStatus) as refused:  # new browsers wait outside
                 connect(gateway.url, subprotocols=["sylkRTC-1"], open_timeout=5)
             assert refused.value.response.status_code == 503
             janus = start_janus(tmp_path, port, secret)
             gateway.wait_usable(timeout=20)
-            client = gateway.connect()
-            assert client.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+            # the one that was connected stayed so, and carries on on the new Janus
+            assert client.request("add_account", account=ALICE, password=HA1, timeout=20)["sylkrtc"] == "ack"
             client.close()
     finally:
         stop(janus)
@@ -261,7 +254,7 @@ def test_stopping_says_goodbye_to_browsers(gateway: Gateway) -> None:
     client = gateway.connect()
     started = time.monotonic()
     assert gateway.stop() in (0, -signal.SIGTERM)  # twistd re-raises the signal it stopped for
-    assert client.wait_closed()[0] == 4001
+    assert client.wait_closed()[0] == 1001
     assert time.monotonic() - started < 10
     assert "Janus stopped" in gateway.log()
     with pytest.raises((OSError, ConnectionClosed)):

@@ -126,7 +126,7 @@ def test_stopping_the_gateway_unregisters_everyone(gateway: Gateway, kamailio: K
     client = gateway.connect()
     register(client, kamailio, ALICE)
     gateway.stop()
-    assert client.wait_closed()[0] == 4001
+    assert client.wait_closed()[0] == 1001
     assert kamailio.contacts("alice") == []
 
 

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sylk.gateway.call import TERMINATE_TIMEOUT
 from sylk.gateway.config import WebRTCGatewayConfig
-from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, Connection
+from sylk.gateway.connection import Connection
 from sylk.gateway.sylkrtc import model
 from tests.fakes import FakePeer
 from tests.unit.test_connection import ALICE, ConnectionTestCase
@@ -385,12 +385,13 @@ class EndingTests(CallTestCase):
         self.assertEqual(self.calls(peer)[-1], ("terminated", "487 Request Terminated"))
         self.assertEqual(connection.sessions, {})
 
-    def test_losing_janus_ends_calls_before_the_socket(self) -> None:
+    def test_losing_janus_ends_the_calls_not_the_connection(self) -> None:
         connection, peer = self.registered()
         self.dial(connection)
-        self.janus.api.connection_lost("gone")
-        self.assertEqual(self.calls(peer)[-1], ("terminated", "SIP backend lost"))
-        self.assertEqual(peer.closed[0], CLOSE_BACKEND_UNAVAILABLE)
+        self.link.lose("gone")
+        self.assertEqual(self.calls(peer)[-1], ("terminated", "SIP backend lost (gone)"))
+        self.assertIsNone(peer.closed)
+        self.assertEqual(connection.state, "recovering")
 
     def test_unregistering_ends_calls_on_helper_lines_only(self) -> None:
         connection, peer = self.registered()

@@ -15,7 +15,7 @@ from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, CLOSE_TIMEOUT, MA
 from sylk.gateway.errors import APIError
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.sylkrtc import model
-from tests.fakejanus import FakeJanus
+from tests.fakejanus import FakeJanus, FakeLink
 from tests.fakes import FakePeer
 
 ALICE = "alice@example.com"
@@ -27,7 +27,7 @@ class ConnectionTestCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.janus = FakeJanus()
-        self.link = SimpleNamespace(api=self.janus.api)
+        self.link = FakeLink(self.janus.api)
         self.backend = self.backend_for(self.settings)
 
     def backend_for(self, settings: WebRTCGatewayConfig) -> JanusSIPBackend:
@@ -408,12 +408,15 @@ class ClosingTests(ConnectionTestCase):
         self.successResultOf(second)
         self.assertEqual(self.janus.kinds().count("destroy"), 1)
 
-    def test_backend_loss_disconnects_the_browser(self) -> None:
+    def test_a_backend_that_does_not_come_back_disconnects_the_browser(self) -> None:
+        from sylk.gateway.connection import RECOVERY_WAIT
         connection, peer = self.registered()
         self.add(connection, "bob@example.com")
         self.janus.hold_registrations = True
         self.request(connection, model.AccountRegister, account="bob@example.com")
-        self.janus.api.connection_lost("Janus went away")
+        self.link.lose("Janus went away")
+        self.assertIsNone(peer.closed)
+        self.janus.clock.advance(RECOVERY_WAIT)
         self.assertEqual(peer.closed, (CLOSE_BACKEND_UNAVAILABLE, "SIP backend lost"))
         self.assertEqual(connection.accounts, {})
         self.successResultOf(connection.close())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, cast
 
 from hypothesis import given, settings
@@ -28,7 +27,7 @@ from sylk.gateway.errors import APIError
 from sylk.gateway.janus.client import JanusAPI
 from sylk.gateway.janus.sip import _ANSWERS_ONLY, _CALL_EVENTS, SIP_PLUGIN, JanusSIPCall, JanusSIPUserAgent
 from sylk.gateway.sylkrtc import model
-from tests.fakejanus import FakeJanus
+from tests.fakejanus import FakeJanus, FakeLink
 from tests.fakes import FakePeer
 from tests.unit.test_calls import BOB, CallTestCase
 from tests.unit.test_connection import ALICE
@@ -439,7 +438,7 @@ class BackendPropertyTests(CallTestCase):
 
     def fresh_janus(self) -> None:
         self.janus = CheckedJanus()
-        self.link = SimpleNamespace(api=self.janus.api)
+        self.link = FakeLink(self.janus.api)
         self.backend = self.backend_for(self.settings)
 
     def scene(self) -> Scene:

@@ -14,7 +14,6 @@ import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +29,7 @@ from sylk.gateway.sylkrtc import fields
 from sylk.gateway.sylkrtc.channel import RequestChannel, TokenBucket
 from sylk.gateway.sylkrtc.dialects import DIALECTS, Dialect
 from sylk.gateway.sylkrtc.model import Event
-from tests.fakejanus import FakeJanus
+from tests.fakejanus import FakeJanus, FakeLink
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -229,7 +228,7 @@ class World:
         # a generous rate limit: the properties are about answers, not about refusing floods
         settings_ = WebRTCGatewayConfig(max_message_size=MAX_MESSAGE_SIZE, request_rate=100000.0,
                                         request_burst=1000000)
-        backend = JanusSIPBackend(SimpleNamespace(api=self.janus.api),
+        backend = JanusSIPBackend(FakeLink(self.janus.api),
                                   LineSettings(max_lines=settings_.max_calls_per_account), self.janus.clock)
         self.connection = Connection("property", backend, settings_, self.peer, self.janus.clock,
                                      answers_reinvites=self.dialect.answers_reinvites)

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import struct
-from types import SimpleNamespace
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -26,10 +25,10 @@ from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.sylkrtc import model
 from sylk.gateway.sylkrtc.channel import CLOSE_POLICY_VIOLATION, encode_json
 from sylk.gateway.sylkrtc.dialects import SylkRTC1
-from sylk.gateway.websocket import (CLOSE_SHUTTING_DOWN, SLOW_READER_MAX_BYTES, SLOW_READER_TIMEOUT,
+from sylk.gateway.websocket import (CLOSE_GOING_AWAY, SLOW_READER_MAX_BYTES, SLOW_READER_TIMEOUT,
                                     GatewayWebSocketFactory, GatewayWebSocketProtocol, SlowReaderGuard,
                                     client_address)
-from tests.fakejanus import FakeJanus
+from tests.fakejanus import FakeJanus, FakeLink
 
 
 def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -113,7 +112,7 @@ class Browser:
 class WebSocketTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.janus = FakeJanus()
-        self.link = SimpleNamespace(api=self.janus.api)
+        self.link = FakeLink(self.janus.api)
         self.settings = WebRTCGatewayConfig(websocket_ping_interval=0, web_origins=("https://phone.example.com",))
         backend = JanusSIPBackend(self.link, LineSettings(), self.janus.clock)
         self.factory = GatewayWebSocketFactory(backend, self.settings, self.janus.clock)
@@ -176,7 +175,7 @@ class WebSocketTests(SynchronousTestCase):
         self.janus.flush()
         self.successResultOf(closing)
         for browser in browsers:
-            self.assertEqual(browser.received(), [("close", CLOSE_SHUTTING_DOWN)])
+            self.assertEqual(browser.received(), [("close", CLOSE_GOING_AWAY)])
         self.assertEqual(self.janus.sessions, {})
         self.assertEqual(Browser(self.factory).status, 503)
 
@@ -189,7 +188,7 @@ class GatewayTestCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.janus = FakeJanus()
-        backend = JanusSIPBackend(SimpleNamespace(api=self.janus.api), LineSettings(), self.janus.clock)
+        backend = JanusSIPBackend(FakeLink(self.janus.api), LineSettings(), self.janus.clock)
         self.factory = GatewayWebSocketFactory(backend, self.settings, self.janus.clock,
                                                trusted_proxy_hops=self.trusted_proxy_hops)
 

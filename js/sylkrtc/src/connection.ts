@@ -111,7 +111,7 @@ export const REQUESTS = {
     fetchAddressBook: 'account-fetch-addressbook',
 } as const;
 
-/** Close codes after which reconnecting makes no sense. 4001 (shutting down) and 4503 (backend lost) are retried. */
+/** Close codes after which reconnecting makes no sense. 1001 (shutting down) and 4503 (backend lost) are retried. */
 const NO_RETRY_CLOSE_CODES = new Set([1000]);
 
 const WS_OPEN = 1;

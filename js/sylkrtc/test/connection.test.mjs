@@ -272,9 +272,9 @@ describe('reconnecting', () => {
         assert.deepEqual(log.filter((e) => e[1] === 'disconnected').map((e) => e[3].retryIn), [100, 250, 250]);
     });
 
-    test('4001 (shutting down) is retried; 1000 (normal closure) closes for good', async () => {
+    test('1001 (shutting down) is retried; 1000 (normal closure) closes for good', async () => {
         const ctx = await readyConnection();
-        ctx.ws.drop(4001, 'sylkgateway is shutting down');
+        ctx.ws.drop(1001, 'sylkgateway is shutting down');
         await flush();
         assert.equal(ctx.conn.state, 'disconnected');
         await ctx.clock.tick(500);

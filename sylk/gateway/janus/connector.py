@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from sylk.gateway import __version__
 from sylk.gateway.janus.client import JanusAPI, JanusDisconnected, JanusTimeout
 from sylk.gateway.janus.sip import SIP_PLUGIN
-from sylk.gateway.util import Timer
+from sylk.gateway.util import OneShotObserver, Timer
 
 JANUS_SUBPROTOCOL = "janus-protocol"
 # Seconds to open the connection and finish the WebSocket handshake (a stopped Janus still accepts connections).
@@ -55,6 +55,7 @@ class JanusConnector(Service):
         self._trace = trace
         self._reactor = reactor
         self._pinging = Timer(reactor)
+        self._available = OneShotObserver()  # fired while `api` is usable; a new one after each loss
         factory = _JanusClientFactory(self, url if unix_socket is None else "ws://localhost/",
                                       protocols=[JANUS_SUBPROTOCOL], useragent=f"sylkgateway/{__version__}")
         factory.setProtocolOptions(openHandshakeTimeout=CONNECT_TIMEOUT)
@@ -66,6 +67,10 @@ class JanusConnector(Service):
     def startService(self) -> None:
         super().startService()
         self._client.startService()
+
+    def when_available(self) -> Deferred[None]:
+        """Fires once `api` is usable (at once if it is now)."""
+        return self._available.when_fired()
 
     def stopService(self) -> Any:
         super().stopService()
@@ -99,6 +104,7 @@ class JanusConnector(Service):
             api.keepalive_interval = None
         self.api = api
         self.log.info("Connected to Janus {version} at {url}", version=info.get("version_string"), url=self.url)
+        self._available.fire()
         self._pinging.start(self._ping_interval, self._ping, api, protocol)
 
     def _check_failed(self, failure: Failure, protocol: _JanusClientProtocol) -> None:
@@ -140,6 +146,7 @@ class JanusConnector(Service):
         if self.api is api:
             self._pinging.cancel()
             self.api = None
+            self._available = OneShotObserver()
             if self.running:
                 self.log.warn("Lost the connection to Janus at {url}: {reason}", url=self.url, reason=reason)
         api.connection_lost(reason)

@@ -87,6 +87,9 @@ class JanusLink(Protocol):
 
     api: JanusAPI | None
 
+    def when_available(self) -> Deferred[None]:
+        """Fires once `api` is usable."""
+
 
 @dataclass(frozen=True)
 class LineSettings:
@@ -114,6 +117,9 @@ class JanusSIPBackend:
     @property
     def available(self) -> bool:
         return self._link.api is not None
+
+    def when_available(self) -> Deferred[None]:
+        return self._link.when_available()
 
     def open_session(self, observer: ISIPSessionObserver) -> Deferred[ISIPSession]:
         api = self._link.api
@@ -147,9 +153,11 @@ class JanusSIPSession:
         self._client = client
         self._agents: list[JanusSIPUserAgent] = []
 
-    def create_user_agent(self, identity: SIPIdentity, observer: IUserAgentObserver) -> ISIPUserAgent:
+    def admit_account(self) -> None:
         if self._admission.full:
             raise GatewayFull(self._admission.budget)
+
+    def create_user_agent(self, identity: SIPIdentity, observer: IUserAgentObserver) -> ISIPUserAgent:
         agent = JanusSIPUserAgent(self._session, identity, observer, self._settings, self._clock, self._admission,
                                   self._client)
         self._agents.append(agent)

@@ -112,6 +112,7 @@ class SIPAccount:
                  run_blocking: BlockingRunner[dict[str, Any]] = deferToThread) -> None:
         self.identity = identity
         self.state = State.UNREGISTERED
+        self.reason: str | None = None  # why it is `failed`
         self.calls: dict[str, Call] = {}
         self._settings = settings
         self._owner: AccountOwner | None = owner  # None once the backend is gone
@@ -139,6 +140,11 @@ class SIPAccount:
     @property
     def aor(self) -> str:
         return self.identity.aor
+
+    @property
+    def shown_state(self) -> str:
+        """The registration state as the browser knows it (it has no `unregistering`: the binding is still there)."""
+        return State.REGISTERED if self.state == State.UNREGISTERING else self.state
 
     # --- requests ---
 
@@ -326,9 +332,10 @@ class SIPAccount:
         call = self._new_call(session_id, "incoming", originator)
         call.sip_call = sip_call
         sip_call.set_observer(call)
-        self._event(IncomingSession(account=self.aor, session=call.id, originator=originator, sdp=sdp,
-                                    call_id=getattr(sip_call, "call_id", None),
-                                    headers=getattr(sip_call, "headers", None) or None))
+        call.offer = IncomingSession(account=self.aor, session=call.id, originator=originator, sdp=sdp,
+                                     call_id=getattr(sip_call, "call_id", None),
+                                     headers=getattr(sip_call, "headers", None) or None)
+        self._event(call.offer)
 
     def missed_call(self, originator: Originator) -> None:
         self._event(MissedSession(account=self.aor, originator=originator))
@@ -460,6 +467,7 @@ class SIPAccount:
 
     def _enter(self, state: str, timeout: float | None = None, report: bool = True, reason: str | None = None) -> None:
         self.state = state
+        self.reason = reason
         self._cancel_timer()
         if timeout is not None:
             self._start_timer(timeout)

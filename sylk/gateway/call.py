@@ -34,7 +34,7 @@ from sylk.gateway import messages
 from sylk.gateway.errors import APIError
 from sylk.gateway.interfaces import ICallObserver, ISIPCall
 from sylk.gateway.sip import Originator
-from sylk.gateway.sylkrtc.model import (Event, SessionDtmf, SessionHoldChanged, SessionMessage, SessionState,
+from sylk.gateway.sylkrtc.model import (Event, IncomingSession, SessionDtmf, SessionHoldChanged, SessionMessage, SessionState,
                                        SessionStateChanged,
                                        SessionTransferProgress, SessionTransferRequest, SessionUpdated,
                                        TransferState, UpdateState)
@@ -97,6 +97,7 @@ class Call:
         self._ended = OneShotObserver()
         self._done = OneShotObserver()
         self.originator: Originator | None = None  # incoming calls: the caller
+        self.offer: IncomingSession | None = None  # incoming calls: how the browser was told of it
 
     @property
     def answered(self) -> bool:
@@ -347,6 +348,13 @@ class Call:
     def _enter(self, state: str, **details: Any) -> None:
         self.state = state
         self._notify(SessionStateChanged(session=self.id, state=state, **details))
+
+    def shown_as(self) -> Event | None:
+        """The call's state as one event, for a client that takes its connection over (connection-resume): an
+        incoming call still ringing is offered again; one that has no state yet, nothing."""
+        if self.state == State.CONNECTING:
+            return self.offer if self.direction == "incoming" and not self._answering else None
+        return SessionStateChanged(session=self.id, state=self.state)
 
     def _shown_state(self) -> str:
         if self._terminating and self.state != State.TERMINATED:

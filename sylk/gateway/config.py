@@ -96,6 +96,7 @@ class WebRTCGatewayConfig:
     request_burst: int = 100  # requests one connection may send at once (token bucket size)
     sip_target_domains: tuple[str, ...] = ("*",)  # domains calls, messages and transfers may go to
     allow_ip_targets: bool = False  # whether targets may be IP literals (user@192.0.2.1) instead of domains
+    keep_grace: float = 120.0  # how long a kept connection (connection-keep) outlives its socket, for a resume
     sip_srtp: str = "no"  # SDES-SRTP towards SIP: no, optional (offered, RTP accepted) or mandatory
     register_ttl: int = 600
     register_timeout: float = 45.0
@@ -271,6 +272,7 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "request_burst": _integer(1, 1000000),
         "sip_target_domains": _word_list,
         "allow_ip_targets": _boolean,
+        "keep_grace": _seconds(0, 3600),
         "sip_srtp": _choice("no", "optional", "mandatory"),
         "register_ttl": _integer(60, 86400),
         "register_timeout": _seconds(1, 3600),

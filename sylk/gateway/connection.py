@@ -113,6 +113,28 @@ class Connection:
                 self._finish_close()  # _opened() closes the session if it arrives after all
         return self._closed.when_fired()
 
+    def when_closed(self) -> Deferred[None]:
+        return self._closed.when_fired()
+
+    def attach(self, peer: IConnectionPeer) -> IConnectionPeer:
+        """Send everything from now on to `peer` (another socket, or a DetachedPeer while none is attached);
+        returns the previous peer."""
+        previous, self._peer = self._peer, peer
+        return previous
+
+    def snapshot(self) -> list[model.Event]:
+        """The state as events, for a client that takes the connection over: every account's registration state and
+        every live call's state (a call still ringing as its incoming-session again)."""
+        events: list[model.Event] = []
+        for account in self.accounts.values():
+            events.append(model.RegistrationStateChanged(account=account.aor, state=account.shown_state,
+                                                         reason=account.reason))
+        for call in self.sessions.values():
+            shown = call.shown_as()
+            if shown is not None:
+                events.append(shown)
+        return events
+
     # --- ISIPSessionObserver ---
 
     def session_lost(self, reason: str) -> None:

@@ -29,11 +29,14 @@ from sylk.gateway.connection import Connection
 from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend
 from sylk.gateway.sylkrtc.channel import RequestChannel, TokenBucket
 from sylk.gateway.sylkrtc.dialects import DIALECTS
-from sylk.gateway.sylkrtc.model import Event
+from sylk.gateway.errors import APIError
+from sylk.gateway.keep import DetachedPeer, Keeper
+from sylk.gateway.sylkrtc.model import ConnectionKeep, ConnectionResume, Event, IncomingSession, Request, Resumed
 from sylk.gateway.util import Timer
 
 # Close codes we send: autobahn lets an application use only 1000 and 3000-4999 (1008 goes through _fail).
 CLOSE_GOING_AWAY = 1001  # the gateway is stopping (RFC 6455: an endpoint going away)
+CLOSE_RESUMED_ELSEWHERE = 4409  # another socket resumed this socket's connection (connection-resume)
 # HTTP answers to a handshake (besides autobahn's own ConnectionDeny codes).
 SERVICE_UNAVAILABLE = 503
 TOO_MANY_REQUESTS = 429
@@ -87,7 +90,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         self.connection = Connection(name, factory.backend, settings, self, factory.reactor,
                                      answers_reinvites=self.dialect.answers_reinvites, client=self.address)
         bucket = TokenBucket(settings.request_rate, settings.request_burst, factory.reactor)
-        self.channel = RequestChannel(name, self.dialect, self._send_frame, self.connection.handle,
+        self.channel = RequestChannel(name, self.dialect, self._send_frame, self._handle_request,
                                       settings.max_message_size, settings.trace_client, bucket=bucket,
                                       disconnect=self._fail)
         transport = self._stream()
@@ -108,11 +111,60 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         if self.reader is not None:
             self.reader.stopProducing()  # autobahn may have unregistered it already: its deadline must go now
         connection, self.connection = self.connection, None
-        if connection is not None:
-            self.log.info("Connection {name} closed ({code} {reason})", name=connection.name, code=code,
-                          reason=reason or "")
-            closed = connection.close()
-            closed.addBoth(lambda _: self.factory.connection_closed(connection))
+        if connection is None:
+            return
+        keeper = self.factory.keeper
+        if keeper.is_kept(connection) and connection.state in ("ready", "recovering") and connection.accounts and \
+                not self.factory.shutting_down:
+            self.log.info("Connection {name}: socket closed ({code} {reason}); kept for {grace:g} s",
+                          name=connection.name, code=code, reason=reason or "", grace=keeper.grace)
+            connection.attach(DetachedPeer())
+            keeper.detach(connection)
+            return
+        self.log.info("Connection {name} closed ({code} {reason})", name=connection.name, code=code,
+                      reason=reason or "")
+        connection.close()
+
+    def _handle_request(self, request: Request) -> Deferred[None] | None:
+        """Requests about the socket's hold on its connection are the socket's; the rest the connection's."""
+        connection = self.connection
+        if connection is None:
+            raise APIError("Connection is closed")
+        if isinstance(request, ConnectionKeep):
+            self.factory.keeper.keep(connection, request.token)
+            return None
+        if isinstance(request, ConnectionResume):
+            self._resume(connection, request.token)
+            return None
+        return connection.handle(request)
+
+    def _resume(self, fresh: Connection, token: str) -> None:
+        """Take over the connection kept under `token` in place of this socket's own, which has nothing yet."""
+        if fresh.state != "ready" or fresh.accounts or fresh.sessions:
+            raise APIError("connection-resume must come right after ready, before any account request")
+        kept = self.factory.keeper.take(token)
+        previous = kept.attach(self)
+        if isinstance(previous, GatewayWebSocketProtocol):  # still attached to a socket: it is taken from it
+            previous.connection = None
+            previous.disconnect(CLOSE_RESUMED_ELSEWHERE, "Resumed on another connection")
+        self.connection = kept
+        self.factory.connection_moved(kept, self)
+        fresh.close()
+        self.log.info("Connection {name} resumed on {peer}", name=kept.name, peer=self.peer)
+        # after the ack (sent when this returns): what the client missed, then the state, then what happened
+        self.factory.reactor.callLater(0, self._send_resume, kept, previous)
+
+    def _send_resume(self, connection: Connection, previous: IConnectionPeer) -> None:
+        if self.connection is not connection:
+            return  # taken over again meanwhile
+        waiting = previous if isinstance(previous, DetachedPeer) else DetachedPeer()
+        live = set(connection.sessions)
+        self.send_event(Resumed(missed=waiting.missed))
+        for event in connection.snapshot():
+            self.send_event(event)
+        for event in waiting.events:
+            if not (isinstance(event, IncomingSession) and event.session in live):  # offered again just above
+                self.send_event(event)
 
     def _stream(self) -> Any:
         """The transport: TCP, or TLS over it; a consumer and a producer as well as an ITransport."""
@@ -265,6 +317,7 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
         self.trusted_proxy_hops = trusted_proxy_hops
         self.connections: dict[Connection, GatewayWebSocketProtocol] = {}  # until their close() is done
         self._per_address: Counter[str] = Counter()  # the same, by client address
+        self.keeper = Keeper(reactor, settings.keep_grace)
         self.shutting_down = False
         self.serial = itertools.count(1)
         hard_limit = settings.max_message_size * HARD_LIMIT_FACTOR
@@ -285,9 +338,20 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
     def connection_opened(self, connection: Connection, socket: GatewayWebSocketProtocol) -> None:
         self.connections[connection] = socket
         self._per_address[socket.address] += 1
+        connection.when_closed().addCallback(lambda _: self.connection_closed(connection))
+
+    def connection_moved(self, connection: Connection, socket: GatewayWebSocketProtocol) -> None:
+        """A kept connection was resumed on another socket: it counts for that socket's address from now on."""
+        self._uncount(connection)
+        self.connections[connection] = socket
+        self._per_address[socket.address] += 1
 
     def connection_closed(self, connection: Connection) -> None:
-        """The connection's close() is done: it counts no more (until then its accounts may still hold SIP stacks)."""
+        """The connection's close() is done: it counts no more (until then its accounts may still hold SIP stacks,
+        and a kept one counts while detached)."""
+        self._uncount(connection)
+
+    def _uncount(self, connection: Connection) -> None:
         socket = self.connections.pop(connection, None)
         if socket is not None:
             self._per_address[socket.address] -= 1

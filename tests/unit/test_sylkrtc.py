@@ -424,7 +424,7 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
 
     def test_request_table_holds_exactly_these_names(self) -> None:
         self.assertEqual(set(SylkRTC1.requests), {
-            "ping", "add_account", "remove_account", "register", "unregister",
+            "ping", "connection-keep", "connection-resume", "add_account", "remove_account", "register", "unregister",
             "account-add", "account-remove", "account-register", "account-unregister",
             "call", "answer", "trickle", "terminate",
             "session-create", "session-answer", "session-trickle", "session-terminate", "session-dtmf-info",

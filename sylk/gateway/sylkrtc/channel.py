@@ -58,8 +58,8 @@ class TokenBucket:
 
 
 def _redacted(payload: bytes) -> str:
-    """A frame for the trace log, without the HA1 (as good as a password for its realm)."""
-    return re.sub(r'("password"\s*:\s*")[^"]*"', r'\1***"', payload.decode("utf-8", "replace"))
+    """A frame for the trace log, without the HA1 (as good as a password for its realm) or a resume token."""
+    return re.sub(r'("(?:password|token)"\s*:\s*")[^"]*"', r'\1***"', payload.decode("utf-8", "replace"))
 
 
 class RequestChannel:

@@ -18,7 +18,7 @@ from sylk.gateway.sylkrtc import model
 from sylk.gateway.sylkrtc.fields import ValidationError
 
 # The requests every dialect accepts under their canonical (dash) names.
-_CANONICAL = (model.Ping, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
+_CANONICAL = (model.Ping, model.ConnectionKeep, model.ConnectionResume, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
               model.AccountMessage, model.AccountDispositionNotification, model.SessionMessage,
               model.AccountDeviceToken, model.AccountFetchAddressBook,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
@@ -74,6 +74,9 @@ class SylkRTC1(Dialect):
 
     def _encode_Ready(self, event: model.Ready) -> dict[str, Any]:
         return {"sylkrtc": "event", "event": "ready"}
+
+    def _encode_Resumed(self, event: model.Resumed) -> dict[str, Any]:
+        return {"sylkrtc": "event", "event": "resumed", "data": {"missed": event.missed}}
 
     def _encode_RegistrationStateChanged(self, event: model.RegistrationStateChanged) -> dict[str, Any]:
         data = _present(state=event.state, reason=event.reason)
@@ -133,6 +136,9 @@ class SylkRTC2(Dialect):
 
     def _encode_Ready(self, event: model.Ready) -> dict[str, Any]:
         return {"sylkrtc": "ready-event"}
+
+    def _encode_Resumed(self, event: model.Resumed) -> dict[str, Any]:
+        return {"sylkrtc": "resumed-event", "missed": event.missed}
 
     def _encode_RegistrationStateChanged(self, event: model.RegistrationStateChanged) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "registration-state",

@@ -20,6 +20,8 @@ class ValidationError(ValueError):
 
 
 _MISSING = object()
+# Fields never shown in logs: an account's HA1, a connection's resume token.
+_SECRET_FIELDS = frozenset({"password", "token"})
 
 # RFC 3261 token: what a header name is made of.
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -160,6 +162,24 @@ class Tones(String):
         value = super().convert(value).upper()
         if not re.fullmatch(r"[0-9*#A-D]+", value):
             raise ValidationError("must be DTMF tones: 0-9, *, #, A-D")
+        return value
+
+
+class Token(String):
+    """A secret the client chose to claim its connection's state back (connection-keep): 22 to 128 characters of
+    [A-Za-z0-9_-] (22 base64url characters carry 132 bits), not visibly made of a few characters repeated."""
+
+    _FORM = re.compile(r"[A-Za-z0-9_-]{22,128}")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=128, **kwargs)
+
+    def convert(self, value: Any) -> str:
+        value = super().convert(value)
+        if not self._FORM.fullmatch(value):
+            raise ValidationError("must be 22 to 128 characters of A-Z, a-z, 0-9, _ and - (at least 128 random bits)")
+        if len(set(value)) < 10:
+            raise ValidationError("must be random (at least 128 random bits), not a few characters repeated")
         return value
 
 
@@ -383,7 +403,7 @@ class Model:
         return type(other) is type(self) and other.values() == self.values()  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.values().items() if k != "password")
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.values().items() if k not in _SECRET_FIELDS)
         return f"{type(self).__name__}({shown})"
 
 

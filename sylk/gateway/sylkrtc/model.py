@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from sylk.gateway.sylkrtc.fields import (AOR, HA1, Boolean, Candidates, Choice, ContentType, Field, HeaderPrefixes,
-                                        Headers, Integer, Model, String, Text, Tones, UserAgent)
+                                        Headers, Integer, Model, String, Text, Token, Tones, UserAgent)
 
 MAX_SDP = 32768
 MAX_MESSAGE = 16384  # a SIP MESSAGE's content (RFC 3428 wants small ones; Sofia moves big ones to TCP)
@@ -26,6 +26,21 @@ class Ping(Request):
     """Nothing but an answer: lets a client check that the gateway (and the connection) is alive."""
 
     name = "ping"
+
+
+class ConnectionKeep(Request):
+    """Keep this connection's accounts, registrations and calls for a while when its socket closes, for a new socket
+    that presents `token` (connection-resume). A new keep replaces the previous token."""
+
+    name = "connection-keep"
+    token = Token()
+
+
+class ConnectionResume(Request):
+    """Take over the state kept under `token`; right after `ready`, before any account request."""
+
+    name = "connection-resume"
+    token = Token()
 
 
 class AccountRequest(Request):
@@ -177,6 +192,13 @@ class Event(Model):
 
 class Ready(Event):
     """The connection is usable: its SIP backend session exists."""
+
+
+class Resumed(Event):
+    """The answer to connection-resume, before the snapshot of the kept state: how many events that happened while
+    no socket was attached could not be kept (0 normally; otherwise the client should reload its state)."""
+
+    missed = Field()
 
 
 class RegistrationState:

@@ -129,6 +129,7 @@ class JanusConfig:
     ping_interval: float = 3.0  # seconds between pings on the link to Janus
     ping_timeout: float = 5.0  # a ping unanswered this long means Janus is stalled: the link is dropped
     max_accounts: int = 0  # accounts (SIP stacks) on this Janus at once; 0: derived from its open-files limit
+    admin_api: bool = False  # Janus's Admin API on a Unix socket in the runtime folder, for diagnostics
     decline_code: int = 486  # the SIP answer when a browser rejects an incoming call
     max_open_files: int = 65536
     log_level: int = 4
@@ -295,6 +296,7 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "ping_interval": _seconds(0.1, 600),
         "ping_timeout": _seconds(0.1, 600),
         "max_accounts": _integer(0, 1000000),
+        "admin_api": _boolean,
         "decline_code": _integer(400, 699),
         "max_open_files": _integer(1024, 1048576),
         "log_level": _integer(0, 7),

@@ -21,7 +21,10 @@ class Sipp:
     {placeholders} before sipp reads the file, for what sipp checks when loading (status codes, pauses)."""
 
     def __init__(self, workdir: Path, scenario: str, port: int, service: str, keys: dict[str, Any] | None = None,
-                 auth: tuple[str, str] | None = None, render: dict[str, str] | None = None) -> None:
+                 auth: tuple[str, str] | None = None, render: dict[str, str] | None = None, calls: int | None = 1,
+                 timeout: float = 40, trace: bool = True) -> None:
+        """`calls`: how many before sipp exits (None: any number, calls at once included); `timeout`: its whole
+        run; `trace`: log every message (for the tests that read them)."""
         if shutil.which("sipp") is None:
             raise RuntimeError("sipp is missing (Debian package sip-tester; make test installs it)")
         self.workdir = workdir
@@ -35,8 +38,12 @@ class Sipp:
         path = workdir / f"{self.name}.xml"
         path.write_text(text)
         self.command = ["sipp", "-sf", str(path), "-s", service, "-i", "127.0.0.1",
-                        "-p", str(port), "-mi", "127.0.0.1", "-mp", str(20000 + (port - 5000) * 10), "-m", "1", "-nostdin",
-                        "-timeout", "40s", "-timeout_error", "-trace_msg", "-message_file", str(self.log_path)]
+                        "-p", str(port), "-mi", "127.0.0.1", "-mp", str(20000 + (port - 5000) * 10), "-nostdin",
+                        "-timeout", f"{timeout:g}s", "-timeout_error"]
+        if calls is not None:
+            self.command += ["-m", str(calls)]
+        if trace:
+            self.command += ["-trace_msg", "-message_file", str(self.log_path)]
         for key, value in keys.items():
             self.command += ["-key", key, str(value)]
         if auth is not None:

@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 from sylk.gateway.config import parse_config
 from sylk.gateway.janus.process import find_library_dir, render_janus_config
 from tests.integration.gateway import TWISTD, Gateway, eventually
+from tests.integration.janus_admin import JanusAdmin
 
 ALICE = "alice@sylk.test"
 HA1 = "0123456789abcdef0123456789abcdef"
@@ -123,6 +124,20 @@ def test_a_stalled_janus_is_noticed_killed_and_restarted(gateway: Gateway) -> No
     # the browser's socket stayed open all along; its requests wait while the new Janus comes up
     assert client.request("add_account", account=ALICE, password=HA1, timeout=20)["sylkrtc"] == "ack"
     client.close()
+
+
+def test_the_admin_api_when_asked_shows_what_janus_holds(netns: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with Gateway(tmp_path, {"Janus": {"admin_api": "yes", "runtime_dir": str(run)}}) as gateway:
+        admin = JanusAdmin(run)
+        assert admin.sessions() == []
+        client = gateway.connect()
+        (session,) = admin.sessions()
+        assert client.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+        assert admin.handles(session) == []  # an account holds nothing in Janus until it registers or calls
+        client.close()
+        eventually(lambda: admin.sessions() == [], what="the session destroyed")
+        assert oct((run / "janus").stat().st_mode & 0o777) == "0o700"
 
 
 def free_tcp_port() -> int:

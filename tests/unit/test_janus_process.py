@@ -62,6 +62,17 @@ class ConfigFolderTests(SynchronousTestCase):
         self.assertIn("admin_ws = false", transport)
         self.assertIn('json = "compact"', transport)
 
+    def test_the_admin_api_only_when_asked_and_only_on_a_unix_socket(self) -> None:
+        self.assertNotIn("admin_secret", self.render()["janus.jcfg"])
+        config = parse_config("[Janus]\nadmin_api = yes\n")
+        files = render_janus_config(config, self.library, self.root / "conf", self.root / "conf" / "api.sock",
+                                    "the-secret", "admin-secret")
+        self.assertIn('admin_secret = "admin-secret"', files["janus.jcfg"])
+        transport = files["janus.transport.websockets.jcfg"]
+        self.assertIn("admin_ws = true", transport)
+        self.assertIn(f'admin_ws_unix = "{self.root}/conf/admin.sock"', transport)
+        self.assertNotIn("admin_ws_port", transport)
+
     def test_a_runtime_folder_open_to_others_is_refused(self) -> None:
         folder = self.root / "run" / "janus"
         folder.mkdir(parents=True)

@@ -37,6 +37,8 @@ MIN_RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 10.0  # a Janus that ran this long before dying is restarted at once
 API_SOCKET = "api.sock"  # the Janus API's Unix socket, in the private config folder
+ADMIN_SOCKET = "admin.sock"  # the Admin API's (`[Janus] admin_api`), beside it, and its secret in this file:
+ADMIN_SECRET_FILE = "admin_secret"
 # Descriptors a Janus needs besides its accounts' stacks (its transports, loops, logs), and per account: ~8 for its
 # Sofia stack and a share of the ~5 each call takes. With the default 65,536 that is 6,451 accounts.
 RESERVED_FILES = 1024
@@ -78,8 +80,9 @@ def _disable_all_but(folder: Path, wanted: set[str]) -> str:
 
 
 def render_janus_config(config: Config, library_dir: Path, config_dir: Path, api_socket: Path,
-                        api_secret: str) -> dict[str, str]:
-    """The files of a Janus config folder, by name (libconfig syntax)."""
+                        api_secret: str, admin_secret: str | None = None) -> dict[str, str]:
+    """The files of a Janus config folder, by name (libconfig syntax); with `admin_secret`, Janus's Admin API on a
+    Unix socket beside the API's."""
     janus, gateway = config.janus, config.gateway
     interface = janus.interface
     general = [
@@ -96,6 +99,7 @@ def render_janus_config(config: Config, library_dir: Path, config_dir: Path, api
         "session_timeout = 60",
         "reclaim_session_timeout = 0",
         f"api_secret = {_quote(api_secret)}",
+        *([f"admin_secret = {_quote(admin_secret)}"] if admin_secret is not None else []),
         "event_loops = 2",  # handles share two loops instead of a thread each
         'protected_folders = ["/bin", "/boot", "/dev", "/etc", "/initrd", "/lib", "/lib32", "/lib64", "/proc", '
         '"/sbin", "/sys", "/usr", "/var"]',
@@ -124,7 +128,8 @@ def render_janus_config(config: Config, library_dir: Path, config_dir: Path, api
         "    wss = false",
         "}",
         "admin: {",
-        "    admin_ws = false",
+        *(["    admin_ws = true", f"    admin_ws_unix = {_quote(str(config_dir / ADMIN_SOCKET))}"]
+          if admin_secret is not None else ["    admin_ws = false"]),
         "    admin_wss = false",
         "}",
         "",
@@ -163,6 +168,7 @@ class JanusProcess(Service):
         self._reactor = reactor
         self._library_dir = find_library_dir(config)
         self.api_secret = secrets.token_hex(16)
+        self.admin_secret = secrets.token_hex(16) if config.janus.admin_api else None
         self._config_dir = self._make_config_dir()
         self.api_socket = self._config_dir / API_SOCKET
         if len(os.fsencode(self.api_socket)) > MAX_SOCKET_PATH:
@@ -183,7 +189,9 @@ class JanusProcess(Service):
         super().startService()
         self._config_dir.mkdir(mode=0o700, exist_ok=True)
         files = render_janus_config(self._config, self._library_dir, self._config_dir, self.api_socket,
-                                    self.api_secret)
+                                    self.api_secret, self.admin_secret)
+        if self.admin_secret is not None:  # for whoever may read the folder (the gateway's user): diagnostics
+            files[ADMIN_SECRET_FILE] = self.admin_secret
         for name, text in files.items():
             path = self._config_dir / name
             path.write_text(text, encoding="utf-8")

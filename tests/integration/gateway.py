@@ -158,12 +158,12 @@ class Gateway:
             raise
         return client
 
-    def stop(self, timeout: float = 20) -> int | None:
+    def stop(self, timeout: float = 20, signum: int = signal.SIGTERM) -> int | None:
         process, self.process = self.process, None
         if process is None:
             return None
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signum)
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -90,3 +90,22 @@ def test_a_registrar_that_is_down_is_tried_again_until_it_answers(kamailio: Kama
         assert kamailio.contacts("user0")
     finally:
         gateway.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_ends_calls_and_registrations_then_closes_sockets(gateway: Gateway, kamailio: Kamailio,
+                                                                   tmp_path: Path, signum: int) -> None:
+    client = gateway.connect()
+    assert register(client, kamailio, "user0@sylk.test") == {"state": "registered"}
+    with registered_phone(tmp_path / "sipp", "uas_answer.xml", "phone", USERS["phone"], PHONE_PORT) as phone:
+        client.request("call", account="user0@sylk.test", session="s1", uri="phone@sylk.test", sdp=OFFER)
+        client.event(lambda m: m.get("session") == "s1" and m["data"]["state"] == "accepted", 15, "the answer")
+        started = time.monotonic()
+        assert gateway.stop(signum=signum) in (0, -signum)  # twistd re-raises the signal it stopped for
+        assert time.monotonic() - started < 30
+        assert phone.wait() == 0  # it got its BYE
+    ended = client.event(lambda m: m.get("session") == "s1" and m["data"]["state"] == "terminated", 5, "the end")
+    assert ended["data"]["reason"] == "200 OK"
+    assert client.wait_closed() == (1001, "sylkgateway is shutting down")  # after the call's end
+    assert kamailio.contacts("user0") == []
+    assert gateway.log().count("Janus stopped") == 1

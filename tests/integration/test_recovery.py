@@ -92,6 +92,27 @@ def test_a_registrar_that_is_down_is_tried_again_until_it_answers(kamailio: Kama
         gateway.stop()
 
 
+def test_a_registrar_that_stops_answering_is_tried_again_until_it_does(kamailio: Kamailio, tmp_path: Path) -> None:
+    gateway = start_gateway(tmp_path, kamailio.proxy)  # sip_transaction_timeout = 4 s
+    assert kamailio.process is not None
+    group = kamailio.process.pid
+    try:
+        client = gateway.connect()
+        os.killpg(group, signal.SIGSTOP)  # alive, its port open, but silent
+        assert client.request("add_account", account="user0@sylk.test",
+                              password=kamailio.ha1("user0"))["sylkrtc"] == "ack"
+        assert client.request("register", account="user0@sylk.test")["sylkrtc"] == "ack"
+        assert client.registration_state("user0@sylk.test") == {"state": "registering"}
+        assert client.registration_state("user0@sylk.test", 15) == {"state": "failed", "reason": "408 Request Timeout"}
+        assert client.registration_state("user0@sylk.test", 10) == {"state": "registering"}  # tried again
+        os.killpg(group, signal.SIGCONT)
+        assert states_until_registered(client, "user0@sylk.test", 30)[-1] == "registered"
+        assert kamailio.contacts("user0")
+    finally:
+        os.killpg(group, signal.SIGCONT)
+        gateway.stop()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_stopping_ends_calls_and_registrations_then_closes_sockets(gateway: Gateway, kamailio: Kamailio,
                                                                    tmp_path: Path, signum: int) -> None:

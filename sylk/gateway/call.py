@@ -87,6 +87,8 @@ class Call:
         self._tones: list[tuple[str, int]] = []  # DTMF waiting to go out, the first one going now
         self._unanswered_messages: list[SessionMessage] = []  # whose outcome the browser has not been told yet
         self._update: str | None = None  # an update under way: "local" (our offer) or "remote" (theirs)
+        self._remote_offer: SessionUpdated | None = None  # the far end's re-INVITE, while `remote`
+        self._answer: dict[str, Any] = {}  # what the answer (or early media) brought: sdp, call_id, ...
         self._update_answer_wait = Timer(clock, self._timer_failed)  # the far end's offer awaits the browser's answer
         self._held_remotely = False
         self._transferring = False  # our transfer (REFER) is under way
@@ -228,14 +230,15 @@ class Call:
     def call_early_media(self, sdp: str) -> None:
         if self.state in _EARLY and self._early_sdp is None:
             self._early_sdp = sdp
-            self._enter(State.EARLY_MEDIA, sdp=sdp, call_id=getattr(self.sip_call, "call_id", None))
+            self._answer = dict(sdp=sdp, call_id=getattr(self.sip_call, "call_id", None))
+            self._enter(State.EARLY_MEDIA, **self._answer)
 
     def call_accepted(self, sdp: str | None, headers: dict[str, str] | None = None) -> None:
         if self.state == State.CONNECTING or self.state in _EARLY:
             if self.direction == "outgoing":
                 call_id = getattr(self.sip_call, "call_id", None)
-                self._enter(State.ACCEPTED, sdp=sdp, early_sdp=self._early_sdp, call_id=call_id,
-                            headers=headers or None)
+                self._answer = dict(sdp=sdp, early_sdp=self._early_sdp, call_id=call_id, headers=headers or None)
+                self._enter(State.ACCEPTED, **self._answer)
             else:
                 self._enter(State.ACCEPTED)
             if self._media_up:
@@ -253,7 +256,8 @@ class Call:
         if self._update == "local":  # both sides at once: the far end's goes on (Janus would not report ours)
             self.call_update_failed("The far end sent a re-INVITE of its own")
         self._update = "remote"
-        self._notify(SessionUpdated(session=self.id, state=UpdateState.RECEIVED, sdp=sdp))
+        self._remote_offer = SessionUpdated(session=self.id, state=UpdateState.RECEIVED, sdp=sdp)
+        self._notify(self._remote_offer)
         held = offer_holds(sdp)
         if held is not None and held != self._held_remotely:
             self._held_remotely = held
@@ -349,12 +353,16 @@ class Call:
         self.state = state
         self._notify(SessionStateChanged(session=self.id, state=state, **details))
 
-    def shown_as(self) -> Event | None:
-        """The call's state as one event, for a client that takes its connection over (connection-resume): an
-        incoming call still ringing is offered again; one that has no state yet, nothing."""
+    def shown_as(self) -> list[Event]:
+        """The call's state as events, for a client that takes its connection over (connection-resume): its state
+        with what the answer brought (SDP, Call-ID, headers), and the far end's re-INVITE if it awaits an answer;
+        an incoming call still ringing is offered again; one that has no state yet, nothing."""
         if self.state == State.CONNECTING:
-            return self.offer if self.direction == "incoming" and not self._answering else None
-        return SessionStateChanged(session=self.id, state=self.state)
+            return [self.offer] if self.offer is not None and not self._answering else []
+        shown: list[Event] = [SessionStateChanged(session=self.id, state=self.state, **self._answer)]
+        if self._update == "remote" and self._remote_offer is not None:
+            shown.append(self._remote_offer)
+        return shown
 
     def _shown_state(self) -> str:
         if self._terminating and self.state != State.TERMINATED:

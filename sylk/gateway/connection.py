@@ -130,9 +130,7 @@ class Connection:
             events.append(model.RegistrationStateChanged(account=account.aor, state=account.shown_state,
                                                          reason=account.reason))
         for call in self.sessions.values():
-            shown = call.shown_as()
-            if shown is not None:
-                events.append(shown)
+            events += call.shown_as()
         return events
 
     # --- ISIPSessionObserver ---

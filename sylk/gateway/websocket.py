@@ -31,7 +31,7 @@ from sylk.gateway.sylkrtc.channel import RequestChannel, TokenBucket
 from sylk.gateway.sylkrtc.dialects import DIALECTS
 from sylk.gateway.errors import APIError
 from sylk.gateway.keep import DetachedPeer, Keeper
-from sylk.gateway.sylkrtc.model import ConnectionKeep, ConnectionResume, Event, IncomingSession, Request, Resumed
+from sylk.gateway.sylkrtc.model import ConnectionKeep, ConnectionResume, Event, Request, Resumed
 from sylk.gateway.util import Timer
 
 # Close codes we send: autobahn lets an application use only 1000 and 3000-4999 (1008 goes through _fail).
@@ -158,12 +158,13 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         if self.connection is not connection:
             return  # taken over again meanwhile
         waiting = previous if isinstance(previous, DetachedPeer) else DetachedPeer()
-        live = set(connection.sessions)
+        snapshot = connection.snapshot()
         self.send_event(Resumed(missed=waiting.missed))
-        for event in connection.snapshot():
+        for event in snapshot:
             self.send_event(event)
+        shown = {id(event) for event in snapshot}  # a ringing call's offer, a pending re-INVITE: said once
         for event in waiting.events:
-            if not (isinstance(event, IncomingSession) and event.session in live):  # offered again just above
+            if id(event) not in shown:
                 self.send_event(event)
 
     def _stream(self) -> Any:

@@ -13,12 +13,14 @@ loopback one) and the gateway's Janus is restricted to it (`[Janus] interface = 
 from __future__ import annotations
 
 import re
+import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from tests.integration.audio import has_tone, write_tone, write_ulaw_tone
+from tests.integration.audio import has_tone, tone_report, write_tone, write_ulaw_tone
 from tests.integration.baresip import Baresip
 from tests.integration.browser import Browser, BrowserPage
 from tests.integration.gateway import Gateway, eventually
@@ -474,3 +476,75 @@ def test_messages_to_and_from_sip_phones(browser: Browser, gateway: Gateway, kam
     alice.page.wait_for("[...document.querySelectorAll('[data-testid=messages] li.in')]"
                         ".some(li => li.textContent.includes('hello alice'))", 5, "the message in the page")
     assert "bob@sylk.test" in alice.text("messages")
+
+
+# --- the signalling connection drops mid-call ---
+
+def cut_connections_to(port: int) -> None:
+    """Destroys the TCP connections to `port` (`ss -K`): each end gets an error or a reset, as when the network
+    drops. (A socket the page closes itself gets the gateway's echoed 1000, a normal closure: no reconnect.)"""
+    done = subprocess.run(["ss", "-K", "-t", "dst", "127.0.0.1", "dport", "=", str(port)], capture_output=True,
+                          text=True, timeout=5, check=True)
+    assert "ESTAB" in done.stdout, f"no connection to port {port} to cut: {done.stdout} {done.stderr}"
+
+
+def tone_gaps(path: Path, hz: float, window: float = 0.25, tolerance: float = 15.0) -> list[float]:
+    """Where (s into the recording) the audio from its first sound to its last is not `hz`: silent or other."""
+    report = tone_report(path, window=window, max_windows=100_000)
+    loud = {round(start / window): abs(peak - hz) <= tolerance for start, _, peak in report.loud}
+    if not loud:
+        return [0.0]
+    return [index * window for index in range(min(loud), max(loud) + 1) if not loud.get(index, False)]
+
+
+def test_the_call_survives_a_dropped_websocket(browser: Browser, gateway: Gateway, kamailio: Kamailio,
+                                               tmp_path: Path) -> None:
+    # The page's socket is cut mid-call: the gateway keeps the connection (connection-keep), sylkrtc.js keeps the
+    # call and its PeerConnection, reconnects after its backoff and resumes (connection-resume); the audio never
+    # stops, and the same call is hung up normally afterwards.
+    bob = phone(tmp_path, kamailio, "bob", BOB_TONE)
+    try:
+        alice = demo(browser, gateway, "alice@sylk.test", "alicepw")
+        alice.dial("bob@sylk.test")
+        alice.call_established()
+        bob.wait_event("CALL_ESTABLISHED", 10)
+        heard = alice.remote_frequency()
+        assert heard is not None and abs(heard - BOB_TONE) < 30
+        alice.page.evaluate("""() => {
+            const connection = window.demo.connection;
+            const shown = (id) => document.querySelector(`[data-testid="${id}"]`);
+            window.seen = [];  // per state change: the state, what the page shows, the call's state, hang-up usable
+            connection.on('stateChanged', (state) => window.seen.push(
+                [state, shown('connection-state').textContent, shown('call-state').textContent,
+                 !shown('hangup').disabled]));
+            connection.on('resumed', (details) => { window.resumed = details; });
+            window.callBefore = window.demo.call;
+        }""")
+        cut_connections_to(gateway.port)
+        dropped = time.monotonic()
+        alice.page.wait_for("window.resumed", 10, "the resume")
+        alice.wait_text("connection-state", "ready", 5)
+        assert time.monotonic() - dropped < 8  # the first reconnect comes after 0.5 s
+        seen = alice.page.evaluate("window.seen")
+        assert seen == [["disconnected", "reconnecting", "established", True],
+                        ["connecting", "reconnecting", "established", True],
+                        ["ready", "ready", "established", True]], seen
+        assert alice.page.evaluate("window.resumed") == {"missed": 0}
+        assert alice.page.evaluate("window.demo.call === window.callBefore")  # the same Call, never torn down
+        assert alice.page.evaluate("window.demo.call.pc.connectionState") == "connected"
+        received = alice.page.packets("window.demo.call.pc", "inbound", "audio")
+        alice.page.wait_for_packets("window.demo.call.pc", "inbound", "audio", received + 50, timeout=10)
+        heard = alice.remote_frequency()
+        assert heard is not None and abs(heard - BOB_TONE) < 30  # bob is still heard
+        time.sleep(1)  # more of the call after the resume, in bob's recording
+        alice.click("hangup")
+        alice.wait_text("call-state", "terminated")
+        assert alice.text("call-reason") == "(200 OK)"  # bob answered the BYE
+        bob.wait_event("CALL_CLOSED", 10)
+        recording = bob.received_wav()
+        report = tone_report(recording)
+        assert report.seconds > 4 and has_tone(recording, BROWSER_TONE), report
+        assert tone_gaps(recording, BROWSER_TONE) == [], report  # bob heard the browser throughout
+        assert "Connection lost" not in alice.text("log")
+    finally:
+        bob.stop()

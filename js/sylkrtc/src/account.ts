@@ -348,6 +348,16 @@ export class Account extends Emitter<AccountEvents> {
         });
     }
 
+    /**
+     * @internal: the gateway kept this account from before a page reload: it starts in the state the gateway has
+     * (no event: the app gets the account in that state).
+     */
+    _takeOver(state: string | null): void {
+        if (isRegistrationState(state)) {
+            this.registrationState = state;
+        }
+    }
+
     /** @internal: no longer on the connection. */
     _removed(reason: string): void {
         if (!this.active) {
@@ -371,13 +381,11 @@ export class Account extends Emitter<AccountEvents> {
     /** @internal: an account event, decoded from either dialect. */
     _onEvent(event: AccountEvent): void {
         switch (event.type) {
-            case 'registration-state': {
-                const state = event.state;
-                if (state === 'registering' || state === 'registered' || state === 'failed' || state === 'unregistered') {
-                    this._setRegistrationState(state, event.reason);
+            case 'registration-state':
+                if (isRegistrationState(event.state)) {
+                    this._setRegistrationState(event.state, event.reason);
                 }
                 break;
-            }
             case 'incoming-session': {
                 if (this.connection._hasCall(event.session)) {
                     break;
@@ -421,4 +429,8 @@ export class Account extends Emitter<AccountEvents> {
     private _removedError(request: string): SylkRTCError {
         return new SylkRTCError(`Account ${this.id} was removed from the connection`, 'local', request);
     }
+}
+
+function isRegistrationState(state: string | null): state is Exclude<RegistrationState, null> {
+    return state === 'registering' || state === 'registered' || state === 'failed' || state === 'unregistered';
 }

@@ -214,6 +214,8 @@ export class Call extends Emitter<CallEvents> {
     private _referSession: string | null = null;
     /** What our update under way added: its senders, and the local stream from before. */
     private _updateAdded: { senders: RTCRtpSender[]; localStream: MediaStream | null } | null = null;
+    /** A resume's snapshot said answered before the answer itself came (in an event that follows, normally). */
+    private _resumeTarget: CallState | null = null;
 
     /** @internal: calls are made by `Account.call()` or arrive as `incomingCall`. */
     constructor(account: Account, id: string, direction: CallDirection, remoteIdentity: Identity, offer = '') {
@@ -574,15 +576,75 @@ export class Call extends Emitter<CallEvents> {
     }
 
     private _trickle(candidates: TrickleCandidate[]): void {
-        if (!this._trickling) {
-            this._queued.push(candidates);
+        if (!this._trickling || this._connection().resuming) {
+            this._queued.push(candidates); // (while the socket is down: sent once resumed)
             return;
         }
         this._connection()._request(REQUESTS.trickle, { session: this.id, candidates }).catch((error: unknown) => {
-            if (this.state !== 'terminated') {
+            if (this.state === 'terminated') {
+                return;
+            }
+            if (this._connection().resuming) {
+                this._queued.push(candidates); // the socket dropped under it: again once resumed
+            } else {
                 this._fail(`ICE candidates refused: ${errorMessage(error)}`);
             }
         });
+    }
+
+    /** @internal: the connection resumed: send the candidates that waited for it. */
+    _resumed(): void {
+        if (this._trickling && this.state !== 'terminated') {
+            this._startTrickling();
+        }
+    }
+
+    /**
+     * @internal: whether a resume's snapshot names this call if the gateway still has it: it names every call but
+     * an outgoing one whose INVITE has not gone out and an incoming one being answered.
+     */
+    _shownOnResume(): boolean {
+        return this.direction === 'outgoing' ? ORDER[this.state] >= ORDER.progress : this.state !== 'connecting';
+    }
+
+    /**
+     * @internal: a state from a resume (the snapshot, then the events of the time without a socket). The snapshot's
+     * `accepted` or `established` of an outgoing call carries no answer: the answer comes in an event that follows,
+     * so the state waits for the end of the resume (`_settleResume`).
+     */
+    _onResumedState(event: SessionStateEvent): void {
+        const order = ORDER[event.state as CallState] as number | undefined;
+        if (this.direction === 'outgoing' && event.sdp === null && order !== undefined && order >= ORDER.accepted
+            && order < ORDER.terminated && ORDER[this.state] < ORDER.accepted) {
+            if (this._resumeTarget === null || order > ORDER[this._resumeTarget]) {
+                this._resumeTarget = event.state as CallState;
+            }
+            return;
+        }
+        this._onEvent(event);
+    }
+
+    /**
+     * @internal: the resume is over. A state the snapshot said that no event brought (some were missed): taken as
+     * it is if the call can be in it, else the call ends (an answer that never came cannot be made up).
+     */
+    _settleResume(): void {
+        const target = this._resumeTarget;
+        this._resumeTarget = null;
+        if (target === null || this.state === 'terminated' || ORDER[target] <= ORDER[this.state]) {
+            return;
+        }
+        if (ORDER[this.state] < ORDER.accepted) {
+            const pc = this.pc;
+            if (!this._applying && this._earlySdp === null && pc !== null && pc.signalingState === 'have-local-offer') {
+                this._fail('The answer to the call was lost while disconnected');
+                return;
+            }
+            this._onEvent(stateEvent('accepted')); // the early answer becomes the answer (after what is being applied)
+        }
+        if (target === 'established') {
+            this._onEvent(stateEvent('established'));
+        }
     }
 
     private _onTrack(event: RTCTrackEvent): void {
@@ -1024,6 +1086,10 @@ export class Call extends Emitter<CallEvents> {
         this._resolveEnded();
         this.emit('stateChanged', 'terminated', previous, reason);
     }
+}
+
+function stateEvent(state: CallState): SessionStateEvent {
+    return { type: 'state', state, reason: null, sdp: null, code: null, callId: null, headers: null };
 }
 
 /**

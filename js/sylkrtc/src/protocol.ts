@@ -137,6 +137,7 @@ export type SessionEvent = SessionStateEvent | SessionDtmfEvent | SessionUpdateE
 /** Every message of the gateway the library acts on, in one shape. */
 export type ServerMessage =
     | { kind: 'ready' }
+    | { kind: 'resumed'; missed: number }
     | { kind: 'ack'; transaction: unknown }
     | { kind: 'error'; transaction: unknown; error: string }
     | { kind: 'account'; account: string; event: AccountEvent }
@@ -200,6 +201,8 @@ function decode2(message: Json): ServerMessage | null {
     switch (message.sylkrtc) {
         case 'ready-event':
             return { kind: 'ready' };
+        case 'resumed-event':
+            return { kind: 'resumed', missed: number(message.missed) ?? 0 };
         case 'account-event': {
             if (typeof message.account !== 'string') {
                 return null;
@@ -231,6 +234,9 @@ function decode2(message: Json): ServerMessage | null {
 function decode1(message: Json): ServerMessage | null {
     switch (message.sylkrtc) {
         case 'event':
+            if (message.event === 'resumed') {
+                return { kind: 'resumed', missed: number(object(message.data).missed) ?? 0 };
+            }
             return message.event === 'ready' ? { kind: 'ready' } : null;
         case 'account_event': {
             if (typeof message.account !== 'string') {

@@ -17,6 +17,7 @@ export type {
     ConnectionState,
     ConnectionStateDetails,
     ReconnectOptions,
+    ResumeDetails,
 } from './connection.js';
 export { PROTOCOLS } from './protocol.js';
 export type { HeaderMap, Protocol, SipHeaders } from './protocol.js';
@@ -44,7 +45,7 @@ export type { DispositionState, MessageOptions, MessageStatus, ReceivedMessage }
 export { Emitter } from './emitter.js';
 export { SylkRTCError } from './errors.js';
 export { md5 } from './md5.js';
-export type { Environment } from './util.js';
+export type { Environment, ResumeStorage } from './util.js';
 
 /** The library's version. */
 export const VERSION = '0.1.0';

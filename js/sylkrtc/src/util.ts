@@ -76,3 +76,42 @@ export function parseAddress(address: string, what = 'account'): SipAddress {
 export function errorMessage(error: unknown): string {
     return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * A secret for `connection-keep`: 24 random bytes (192 bits) as base64url without padding (32 characters); null
+ * where there is no `crypto.getRandomValues` (a secret is never made from `Math.random`).
+ */
+export function resumeToken(): string | null {
+    const c = g.crypto as Crypto | undefined;
+    if (!c || typeof c.getRandomValues !== 'function') {
+        return null;
+    }
+    const bytes = c.getRandomValues(new Uint8Array(24));
+    let binary = '';
+    for (const byte of bytes) {
+        binary += String.fromCharCode(byte);
+    }
+    return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+/** Whether `value` has the form of a resume token (what the gateway takes: 22 to 128 base64url characters). */
+export function isResumeToken(value: unknown): value is string {
+    return typeof value === 'string' && /^[A-Za-z0-9_-]{22,128}$/.test(value);
+}
+
+/** Where a connection keeps its resume token: the part of the Web Storage interface it uses. */
+export interface ResumeStorage {
+    getItem(key: string): string | null;
+    setItem(key: string, value: string): void;
+    removeItem(key: string): void;
+}
+
+/** The page's `sessionStorage` (one per tab, kept across reloads), or null where there is none or it is blocked. */
+export function defaultResumeStorage(): ResumeStorage | null {
+    try {
+        const storage = g.sessionStorage as ResumeStorage | undefined;
+        return storage && typeof storage.getItem === 'function' ? storage : null;
+    } catch {
+        return null; // sandboxed frames and some privacy modes throw on access
+    }
+}

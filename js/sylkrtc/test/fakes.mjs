@@ -158,6 +158,12 @@ export class FakeWebSocket extends EventTarget {
         this.receive(this.dialect === 'sylkRTC-1' ? { sylkrtc: 'event', event: 'ready' } : { sylkrtc: 'ready-event' });
     }
 
+    /** The gateway's answer to connection-resume, before its snapshot: `missed` events it could not keep. */
+    resumed(missed = 0) {
+        this.receive(this.dialect === 'sylkRTC-1' ? { sylkrtc: 'event', event: 'resumed', data: { missed } }
+            : { sylkrtc: 'resumed-event', missed });
+    }
+
     receive(message) {
         this.dispatchEvent(messageEvent(typeof message === 'string' ? message : JSON.stringify(message)));
     }
@@ -325,6 +331,25 @@ export class FakeWebSocket extends EventTarget {
         } else {
             this.accountEvent(target.account, name, fields);
         }
+    }
+}
+
+/** A Web Storage (sessionStorage) in memory: what the library keeps its resume token in. */
+export class FakeStorage {
+    constructor(entries = {}) {
+        this.entries = new Map(Object.entries(entries));
+    }
+
+    getItem(key) {
+        return this.entries.has(key) ? this.entries.get(key) : null;
+    }
+
+    setItem(key, value) {
+        this.entries.set(key, String(value));
+    }
+
+    removeItem(key) {
+        this.entries.delete(key);
     }
 }
 

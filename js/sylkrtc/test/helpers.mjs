@@ -10,6 +10,8 @@ export const URL = 'ws://gateway.test/webrtcgateway/ws';
 /**
  * A connection on fresh fakes, not opened by the "gateway" yet. `options` go to connect(), except `server`: the
  * subprotocols the fake gateway speaks (default both; ['sylkRTC-1'] for a gateway that only knows that one).
+ * `resume` is false unless given: the suites about everything else send only their own requests, and a drop loses
+ * everything as it did before connection-keep; keep.test.mjs is about resuming (on by default).
  */
 export function newConnection(options = {}) {
     const { server, ...connectOptions } = options;
@@ -17,7 +19,7 @@ export function newConnection(options = {}) {
     if (server !== undefined) {
         FakeWebSocket.serverProtocols = server;
     }
-    const conn = connect(URL, { ...connectOptions, env: { ...env, ...(options.env ?? {}) } });
+    const conn = connect(URL, { resume: false, ...connectOptions, env: { ...env, ...(options.env ?? {}) } });
     return { clock, env, conn, ws: FakeWebSocket.last };
 }
 

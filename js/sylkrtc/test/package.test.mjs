@@ -37,6 +37,8 @@ test('the request names are those of docs/api.md (the dash names)', () => {
         dispositionNotification: 'account-disposition-notification',
         deviceToken: 'account-devicetoken',
         fetchAddressBook: 'account-fetch-addressbook',
+        keep: 'connection-keep',
+        resume: 'connection-resume',
     });
 });
 

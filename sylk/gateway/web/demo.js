@@ -6,8 +6,10 @@
 //   ended, until the next one);
 // - data-testid on every control and display:
 //     ws-url protocol ("" for sylkRTC-2 falling back to sylkRTC-1, or "sylkRTC-2"/"sylkRTC-1" only) connect
-//     disconnect connection-state (idle|connecting|ready|disconnected|closed) connection-protocol (the dialect the
-//     gateway selected, "sylkRTC-2" or "sylkRTC-1", empty while there is no socket) connection-detail
+//     disconnect connection-state (idle|connecting|ready|disconnected|reconnecting|closed: reconnecting while the
+//     socket is down and the gateway keeps the account and the call, whose state and controls stay as they were)
+//     connection-protocol (the dialect the gateway selected, "sylkRTC-2" or "sylkRTC-1", empty while there is no
+//     socket) connection-detail
 //     account password display-name register unregister registration-state (none|registering|registered|failed|
 //     unregistered) registration-reason
 //     dial-uri video call hangup call-state (idle|connecting|incoming|progress|proceeding|ringing|early-media|
@@ -182,13 +184,22 @@ function openConnection() {
         } else if (details.reason) {
             detail = details.reason;
         }
+        if (details.code === 4409) {
+            detail += ': taken over by another tab or window';
+        }
+        if (details.resuming) {
+            detail += `${detail ? '; ' : ''}the gateway keeps the account and the call`;
+        }
         if (details.retryIn !== undefined) {
             detail += `${detail ? '; ' : ''}retrying in ${(details.retryIn / 1000).toFixed(1)} s`;
         }
-        $('connection-state').textContent = state;
+        const shown = details.resuming ? 'reconnecting' : state;
+        $('connection-state').textContent = shown;
+        $('connection-state').classList.toggle('reconnecting', shown === 'reconnecting');
         $('connection-detail').textContent = detail;
         const dialect = state === 'ready' && connection.protocol ? ` speaking ${connection.protocol}` : '';
-        log(`connection: ${previous} → ${state}${dialect}${detail ? ` (${detail})` : ''}`, state === 'disconnected');
+        log(`connection: ${previous} → ${state}${dialect}${detail ? ` (${detail})` : ''}`,
+            state === 'disconnected' && !details.resuming);
         if (state === 'closed') {
             demo.account = null;
             credentials = null;
@@ -196,6 +207,9 @@ function openConnection() {
         render();
     });
     connection.on('serverError', (message) => log(`gateway error: ${message}`, true));
+    connection.on('resumed', ({ missed }) => {
+        log(`connection resumed: the account and the call go on${missed ? ` (${missed} events missed)` : ''}`);
+    });
     $('connection-state').textContent = connection.state;
     $('connection-detail').textContent = '';
     render();

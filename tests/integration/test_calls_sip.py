@@ -321,6 +321,28 @@ class TestUpdatesAndHold:
             assert "m=audio" in update_invite and "a=sendonly" not in update_invite  # the browser's new offer
             assert "a=sendonly" in hold_invite and "a=sendrecv" not in hold_invite
 
+    def test_an_ice_restart_keeps_the_call_and_its_dialog(self, client: Client, kamailio: Kamailio,
+                                                          tmp_path: Path) -> None:
+        # what a browser does after a network change (resumed or not): a new offer with new ICE credentials
+        with phone(kamailio, tmp_path, "uas_answer_reinvites.xml", answer1="sendrecv", answer2="recvonly") as bob:
+            client.request("session-create", account=ALICE, session="s1", uri="bob@sylk.test", sdp=OFFER)
+            accepted = client.event(lambda m: m.get("event") == "state" and m.get("state") == "accepted", 15)
+            restart = OFFER.replace("o=- 4611731400430051336 2", "o=- 4611731400430051336 3") \
+                .replace("a=ice-ufrag:abcd", "a=ice-ufrag:efgh").replace("a=ice-pwd:abcdefghijklmnopqrstuvwx",
+                                                                       "a=ice-pwd:xwvutsrqponmlkjihgfedcba")
+            assert client.request("session-update", session="s1", sdp=restart)["sylkrtc"] == "ack"
+            update = client.event(lambda m: m.get("event") == "update", 10, "the update's outcome")
+            assert update["state"] == "accepted", update
+            ufrag = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+            assert ufrag.search(update["sdp"]).group(1) != ufrag.search(accepted["sdp"]).group(1)  # Janus restarted
+            client.request("session-hold", session="s1")
+            eventually(lambda: len(bob.received("INVITE ")) == 3, what="the hold's re-INVITE at the phone")
+            client.request("session-terminate", session="s1")
+            assert bob.wait() == 0
+            call_ids = {re.search(r"^Call-ID: (\S+)", invite, re.MULTILINE | re.IGNORECASE).group(1)
+                        for invite in bob.received("INVITE ")}
+            assert len(call_ids) == 1  # one SIP dialog all along: the restart went to the far end as a re-INVITE
+
     def test_the_phone_holds_and_the_browser_answers(self, client: Client, kamailio: Kamailio,
                                                      tmp_path: Path) -> None:
         client.request("account-register", account=ALICE)

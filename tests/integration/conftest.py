@@ -26,8 +26,9 @@ def netns() -> Iterator[str]:
 
 
 @pytest.fixture
-def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
-    with Kamailio(tmp_path / "kamailio") as registrar:
+def kamailio(netns: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Kamailio]:
+    """The registrar, for the demo users or for the test module's KAMAILIO_USERS ({user: password})."""
+    with Kamailio(tmp_path / "kamailio", users=getattr(request.module, "KAMAILIO_USERS", None)) as registrar:
         yield registrar
 
 

@@ -92,12 +92,6 @@ class Phone:
 
 
 @pytest.fixture
-def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
-    with Kamailio(tmp_path / "kamailio") as registrar:
-        yield registrar
-
-
-@pytest.fixture
 def gateway(kamailio: Kamailio, tmp_path: Path) -> Iterator[Gateway]:
     workdir = tmp_path / "gateway"
     workdir.mkdir()

@@ -16,9 +16,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from tests.integration.audio import peak_frequency, read_wav
 from tests.integration.baresip import Baresip
@@ -29,16 +28,10 @@ from tests.integration.sipp import Sipp, register as register_sipp, registered_p
 from tests.integration.test_calls_browser import browser, demo  # noqa: F401 (browser: the same fixture)
 from tests.integration.webrtc import OFFER
 
-USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "mallory": "mallorypw", "trudy": "trudypw"}
+KAMAILIO_USERS = {"alice": "alicepw", "bob": "bobpw", "carol": "carolpw", "mallory": "mallorypw", "trudy": "trudypw"}
 BROWSER_TONE, BOB_TONE = 1000, 660
 PHONE_PORT = 5092  # trudy's, or bob's in the injection test
 OPTIONS_FLOOD = 300
-
-
-@pytest.fixture
-def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
-    with Kamailio(tmp_path / "kamailio", users=USERS) as registrar:
-        yield registrar
 
 
 def hostile_bodies() -> dict[str, bytes]:
@@ -80,7 +73,7 @@ def hostile_phone(workdir: Path, victim: str, attacker: str) -> Sipp:
     workdir.mkdir(parents=True, exist_ok=True)
     for name, body in hostile_bodies().items():
         (workdir / name).write_bytes(body)
-    register_sipp(workdir, "trudy", USERS["trudy"], PHONE_PORT)
+    register_sipp(workdir, "trudy", KAMAILIO_USERS["trudy"], PHONE_PORT)
     return Sipp(workdir, "uas_hostile.xml", PHONE_PORT, "trudy", keys={"victim": victim, "attacker": attacker},
                 render={"options": str(OPTIONS_FLOOD)}).start()
 
@@ -116,11 +109,11 @@ def tail_frequency(wav: Path, seconds: float = 1.5) -> float | None:
 
 def test_a_hostile_far_end_hurts_no_one_else(browser: Browser, gateway: Gateway, kamailio: Kamailio,
                                              tmp_path: Path) -> None:
-    bob = Baresip(tmp_path / "bob", "bob", USERS["bob"], answermode="auto", tone_hz=BOB_TONE,
+    bob = Baresip(tmp_path / "bob", "bob", KAMAILIO_USERS["bob"], answermode="auto", tone_hz=BOB_TONE,
                   kamailio=kamailio).start()
     try:
         # the bystanders: alice in the demo page, registered and in a call with bob with audio both ways ...
-        alice = demo(browser, gateway, "alice@sylk.test", USERS["alice"])
+        alice = demo(browser, gateway, "alice@sylk.test", KAMAILIO_USERS["alice"])
         alice.register()
         alice.dial("bob@sylk.test")
         alice.call_established()
@@ -200,7 +193,7 @@ def test_header_and_display_name_injection_never_reaches_the_callee(gateway: Gat
                              display_name=display_name)
     assert answer["sylkrtc"] == "ack", answer
 
-    with registered_phone(tmp_path / "sipp", "uas_answer.xml", "bob", USERS["bob"], PHONE_PORT) as bob:
+    with registered_phone(tmp_path / "sipp", "uas_answer.xml", "bob", KAMAILIO_USERS["bob"], PHONE_PORT) as bob:
         attempts = {
             "P-Asserted-Identity": "header P-Asserted-Identity cannot be set: identity headers",
             "f": "header f cannot be set: compact header forms are not allowed",

@@ -23,18 +23,12 @@ from tests.integration.webrtc import OFFER
 
 CYCLES, WARMUP, AT_ONCE = 1000, 50, 16
 ACCOUNTS = {f"u{n}": f"pw{n}" for n in range(AT_ONCE * 2)}  # what the cycles register
-USERS = ACCOUNTS | {"bob": "bobpw"}  # bob: the sipp phone they call
+KAMAILIO_USERS = ACCOUNTS | {"bob": "bobpw"}  # bob: the sipp phone they call
 GRACE = 2.0
 PHONE_PORT = 5092
 KINDS = ("before-ready", "mid-registration", "registered", "ringing", "answered", "kept-expired", "kept-resumed")
 # What the gateway's memory may grow by over the 950 cycles after the warm-up (allocator slack): measured +2.9 MiB
 MEMORY_BOUND_MIB = 16
-
-
-@pytest.fixture
-def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
-    with Kamailio(tmp_path / "kamailio", users=USERS) as registrar:
-        yield registrar
 
 
 @pytest.fixture
@@ -118,7 +112,7 @@ def settled(gateway: Gateway, kamailio: Kamailio, admin: JanusAdmin) -> None:
 def test_a_thousand_cycles_leave_nothing_behind(gateway: Gateway, kamailio: Kamailio, tmp_path: Path) -> None:
     rng = random.Random(8)
     admin = JanusAdmin(tmp_path / "run")
-    register_phone(tmp_path / "sipp", "bob", USERS["bob"], PHONE_PORT)
+    register_phone(tmp_path / "sipp", "bob", KAMAILIO_USERS["bob"], PHONE_PORT)
     with Sipp(tmp_path / "sipp", "uas_ring_or_answer.xml", PHONE_PORT, "bob", render={"ring": "400"}, calls=None,
               timeout=900, trace=False):
         ha1s = {user: kamailio.ha1(user) for user in ACCOUNTS}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -83,12 +82,6 @@ def test_chromium_loopback_call(netns: str, tmp_path: Path) -> None:
         pids = browser.pids()                                 # browser, zygotes, renderers, crashpad handlers...
         assert len(pids) > 3, pids
     assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")], "Chromium processes left behind"
-
-
-@pytest.fixture
-def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
-    with Kamailio(tmp_path / "kamailio") as registrar:
-        yield registrar
 
 
 def test_baresip_call_through_kamailio(kamailio: Kamailio, tmp_path: Path) -> None:

@@ -18,14 +18,8 @@ from tests.integration.kamailio import Kamailio
 from tests.integration.sipp import registered_phone
 from tests.integration.webrtc import OFFER
 
-USERS = {f"user{n}": f"pw{n}" for n in range(6)} | {"phone": "phonepw"}
+KAMAILIO_USERS = {f"user{n}": f"pw{n}" for n in range(6)} | {"phone": "phonepw"}
 PHONE_PORT = 5092
-
-
-@pytest.fixture
-def kamailio(netns: str, tmp_path: Path) -> Iterator[Kamailio]:
-    with Kamailio(tmp_path / "kamailio", users=USERS) as registrar:
-        yield registrar
 
 
 @pytest.fixture
@@ -50,7 +44,7 @@ def test_a_killed_janus_costs_the_calls_not_the_registrations(gateway: Gateway, 
     for client, names in accounts.items():
         for account in names:
             assert register(client, kamailio, account) == {"state": "registered"}
-    with registered_phone(tmp_path / "sipp", "uas_answer.xml", "phone", USERS["phone"], PHONE_PORT):
+    with registered_phone(tmp_path / "sipp", "uas_answer.xml", "phone", KAMAILIO_USERS["phone"], PHONE_PORT):
         answer = first.request("session-create", account="user0@sylk.test", session="s1", uri="phone@sylk.test",
                                sdp=OFFER)
         assert answer["sylkrtc"] == "ack", answer
@@ -118,7 +112,7 @@ def test_stopping_ends_calls_and_registrations_then_closes_sockets(gateway: Gate
                                                                    tmp_path: Path, signum: int) -> None:
     client = gateway.connect()
     assert register(client, kamailio, "user0@sylk.test") == {"state": "registered"}
-    with registered_phone(tmp_path / "sipp", "uas_answer.xml", "phone", USERS["phone"], PHONE_PORT) as phone:
+    with registered_phone(tmp_path / "sipp", "uas_answer.xml", "phone", KAMAILIO_USERS["phone"], PHONE_PORT) as phone:
         client.request("call", account="user0@sylk.test", session="s1", uri="phone@sylk.test", sdp=OFFER)
         client.event(lambda m: m.get("session") == "s1" and m["data"]["state"] == "accepted", 15, "the answer")
         started = time.monotonic()

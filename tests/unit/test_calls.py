@@ -546,7 +546,7 @@ class LineRaceTests(CallTestCase):
         self.assertEqual(self.calls(peer), [("terminated", "487 Request Terminated")])
 
     def test_a_hangup_janus_ignores_does_not_keep_the_line(self) -> None:
-        from sylk.gateway.janus.sip import HANGUP_WAIT
+        from sylk.gateway.janus.sipcall import HANGUP_WAIT
         connection, peer = self.connect()
         self.add(connection)
         self.janus.call_outcome = ("accepted",)
@@ -595,7 +595,7 @@ class LineRaceTests(CallTestCase):
 
     def test_the_previous_calls_peerconnection_closing_does_not_end_the_next_call(self) -> None:
         # The master is kept (it holds the registration), so its late "Close PC" must be told apart.
-        from sylk.gateway.janus.sip import STALE_PC_WINDOW
+        from sylk.gateway.janus.lines import STALE_PC_WINDOW
         connection, peer = self.registered()
         session, master = self.master()
         first = self.answered_on_master(connection, peer, "one")
@@ -638,7 +638,7 @@ class LineRaceTests(CallTestCase):
         self.assertNotEqual(placed, spare)
 
     def test_a_spare_line_janus_will_not_bind_is_let_go(self) -> None:
-        from sylk.gateway.janus.sip import HELPER_RETRY
+        from sylk.gateway.janus.lines import HELPER_RETRY
         connection, peer = self.connect()
         self.add(connection)
         self.janus.unanswered = {"register:helper"}
@@ -790,7 +790,7 @@ class UpdateTests(CallTestCase):
         self.assertIn("message:hangup", self.janus.kinds())
 
     def test_hold_and_unhold(self) -> None:
-        from sylk.gateway.janus.sip import REINVITE_SETTLE
+        from sylk.gateway.janus.sipcall import REINVITE_SETTLE
         connection, peer, line = self.established()
         self.assertIsNone(self.request(connection, model.SessionHold, session="s1"))
         self.assertIsNone(self.request(connection, model.SessionHold, session="s1", direction="inactive"))
@@ -806,7 +806,7 @@ class UpdateTests(CallTestCase):
         self.assertEqual(self.holds(peer), [(True, "local"), (True, "local"), (False, "local")])
 
     def test_a_hold_right_after_answering_the_far_ends_update_waits_for_it_to_settle(self) -> None:
-        from sylk.gateway.janus.sip import REINVITE_SETTLE
+        from sylk.gateway.janus.sipcall import REINVITE_SETTLE
         connection, peer, line = self.established()
         self.janus.remote_reinvite(self.session_id(), line)
         self.request(connection, model.SessionUpdate, session="s1", sdp="v=0 answer")
@@ -890,7 +890,7 @@ class TransferTests(CallTestCase):
         self.assertEqual([state for state, _, _ in self.progress(peer)], ["progress", "progress", "completed"])
 
     def test_a_transfer_that_stops_progressing_fails_in_bounded_time(self) -> None:
-        from sylk.gateway.janus.sip import TRANSFER_PROGRESS_WAIT
+        from sylk.gateway.janus.sipcall import TRANSFER_PROGRESS_WAIT
         connection, peer, line = self.established()
         self.request(connection, model.SessionTransfer, session="s1", uri="carol@example.com")
         self.janus.refer_notify(self.session_id(), line, "SIP/2.0 100 Trying")

@@ -9,8 +9,8 @@ from typing import Any
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from sylk.gateway.janus import sipevents
-from sylk.gateway.janus.sip import MAX_WAITING_REINVITES
+from sylk.gateway.janus import sipcodec
+from sylk.gateway.janus.sipcall import MAX_WAITING_REINVITES
 from sylk.gateway.sylkrtc import model
 from tests.unit.test_calls import CallTestCase
 from tests.unit.test_connection import ALICE
@@ -149,30 +149,30 @@ class DisplayNameTests(CallTestCase):
 class DecoderTests(SynchronousTestCase):
     def test_dtmf_of_info(self) -> None:
         relay = "application/dtmf-relay"
-        self.assertEqual(sipevents.dtmf_of_info(relay, "Signal=7\r\nDuration=160\r\n"), ("7", 160))
-        self.assertEqual(sipevents.dtmf_of_info(relay, "signal = #\nduration=\u00b2"), ("#", None))
-        self.assertEqual(sipevents.dtmf_of_info("application/dtmf", " a "), ("A", None))
+        self.assertEqual(sipcodec.dtmf_of_info(relay, "Signal=7\r\nDuration=160\r\n"), ("7", 160))
+        self.assertEqual(sipcodec.dtmf_of_info(relay, "signal = #\nduration=\u00b2"), ("#", None))
+        self.assertEqual(sipcodec.dtmf_of_info("application/dtmf", " a "), ("A", None))
         for kind, content in ((relay, "Signal=77"), (relay, "Signal=\u0667"), (relay, None), (relay, "x" * 5000),
                               ("text/plain", "5"), (None, "5"), (relay, "Duration=100")):
-            self.assertIsNone(sipevents.dtmf_of_info(kind, content), (kind, content))
+            self.assertIsNone(sipcodec.dtmf_of_info(kind, content), (kind, content))
 
     def test_bare_uri(self) -> None:
-        self.assertEqual(sipevents.bare_uri('"Bob" <sip:bob@example.com;transport=udp>;tag=x'), "bob@example.com")
-        self.assertEqual(sipevents.bare_uri("sips:bob@example.com?Subject=x"), "bob@example.com")
+        self.assertEqual(sipcodec.bare_uri('"Bob" <sip:bob@example.com;transport=udp>;tag=x'), "bob@example.com")
+        self.assertEqual(sipcodec.bare_uri("sips:bob@example.com?Subject=x"), "bob@example.com")
         for junk in (None, 5, "x" * 1000, "bob\r\n@example.com"):
-            self.assertEqual(sipevents.bare_uri(junk), "")
+            self.assertEqual(sipcodec.bare_uri(junk), "")
 
     def test_reasons_and_codes(self) -> None:
-        self.assertEqual(sipevents.sip_reason(486, "Busy Here"), "486 Busy Here")
-        self.assertEqual(sipevents.sip_reason(200, "to BYE"), "200 OK")
-        self.assertEqual(sipevents.sip_reason("486", "Busy\r\nX-Injected: 1"), "BusyX-Injected: 1")
-        self.assertEqual(sipevents.sip_reason(None, None), "Call ended")
-        self.assertEqual(sipevents.sip_reason(10**9, "x" * 1000), "x" * sipevents.MAX_REASON)
-        self.assertEqual(sipevents.sipfrag_status("SIP/2.0 180 Ringing\r\n"), (180, "Ringing"))
-        self.assertIsNone(sipevents.sipfrag_status("SIP/2.0 18 Ringing"))
+        self.assertEqual(sipcodec.sip_reason(486, "Busy Here"), "486 Busy Here")
+        self.assertEqual(sipcodec.sip_reason(200, "to BYE"), "200 OK")
+        self.assertEqual(sipcodec.sip_reason("486", "Busy\r\nX-Injected: 1"), "BusyX-Injected: 1")
+        self.assertEqual(sipcodec.sip_reason(None, None), "Call ended")
+        self.assertEqual(sipcodec.sip_reason(10**9, "x" * 1000), "x" * sipcodec.MAX_REASON)
+        self.assertEqual(sipcodec.sipfrag_status("SIP/2.0 180 Ringing\r\n"), (180, "Ringing"))
+        self.assertIsNone(sipcodec.sipfrag_status("SIP/2.0 18 Ringing"))
 
     def test_originator_unquotes_janus_display_names(self) -> None:
-        originator = sipevents.originator("sip:bob@example.com", '"Bob \\"B\\""')
+        originator = sipcodec.originator("sip:bob@example.com", '"Bob \\"B\\""')
         self.assertEqual((originator.uri, originator.display_name), ("bob@example.com", 'Bob "B"'))
 
 

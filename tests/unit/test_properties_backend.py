@@ -25,7 +25,9 @@ from twisted.python.failure import Failure
 from sylk.gateway.connection import Connection
 from sylk.gateway.errors import APIError
 from sylk.gateway.janus.client import JanusAPI
-from sylk.gateway.janus.sip import _ANSWERS_ONLY, _CALL_EVENTS, SIP_PLUGIN, JanusSIPCall, JanusSIPUserAgent
+from sylk.gateway.janus.lines import JanusSIPUserAgent
+from sylk.gateway.janus.sipcall import JanusSIPCall
+from sylk.gateway.janus.sipcodec import ANSWERS_ONLY, CALL_EVENTS, SIP_PLUGIN
 from sylk.gateway.sylkrtc import model
 from tests.fakejanus import FakeJanus, FakeLink
 from tests.fakes import FakePeer
@@ -186,7 +188,7 @@ LINE_CALL_ID = object()  # stands for the Call-ID of the call on the line the ev
 # transaction for later events, so an event of the far end's may look like the answer the gateway awaits.
 HELD_TRANSACTION = object()
 KNOWN_EVENTS = sorted({name[4:] for cls in (JanusSIPUserAgent, JanusSIPCall) for name in dir(cls)
-                       if name.startswith("_EH_")} | _ANSWERS_ONLY | _CALL_EVENTS)
+                       if name.startswith("_EH_")} | ANSWERS_ONLY | CALL_EVENTS)
 # The events that carry what a far end wrote (bodies, URIs, SDP) come up most.
 event_names = st.one_of(
     st.sampled_from(["info", "info", "message", "message", "notify", "transfer", "incomingcall", "updatingcall"]),

@@ -12,7 +12,7 @@ over a real WebSocket and in tests. Rules it follows (see docs/architecture.md a
 - each session is kept alive with a keepalive that is pushed back by any other request on it;
 - nothing Janus sends can break the link: a frame that is not what the API promises is logged and dropped, and an
   exception raised while an event is handled is logged with its traceback and goes no further (the handle's own
-  listener contains it first: see janus/sip.py). The link reports itself stalled after STALLED_AFTER_TIMEOUTS
+  listener contains it first: see janus/lines.py). The link reports itself stalled after STALLED_AFTER_TIMEOUTS
   requests in a row that got no answer.
 """
 

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 
 from sylk.gateway import __version__
 from sylk.gateway.janus.client import JanusAPI, JanusDisconnected, JanusTimeout
-from sylk.gateway.janus.sip import SIP_PLUGIN
+from sylk.gateway.janus.sipcodec import SIP_PLUGIN
 from sylk.gateway.util import OneShotObserver, Timer
 
 JANUS_SUBPROTOCOL = "janus-protocol"

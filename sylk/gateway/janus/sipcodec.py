@@ -1,9 +1,12 @@
-"""Reading what the SIP plugin reports: strict, bounded decoders for the fields of its events.
+"""The SIP plugin's language: the requests the gateway sends it, and strict, bounded decoders for its events.
+
+The Janus-side twin of sylkrtc/dialects.py: what janus/lines.py and janus/sipcall.py send is built here, and what
+they read from an event goes through a decoder here.
 
 Everything in a SIP-plugin event comes from the far end of some SIP dialog (a URI, a display name, a reason phrase,
 an INFO or NOTIFY body, an SDP, headers) and is as untrusted as a browser's request. Each decoder here accepts only
 the type and shape it expects, within a length bound, and returns None (or an empty value) for anything else, so
-the handlers in janus/sip.py never see a value they did not ask for. Nothing here raises on any JSON value, and
+the handlers in janus/lines.py and janus/sipcall.py never see a value they did not ask for. Nothing here raises on any JSON value, and
 nothing recurses or backtracks in proportion to its input.
 """
 
@@ -12,7 +15,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sylk.gateway.sip import Originator
+from sylk.gateway.config import SIPProxy
+from sylk.gateway.sip import Originator, Registration, SIPIdentity
+
+SIP_PLUGIN = "janus.plugin.sip"
+SRTP = {"no": None, "optional": "sdes_optional", "mandatory": "sdes_mandatory"}  # `srtp` of a `call`
+# Events that only answer a request of ours (its Deferred has them) or that the gateway has no use for.
+ANSWERS_ONLY = frozenset({"registering", "unregistering", "accepting", "declining", "updating", "updated", "holding",
+                          "resuming", "hangingup", "transferring", "infosent", "messagesent", "dtmfsent", "reset"})
+# Events about a call; without a call on the line they are strays of one that ended.
+CALL_EVENTS = frozenset({"calling", "proceeding", "ringing", "progress", "accepted", "updatingcall", "transfer",
+                         "notify", "info", "dtmf", "hangup"})
 
 # Bounds on what is taken from an event; longer values are refused (or, for free text, cut).
 MAX_URI = 512
@@ -164,3 +177,69 @@ def sipfrag_status(content: Any) -> tuple[int, str | None] | None:
     if match is None:
         return None
     return int(match.group(1)), phrase(match.group(2)) or None
+
+
+# --- requests ---
+
+def register_body(identity: SIPIdentity, route: SIPProxy | None,
+                  registration: Registration | None = None) -> dict[str, Any]:
+    """A `register` request: a real one, else (no `registration`) one that only sets the identity for calls."""
+    body: dict[str, Any] = {
+        "request": "register",
+        "username": f"sip:{identity.aor}",
+        "authuser": identity.user,
+        "ha1_secret": identity.ha1,
+    }
+    if registration is None:
+        body["send_register"] = False
+    else:
+        body["register_ttl"] = registration.ttl
+        if registration.contact_params:
+            body["contact_params"] = dict(registration.contact_params)  # an object in 1.1.2, not an array
+    if identity.display_name:
+        body["display_name"] = quoted_string_content(identity.display_name)
+    if identity.user_agent:
+        body["user_agent"] = identity.user_agent
+    if identity.incoming_header_prefixes:
+        body["incoming_header_prefixes"] = list(identity.incoming_header_prefixes)
+    body.update(route_params(identity, route))
+    return body
+
+
+def route_params(identity: SIPIdentity, route: SIPProxy | None) -> dict[str, Any]:
+    if route is None:
+        return {"proxy": f"sip:{identity.domain}"}
+    # `proxy` only targets the REGISTER; `outbound_proxy` also routes calls (and spares Sofia DNS lookups of the
+    # account's domain, which may not resolve).
+    params: dict[str, Any] = {"proxy": sip_uri(route), "outbound_proxy": sip_uri(route)}
+    if route.transport == "tcp":
+        params["force_tcp"] = True  # Janus >= 0.11.7 needs it for TCP proxies (janus-gateway#2868)
+    elif route.transport == "tls":
+        params["sips"] = True  # without it the account's Sofia stack has no TLS transport (416)
+    return params
+
+
+def sip_uri(proxy: SIPProxy) -> str:
+    port = f":{proxy.port}" if proxy.port else ""
+    if proxy.transport == "tls":
+        return f"sips:{proxy.host}{port}"
+    return f"sip:{proxy.host}{port};transport={proxy.transport}"
+
+
+def from_header(identity: SIPIdentity) -> str:
+    """The account's own From: Janus 1.1.2 sends out-of-dialog MESSAGEs from its stack's default, which is the
+    Contact address (alice@192.0.2.2:51485), not the address of record."""
+    address = f"<sip:{identity.aor}>"
+    name = identity.display_name
+    return f'"{quoted_string_content(name)}" {address}' if name else address
+
+
+def quoted_string_content(text: str) -> str:
+    """`text` escaped for the inside of a SIP quoted-string (RFC 3261 quoted-pair): Janus writes the display name
+    as `"<name>" <sip:...>` without escaping, so a quote in it would end the string and inject header syntax."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def delivery_answer(result: dict[str, Any]) -> tuple[int, str]:
+    """A MESSAGE's SIP answer from `messagedelivery` (0 when Janus gave no usable code)."""
+    return status_code(result.get("code")) or 0, phrase(result.get("reason"))

@@ -483,14 +483,18 @@ class FakeJanus:
 class FakeLink:
     """The connector as the backend sees it: the current API (None while Janus is away) and when it comes back."""
 
-    def __init__(self, api: JanusAPI | None) -> None:
+    def __init__(self, api: JanusAPI | None, budget: int = 2000) -> None:
         self.api = api
+        self.budget = budget
         self._available = OneShotObserver()
         if api is not None:
             self._available.fire()
 
     def when_available(self) -> Deferred[None]:
         return self._available.when_fired()
+
+    def account_budget(self) -> int:
+        return self.budget
 
     def lose(self, reason: str = "Janus went away") -> None:
         """Janus's connection drops: every session on it is lost."""

@@ -68,6 +68,12 @@ class PortRange:
     def __str__(self) -> str:
         return f"{self.first}-{self.last}"
 
+    def share(self, index: int, count: int) -> PortRange:
+        """The `index`th of `count` equal parts of the range (one Janus of a pool each, so they never compete)."""
+        size = (self.last - self.first + 1) // count
+        first = self.first + index * size
+        return PortRange(first, first + size - 1)
+
 
 @dataclass(frozen=True)
 class WebServerConfig:
@@ -115,6 +121,8 @@ class JanusConfig:
     """[Janus]: the SIP and media engine, spawned and supervised by default."""
 
     spawn: bool = True
+    instances: int = 0  # Janus children to spawn; 0: one per CPU core (at most MAX_AUTO_INSTANCES)
+    servers: tuple[str, ...] = ()  # Janus servers to use beside (or, with spawn = no, instead of) the children
     binary: Path = Path("/usr/bin/janus")
     library_dir: Path | None = None  # Janus's plugins/transports folders; found next to the binary when unset
     runtime_dir: Path | None = None  # where the generated Janus config lives; a private temporary folder when unset
@@ -232,6 +240,13 @@ def _janus_url(text: str) -> str:
     return text.strip()
 
 
+def _janus_urls(text: str) -> tuple[str, ...]:
+    urls = tuple(_janus_url(word) for word in re.split(r"[\s,]+", text.strip()) if word)
+    if len(set(urls)) != len(urls):
+        raise ValueError("a server is listed twice")
+    return urls
+
+
 def _text(text: str) -> str:
     return text.strip()
 
@@ -282,6 +297,8 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
     }),
     "Janus": (JanusConfig, {
         "spawn": _boolean,
+        "instances": _integer(0, 64),
+        "servers": _janus_urls,
         "binary": lambda text: Path(_nonempty(text)),
         "library_dir": _optional(lambda text: Path(text.strip())),
         "runtime_dir": _optional(lambda text: Path(text.strip())),

@@ -12,15 +12,17 @@ sylkrtc.js library (files of `sylk/gateway/web/`) beside it. `/` redirects there
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.web.resource import ForbiddenResource, Resource
@@ -32,7 +34,8 @@ from sylk.gateway import __version__
 from sylk.gateway.config import Config, ConfigError, WebServerConfig
 from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
-from sylk.gateway.janus.sip import DEFAULT_ACCOUNT_BUDGET, JanusSIPBackend, LineSettings
+from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
+from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.websocket import GatewayWebSocketFactory
 
 
@@ -44,22 +47,14 @@ class GatewayService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
-        janus = config.janus
-        self.janus_process: JanusProcess | None = None
-        timing = dict(request_timeout=janus.request_timeout, ping_interval=janus.ping_interval,
-                      ping_timeout=janus.ping_timeout, trace=janus.trace_janus, reactor=reactor)
-        if janus.spawn:
-            self.janus_process = JanusProcess(config, reactor)
-            self.janus_process.setServiceParent(self)
-            self.janus = JanusConnector("ws://localhost/", self.janus_process.api_secret,
-                                        unix_socket=self.janus_process.api_socket,
-                                        on_stalled=self.janus_process.kill_stalled, **timing)
-        else:
-            self.janus = JanusConnector(janus.api_url, janus.api_secret, **timing)
-        self.janus.setServiceParent(self)
-        budget = self.janus_process.account_budget if self.janus_process is not None else \
-            (lambda: janus.max_accounts or DEFAULT_ACCOUNT_BUDGET)
-        backend = JanusSIPBackend(self.janus, line_settings(config), reactor, account_budget=budget)
+        self.janus_processes = [JanusProcess(config, reactor, index, count)
+                                for count in [janus_instances(config)] for index in range(count)]
+        for process in self.janus_processes:
+            process.setServiceParent(self)
+        self.janus_links = janus_links(config, self.janus_processes, reactor)
+        for link in self.janus_links:
+            link.setServiceParent(self)
+        backend = JanusSIPBackend(self.janus_links, line_settings(config), reactor)
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor,
                                                          trusted_proxy_hops=config.web_server.trusted_proxy_hops)
         self.resource = gateway_resource(self.websocket_factory)
@@ -87,9 +82,8 @@ class GatewayService(MultiService):
         Service.stopService(self)
         steps = [("stop listening", self.web.stopService),
                  ("close browser connections", lambda: self.websocket_factory.close_all("sylkgateway is shutting down")),
-                 ("disconnect from Janus", self.janus.stopService)]
-        if self.janus_process is not None:
-            steps.append(("stop Janus", self.janus_process.stopService))
+                 ("disconnect from Janus", lambda: DeferredList([link.stopService() for link in self.janus_links])),
+                 ("stop Janus", lambda: DeferredList([process.stopService() for process in self.janus_processes]))]
         for what, step in steps:
             try:
                 await maybeDeferred(step)
@@ -109,6 +103,43 @@ def exposure_warnings(config: Config) -> list[str]:
                         f"connect over plain ws://, so their SIP credentials (HA1) cross the network unencrypted; "
                         f"set [WebServer] certificate, or listen on 127.0.0.1 behind a TLS proxy")
     return warnings
+
+
+# Janus children started by default: one per CPU core, up to this many (each starts ~10 SIP stacks a second).
+MAX_AUTO_INSTANCES = 8
+
+
+def janus_instances(config: Config) -> int:
+    """How many Janus children to run: `[Janus] instances`, or one per CPU core (at most MAX_AUTO_INSTANCES)."""
+    janus = config.janus
+    if not janus.spawn:
+        return 0
+    return janus.instances or max(1, min(os.cpu_count() or 1, MAX_AUTO_INSTANCES))
+
+
+def janus_links(config: Config, processes: list[JanusProcess], reactor: Any) -> list[JanusConnector]:
+    """A link to each member of the pool: the children, then `[Janus] servers` (with `spawn = no` and no servers,
+    the one at `api_url`). A server's own secret may come as the URL's password: ws://:SECRET@host:8188."""
+    janus = config.janus
+    timing = dict(request_timeout=janus.request_timeout, ping_interval=janus.ping_interval,
+                  ping_timeout=janus.ping_timeout, trace=janus.trace_janus, reactor=reactor)
+    links = [JanusConnector("ws://localhost/", process.api_secret, unix_socket=process.api_socket,
+                            on_stalled=process.kill_stalled, account_budget=process.account_budget, **timing)
+             for process in processes]
+    servers = janus.servers or (() if janus.spawn else (janus.api_url,))
+    for server in servers:
+        url, secret = _without_password(server)
+        links.append(JanusConnector(url, janus.api_secret if secret is None else secret,
+                                    account_budget=lambda: janus.max_accounts or DEFAULT_ACCOUNT_BUDGET, **timing))
+    return links
+
+
+def _without_password(url: str) -> tuple[str, str | None]:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host)), unquote(parts.password)
 
 
 def line_settings(config: Config) -> LineSettings:

@@ -96,7 +96,8 @@ class Gateway:
     def __init__(self, workdir: Path, config: dict[str, dict[str, Any]] | None = None, port: int = 10888) -> None:
         self.workdir = workdir
         self.port = port
-        self.config = {"WebServer": {"local_port": port}, "Janus": {"interface": "127.0.0.1"}}
+        # one Janus unless a test asks for a pool (the default is one per CPU core)
+        self.config = {"WebServer": {"local_port": port}, "Janus": {"interface": "127.0.0.1", "instances": 1}}
         for section, options in (config or {}).items():
             self.config.setdefault(section, {}).update(options)
         self.config_path = workdir / "config.ini"
@@ -171,9 +172,10 @@ class Gateway:
                 process.wait(5)
         return process.returncode
 
-    def janus_pids(self) -> list[int]:
-        """Every Janus the gateway started so far, oldest first."""
-        return [int(pid) for pid in re.findall(r"Started Janus \(pid (\d+)\)", self.log())]
+    def janus_pids(self, member: str | None = None) -> list[int]:
+        """Every Janus the gateway started so far (of a pool's `member`: janus, janus2, ...), oldest first."""
+        started = re.findall(r"Started Janus \(pid (\d+)\) with its API on \S*/([^/\s]+)/api\.sock", self.log())
+        return [int(pid) for pid, folder in started if member in (None, folder)]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

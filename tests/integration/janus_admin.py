@@ -12,8 +12,9 @@ from websockets.sync.client import unix_connect
 
 
 class JanusAdmin:
-    def __init__(self, runtime_dir: Path) -> None:
-        self.folder = runtime_dir / "janus"
+    def __init__(self, runtime_dir: Path, member: str = "janus") -> None:
+        """The Admin API of the Janus in `runtime_dir`/`member` (a pool's others: janus2, janus3, ...)."""
+        self.folder = runtime_dir / member
 
     def request(self, kind: str, timeout: float = 5, **fields: Any) -> dict[str, Any]:
         secret = (self.folder / "admin_secret").read_text().strip()
@@ -32,3 +33,14 @@ class JanusAdmin:
 
     def handles(self, session: int) -> list[int]:
         return list(self.request("list_handles", session_id=session).get("handles") or [])
+
+    def identities(self) -> set[str]:
+        """The SIP identities of every SIP-plugin handle in this Janus (sip:user@domain)."""
+        found = set()
+        for session in self.sessions():
+            for handle in self.handles(session):
+                info = self.request("handle_info", session_id=session, handle_id=handle).get("info") or {}
+                identity = (info.get("plugin_specific") or {}).get("identity")
+                if identity:
+                    found.add(identity)
+        return found

@@ -33,7 +33,7 @@ class ConnectionTestCase(SynchronousTestCase):
     def backend_for(self, settings: WebRTCGatewayConfig) -> JanusSIPBackend:
         lines = LineSettings(max_lines=settings.max_calls_per_account, srtp=settings.sip_srtp,
                              route=settings.outbound_sip_proxy)
-        return JanusSIPBackend(self.link, lines, self.janus.clock)
+        return JanusSIPBackend([self.link], lines, self.janus.clock)
 
     def connect(self, settings: WebRTCGatewayConfig | None = None) -> tuple[Connection, FakePeer]:
         peer = FakePeer()

@@ -32,7 +32,7 @@ class KeepTestCase(SynchronousTestCase):
         self.janus = FakeJanus()
         self.link = FakeLink(self.janus.api)
         settings = WebRTCGatewayConfig(websocket_ping_interval=0, keep_grace=GRACE)
-        backend = JanusSIPBackend(self.link, LineSettings(), self.janus.clock)
+        backend = JanusSIPBackend([self.link], LineSettings(), self.janus.clock)
         self.factory = GatewayWebSocketFactory(backend, settings, self.janus.clock)
         self.serial = 0
 

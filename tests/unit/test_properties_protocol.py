@@ -228,7 +228,7 @@ class World:
         # a generous rate limit: the properties are about answers, not about refusing floods
         settings_ = WebRTCGatewayConfig(max_message_size=MAX_MESSAGE_SIZE, request_rate=100000.0,
                                         request_burst=1000000)
-        backend = JanusSIPBackend(FakeLink(self.janus.api),
+        backend = JanusSIPBackend([FakeLink(self.janus.api)],
                                   LineSettings(max_lines=settings_.max_calls_per_account), self.janus.clock)
         self.connection = Connection("property", backend, settings_, self.peer, self.janus.clock,
                                      answers_reinvites=self.dialect.answers_reinvites)

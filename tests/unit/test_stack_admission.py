@@ -63,9 +63,8 @@ class SharedBackendTestCase(ConnectionTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.budget = 100
-        self.shared = JanusSIPBackend(self.link, LineSettings(queue_timeout=45.0), self.janus.clock,
-                                      account_budget=lambda: self.budget)
+        self.link.budget = 100
+        self.shared = JanusSIPBackend([self.link], LineSettings(queue_timeout=45.0), self.janus.clock)
 
     def open(self) -> tuple[Connection, FakePeer]:
         peer = FakePeer()
@@ -100,7 +99,7 @@ class BackendAdmissionTests(SharedBackendTestCase):
         self.assertEqual(peer.states("bob@example.com"), ["registering", "registered"])
 
     def test_waiting_for_a_turn_is_bounded(self) -> None:
-        self.shared = JanusSIPBackend(self.link, LineSettings(queue_timeout=5.0), self.janus.clock)
+        self.shared = JanusSIPBackend([self.link], LineSettings(queue_timeout=5.0), self.janus.clock)
         first, _ = self.open()
         self.janus.unanswered = {"register"}  # Janus takes the two starting stacks and stays silent (10 s)
         self.add_and_register(first, "a")
@@ -113,7 +112,7 @@ class BackendAdmissionTests(SharedBackendTestCase):
             "registering", ("failed", "408 The gateway is busy: no SIP stack could be started within 5 s")])
 
     def test_accounts_beyond_the_budget_are_refused_and_room_comes_back(self) -> None:
-        self.budget = 2
+        self.link.budget = 2
         connection, peer = self.open()
         self.assertIsNone(self.add_and_register(connection, "a"))
         self.assertIsNone(self.add_and_register(connection, "b"))
@@ -126,7 +125,7 @@ class BackendAdmissionTests(SharedBackendTestCase):
         self.assertEqual(other.accounts["c@example.com"].state, "registered")
 
     def test_a_closed_connection_gives_its_stacks_back(self) -> None:
-        self.budget = 1
+        self.link.budget = 1
         connection, _ = self.open()
         self.add_and_register(connection, "a")
         connection.close()
@@ -135,7 +134,7 @@ class BackendAdmissionTests(SharedBackendTestCase):
         self.assertIsNone(self.add_and_register(other, "b"))
 
     def test_a_lost_session_gives_its_stacks_back(self) -> None:
-        self.budget = 1
+        self.link.budget = 1
         connection, peer = self.open()
         self.add_and_register(connection, "a")
         session = next(iter(self.janus.api.sessions.values()))
@@ -146,7 +145,7 @@ class BackendAdmissionTests(SharedBackendTestCase):
         self.assertEqual(peer.states("a@example.com"), ["registering", "registered", "registering", "registered"])
 
     def test_a_new_janus_starts_with_a_new_budget(self) -> None:
-        self.budget = 1
+        self.link.budget = 1
         connection, peer = self.open()
         self.add_and_register(connection, "a")
         self.link.lose()

@@ -114,7 +114,7 @@ class WebSocketTests(SynchronousTestCase):
         self.janus = FakeJanus()
         self.link = FakeLink(self.janus.api)
         self.settings = WebRTCGatewayConfig(websocket_ping_interval=0, web_origins=("https://phone.example.com",))
-        backend = JanusSIPBackend(self.link, LineSettings(), self.janus.clock)
+        backend = JanusSIPBackend([self.link], LineSettings(), self.janus.clock)
         self.factory = GatewayWebSocketFactory(backend, self.settings, self.janus.clock)
 
     def ready_browser(self) -> Browser:
@@ -188,7 +188,7 @@ class GatewayTestCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.janus = FakeJanus()
-        backend = JanusSIPBackend(FakeLink(self.janus.api), LineSettings(), self.janus.clock)
+        backend = JanusSIPBackend([FakeLink(self.janus.api)], LineSettings(), self.janus.clock)
         self.factory = GatewayWebSocketFactory(backend, self.settings, self.janus.clock,
                                                trusted_proxy_hops=self.trusted_proxy_hops)
 

@@ -25,6 +25,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from sylk.gateway.errors import APIError
 
 
+# Accounts (SIP stacks) one Janus may hold when its open-files limit is not known (an external Janus).
+DEFAULT_ACCOUNT_BUDGET = 2000
+
+
 class GatewayFull(APIError):
     """The Janus has as many SIP stacks as its budget allows."""
 

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from sylk.gateway import __version__
 from sylk.gateway.janus.client import JanusAPI, JanusDisconnected, JanusTimeout
+from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
 from sylk.gateway.janus.sipcodec import SIP_PLUGIN
 from sylk.gateway.util import OneShotObserver, Timer
 
@@ -42,9 +43,12 @@ class JanusConnector(Service):
 
     def __init__(self, url: str, api_secret: str, *, request_timeout: float, trace: bool, reactor: Any,
                  ping_interval: float = 3.0, ping_timeout: float = 5.0, unix_socket: Path | None = None,
-                 on_stalled: Callable[[], None] | None = None) -> None:
+                 on_stalled: Callable[[], None] | None = None,
+                 account_budget: Callable[[], int] = lambda: DEFAULT_ACCOUNT_BUDGET) -> None:
         """`url`: the Janus API's WebSocket URL; with `unix_socket` the connection goes to that socket instead, and
-        the URL only names it in the handshake and in logs."""
+        the URL only names it in the handshake and in logs. `account_budget`: how many accounts that Janus may
+        hold."""
+        self.account_budget = account_budget
         self.url = url if unix_socket is None else f"unix:{unix_socket}"
         self.api: JanusAPI | None = None
         self._api_secret = api_secret

@@ -17,6 +17,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +160,19 @@ def render_janus_config(config: Config, library_dir: Path, config_dir: Path, api
 class JanusProcess(Service):
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, index: int = 0, count: int = 1) -> None:
+        """The `index`th of `count` Janus children of a pool: each has its own folder (`janus`, `janus2`, ...) and an
+        equal share of the RTP port ranges, so that they never compete for a port."""
         janus = config.janus
         if not os.access(janus.binary, os.X_OK):
             raise ConfigError(f"[Janus] binary: {janus.binary} is not an executable (install the Debian package "
                               f"janus, or set spawn = no and api_url to use a Janus running elsewhere)")
+        self.label = "janus" if index == 0 else f"janus{index + 1}"
+        self._in_pool = count > 1
+        if self._in_pool:
+            janus = replace(janus, rtp_port_range=janus.rtp_port_range.share(index, count),
+                            sip_rtp_port_range=janus.sip_rtp_port_range.share(index, count))
+            config = replace(config, janus=janus)
         self._config = config
         self._reactor = reactor
         self._library_dir = find_library_dir(config)
@@ -218,8 +227,8 @@ class JanusProcess(Service):
         runtime_dir = self._config.janus.runtime_dir or (Path(systemd) if systemd else None)
         try:
             if runtime_dir is None:
-                return Path(tempfile.mkdtemp(prefix="sylkgateway-janus-"))
-            folder = runtime_dir / "janus"
+                return Path(tempfile.mkdtemp(prefix=f"sylkgateway-{self.label}-"))
+            folder = runtime_dir / self.label
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             _check_private(folder)
             return folder
@@ -309,7 +318,10 @@ class JanusProcess(Service):
             if prefix in line[:40]:
                 level = mapped
                 break
-        janus_log.emit(level, "{line}", line=line)
+        if self._in_pool:
+            janus_log.emit(level, "{janus}: {line}", janus=self.label, line=line)
+        else:
+            janus_log.emit(level, "{line}", line=line)
 
 
 def _open_files_limit(pid: int | None) -> int | None:

@@ -1,22 +1,25 @@
 """ISIPBackend on Janus's SIP plugin: `JanusSIPBackend`, and `JanusSIPSession`, one Janus session per connection.
 
-The backend places a connection's session on the Janus behind its link and shares that Janus fairly (janus/
-admission.py); an account's user agent, its lines and calls are in janus/lines.py and janus/sipcall.py, and the SIP
-plugin's requests and events in janus/sipcodec.py.
+The backend has a pool of Janus *members* (each behind its own link: a child the gateway runs, or a Janus server),
+and places each connection's session on the usable member with the least load (the SIP stacks it holds or is
+starting, against its budget; then its sessions). Each member has its own admission of new stacks (janus/
+admission.py), so a member's limits and its failure stay its own: when a member goes away, only the connections
+on it lose their sessions, and they recover on whichever member is usable. An account's user agent, its lines and
+calls are in janus/lines.py and janus/sipcall.py, and the SIP plugin's requests and events in janus/sipcodec.py.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Hashable, Protocol
+from typing import Hashable, Protocol, Sequence
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from sylk.gateway.errors import BackendUnavailable
 from sylk.gateway.interfaces import ISIPBackend, ISIPSession, ISIPSessionObserver, ISIPUserAgent, IUserAgentObserver
-from sylk.gateway.janus.admission import GatewayFull, StackAdmission
+from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET, GatewayFull, StackAdmission
 from sylk.gateway.janus.client import JanusAPI, JanusSession
 from sylk.gateway.janus.lines import JanusSIPUserAgent, LineSettings
 from sylk.gateway.sip import SIPIdentity
@@ -26,49 +29,56 @@ from sylk.gateway.sip import SIPIdentity
 # (janus/admission.py), a burst of registrations (a reconnect storm) proceeds at Janus's pace instead of timing out,
 # and every client gets its turn.
 NEW_STACKS_AT_ONCE = 2
-# Accounts (SIP stacks) one Janus may hold when its open-files limit is not known (an external Janus).
-DEFAULT_ACCOUNT_BUDGET = 2000
 
 __all__ = ["DEFAULT_ACCOUNT_BUDGET", "NEW_STACKS_AT_ONCE", "JanusLink", "JanusSIPBackend", "JanusSIPSession",
            "LineSettings"]
 
 
 class JanusLink(Protocol):
-    """What the backend needs from the connection manager: the API of the current, checked Janus connection."""
+    """What the backend needs from one member's connection manager: the API of its current, checked Janus
+    connection, and how many accounts that Janus may hold."""
 
     api: JanusAPI | None
 
     def when_available(self) -> Deferred[None]:
         """Fires once `api` is usable."""
 
+    def account_budget(self) -> int:
+        """SIP stacks the Janus behind `api` may hold (asked again for each new connection: a restarted Janus may
+        have another open-files limit)."""
+
 
 @implementer(ISIPBackend)
 class JanusSIPBackend:
-    def __init__(self, link: JanusLink, settings: LineSettings, clock: IReactorTime,
-                 account_budget: Callable[[], int] = lambda: DEFAULT_ACCOUNT_BUDGET) -> None:
-        """`account_budget`: how many SIP stacks the Janus behind the link may hold, asked again for each new link
-        (a restarted Janus may have another open-files limit)."""
-        self._link = link
+    def __init__(self, links: Sequence[JanusLink], settings: LineSettings, clock: IReactorTime) -> None:
+        """`links`: the pool's members, one link each."""
+        self._links = list(links)
         self._settings = settings
         self._clock = clock
-        self._account_budget = account_budget
-        # One admission per link: a new link is a new (or restarted) Janus, with none of the old stacks.
+        # One admission per connection to a member: a new connection is a new (or restarted) Janus, with none of the
+        # old stacks.
         self._admissions: weakref.WeakKeyDictionary[JanusAPI, StackAdmission] = weakref.WeakKeyDictionary()
 
     @property
     def available(self) -> bool:
-        return self._link.api is not None
+        return any(link.api is not None for link in self._links)
 
     def when_available(self) -> Deferred[None]:
-        return self._link.when_available()
+        if self.available:
+            return succeed(None)
+        some: Deferred[None] = Deferred()
+        for link in self._links:
+            link.when_available().addCallback(lambda _: None if some.called else some.callback(None))
+        return some
 
     def open_session(self, observer: ISIPSessionObserver) -> Deferred[ISIPSession]:
-        api = self._link.api
-        if api is None:
+        usable = [(link, link.api) for link in self._links if link.api is not None]
+        if not usable:
             return fail(BackendUnavailable("Janus is not connected"))
-        admission = self._admissions.get(api)
-        if admission is None:
-            admission = self._admissions[api] = StackAdmission(NEW_STACKS_AT_ONCE, self._account_budget())
+        admissions = [self._admission(link, api) for link, api in usable]
+        index = min(range(len(usable)), key=lambda i: (admissions[i].in_use / admissions[i].budget,
+                                                        len(usable[i][1].sessions), i))
+        api, admission = usable[index][1], admissions[index]
         opened: list[JanusSIPSession] = []
 
         def lost(reason: str) -> None:
@@ -81,6 +91,12 @@ class JanusSIPBackend:
             opened.append(JanusSIPSession(session, self._settings, self._clock, admission, client))
             return opened[0]
         return api.create_session(lost).addCallback(created)
+
+    def _admission(self, link: JanusLink, api: JanusAPI) -> StackAdmission:
+        admission = self._admissions.get(api)
+        if admission is None:
+            admission = self._admissions[api] = StackAdmission(NEW_STACKS_AT_ONCE, max(1, link.account_budget()))
+        return admission
 
 
 @implementer(ISIPSession)

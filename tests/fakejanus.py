@@ -13,7 +13,9 @@ cancelled after a provisional response (`ringing`/`early_media`) is stuck: no `h
 Nothing happens re-entrantly: the gateway's requests are answered only when the test calls `flush()`, in order, so
 tests decide exactly what the gateway sees and when. `hold_registrations` keeps the outcome of registrations back
 until `finish_registration()`. Requests are named by verb (`attach`), SIP request (`register`) or SIP request and type
-(`register:helper`): those in `unanswered` are never answered, those in `held` wait for `release()`.
+(`register:helper`): those in `unanswered` are never answered, those in `held` wait for `release()`. With
+`detached_later`, a handle's `detached` event (which the real Janus sends after the plugin let the handle go, on a
+loop thread, some time after the answer) waits for `release_detached()`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class FakeJanus:
         self._held_requests: list[dict[str, Any]] = []
         self.registration_outcome: tuple[Any, ...] = ("registered",)  # or ("failed", 403, "Forbidden") or ()
         self.hold_registrations = False
+        self.detached_later = False
+        self._late_detached: list[dict[str, Any]] = []
         self._held: list[tuple[int, int]] = []  # (session, handle) whose registration outcome is held back
         self._ids = itertools.count(1000001)
         self._outbox: list[dict[str, Any]] = []
@@ -74,6 +78,11 @@ class FakeJanus:
         while self._outbox:
             message = self._outbox.pop(0)
             self.api.message_received(json.dumps(message))
+
+    def release_detached(self) -> None:
+        self._outbox.extend(self._late_detached)
+        self._late_detached = []
+        self.flush()
 
     def emit(self, message: dict[str, Any]) -> None:
         self._outbox.append(message)
@@ -245,7 +254,7 @@ class FakeJanus:
         elif verb == "detach":
             self._forget_handle(session, handle)
             self._reply(request, {"janus": "success", "session_id": session})
-            self._outbox.append({"janus": "detached", "session_id": session, "sender": handle})
+            self._detached(session, handle)
         elif verb == "destroy":
             for gone in list(self.sessions[session]):
                 self._forget_handle(session, gone)
@@ -336,7 +345,11 @@ class FakeJanus:
         for helper, master in list(self.helpers.items()):
             if master == handle:  # Janus lets the helpers go with the registration
                 self._forget_handle(session, helper)
-                self._outbox.append({"janus": "detached", "session_id": session, "sender": helper})
+                self._detached(session, helper)
+
+    def _detached(self, session: int, handle: int) -> None:
+        message = {"janus": "detached", "session_id": session, "sender": handle}
+        (self._late_detached if self.detached_later else self._outbox).append(message)
 
     def _sip_call(self, session: int, handle: int, body: dict[str, Any], transaction: str) -> None:
         if handle not in self.status:

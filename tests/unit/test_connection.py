@@ -13,6 +13,7 @@ from sylk.gateway.account import UNREGISTER_TIMEOUT
 from sylk.gateway.config import SIPProxy, WebRTCGatewayConfig
 from sylk.gateway.connection import CLOSE_BACKEND_UNAVAILABLE, CLOSE_TIMEOUT, MAX_QUEUED_BEFORE_READY, Connection
 from sylk.gateway.errors import APIError
+from sylk.gateway.janus.lines import DETACH_WAIT
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.sylkrtc import model
 from tests.fakejanus import FakeJanus, FakeLink
@@ -374,6 +375,62 @@ class ClosingTests(ConnectionTestCase):
         self.assertIn("Connection is closed", self.request(connection, model.AccountAdd, account=ALICE,
                                                            password=HA1))
 
+    def detaches(self) -> list[int]:
+        return [request["handle_id"] for request in self.janus.requests if request["janus"] == "detach"]
+
+    def test_the_master_goes_once_janus_let_its_helpers_go(self) -> None:
+        # Janus 1.1.2 ends a helper on a loop thread, locking its master: a master freed first crashes Janus
+        connection, _ = self.registered()
+        (helper,) = self.janus.helpers
+        (master,) = self.janus.registered
+        self.janus.detached_later = True
+        self.janus.unanswered.add("unregister")  # closing without un-REGISTER: the account's lines are detached
+        closed = connection.close()
+        self.janus.clock.pump([1.0] * int(UNREGISTER_TIMEOUT + 1))
+        self.janus.flush()
+        self.assertEqual(self.detaches(), [helper])
+        self.janus.release_detached()
+        self.assertEqual(self.detaches(), [helper, master])
+        self.janus.release_detached()
+        self.successResultOf(closed)
+        self.assertEqual(self.janus.kinds()[-1], "destroy")
+
+    def test_after_an_unregister_the_master_waits_for_the_helpers_janus_ends(self) -> None:
+        connection, _ = self.registered()
+        self.janus.detached_later = True
+        closed = connection.close()
+        self.janus.flush()
+        self.assertEqual(self.detaches(), [])  # Janus is ending the helper by itself
+        self.janus.release_detached()
+        self.assertEqual(len(self.detaches()), 1)
+        self.janus.release_detached()
+        self.successResultOf(closed)
+
+    def test_a_helper_being_attached_at_close_goes_before_the_master(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.janus.held.add("register:helper")
+        self.request(connection, model.AccountRegister, account=ALICE)  # registered; the spare is being bound
+        (master,) = self.janus.registered
+        closed = connection.close()
+        self.janus.flush()
+        self.assertNotIn(master, self.detaches())  # waits for the helper's binding to end
+        self.janus.release()
+        self.assertEqual(self.detaches()[-1], master)
+        self.successResultOf(closed)
+
+    def test_the_master_does_not_wait_forever_for_janus(self) -> None:
+        connection, _ = self.registered()
+        self.janus.detached_later = True
+        closed = connection.close()
+        self.janus.flush()
+        self.janus.clock.pump([1.0] * int(DETACH_WAIT + 1))
+        self.janus.flush()
+        self.assertEqual(len(self.detaches()), 1)  # the master, without the helpers' `detached`
+        self.janus.clock.pump([1.0] * int(DETACH_WAIT + 1))
+        self.janus.flush()
+        self.successResultOf(closed)
+
     def test_close_waits_for_accounts_removed_just_before(self) -> None:
         connection, _ = self.registered()
         self.janus.answer = False
@@ -383,7 +440,8 @@ class ClosingTests(ConnectionTestCase):
         self.assertNoResult(closed)
         self.janus.clock.advance(UNREGISTER_TIMEOUT)  # gives up on the un-REGISTER; destroys the session
         self.assertNoResult(closed)
-        self.janus.clock.advance(10)  # which Janus does not answer either: every step is bounded
+        # the account's handles, then the session, which Janus does not answer either: every step is bounded
+        self.janus.clock.pump([1.0] * int(2 * DETACH_WAIT + 10))
         self.successResultOf(closed)
         self.assertEqual(self.janus.kinds()[-1], "destroy")
 

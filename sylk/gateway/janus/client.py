@@ -245,6 +245,7 @@ class JanusSession:
         self.api = api
         self.id = session_id
         self.handles: dict[int, JanusHandle] = {}
+        self._detached_waiters: dict[int, list[Deferred[None]]] = {}
         self._on_lost = on_lost
         self._clock = clock
         self._keepalive: IDelayedCall | None = None
@@ -267,6 +268,24 @@ class JanusSession:
             return handle
         return self.request({"janus": "attach", "plugin": plugin}).addCallback(attached)
 
+    def when_detached(self, handle_id: int, timeout: float) -> Deferred[None]:
+        """Fires once Janus has let the handle go: its `detached` event, sent after the plugin destroyed its side of
+        the handle on a loop thread, some time after the detach request (or Janus's own decision) was answered. Fires
+        anyway when the session goes, or after `timeout` seconds."""
+        if self._gone:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        waiters = self._detached_waiters.setdefault(handle_id, [])
+        waiters.append(waiter)
+
+        def waited(_: object) -> None:
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters and self._detached_waiters.get(handle_id) is waiters:
+                del self._detached_waiters[handle_id]
+        waiter.addTimeout(timeout, self._clock, onTimeoutCancel=lambda result, timeout: None)
+        return waiter.addBoth(waited)
+
     def destroy(self) -> Deferred[None]:
         """Destroy the session and all its handles; errors are logged, not raised (there is nothing to undo)."""
         if self._gone:
@@ -281,6 +300,8 @@ class JanusSession:
             self.lost("Janus session timed out")
             return
         sender = message.get("sender")
+        if kind == "detached" and isinstance(sender, int):
+            self._fire_detached(sender)
         handle = self.handles.get(sender) if isinstance(sender, int) else None
         if handle is None:
             return
@@ -295,9 +316,15 @@ class JanusSession:
             self._forget()
             self._on_lost(reason)
 
+    def _fire_detached(self, handle_id: int) -> None:
+        for waiter in list(self._detached_waiters.get(handle_id, ())):
+            waiter.callback(None)
+
     def _forget(self) -> None:
         self._gone = True
         self.handles.clear()
+        for handle_id in list(self._detached_waiters):
+            self._fire_detached(handle_id)
         self.api.sessions.pop(self.id, None)
         if self._keepalive is not None and self._keepalive.active():
             self._keepalive.cancel()

@@ -17,6 +17,10 @@ ever reporting the end, and leaves that handle unable to call again. A helper ca
 (detached) after it; the master, which holds the registration, must not be. Unregistering makes Janus detach every
 helper (their calls end); they are attached again when needed.
 
+The master goes last, once Janus has let every helper go (their `detached` events): a helper's end, which Janus
+runs later on a loop thread, locks its master, and Janus 1.1.2 frees a master as soon as its Sofia stack has
+stopped, so a master detached first made a mass close crash Janus (a use after free; docs/architecture.md).
+
 SIP-plugin events about the account are dispatched by name to `JanusSIPUserAgent._EH_<event>`; those about a call
 go to its `JanusSIPCall` (janus/sipcall.py). Requests are built and events read by janus/sipcodec.py.
 """
@@ -51,6 +55,8 @@ HELPER_RETRY = 5.0
 # After a call ends, Janus may still report the end of its PeerConnection (core `hangup`, "Close PC"); one arriving
 # this soon on the line is the old call's, not the next one's.
 STALE_PC_WINDOW = 2.0
+# How long the master waits for Janus to let a helper go before it is detached anyway.
+DETACH_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class JanusSIPUserAgent:
         self._status = "none"  # the master's plugin state: none, identity, registering, registered, unregistered
         self._status_changed = OneShotObserver()
         self._helpers: list[_Line] = []
+        self._going: set[Deferred[None]] = set()  # helpers on their way out, and being attached: the master waits
         self._deliveries: dict[str, Deferred[tuple[int, str]]] = {}  # our MESSAGEs' answers, by Call-ID
         self._generation = 0  # bumped by close(): work started before it is dropped
 
@@ -173,11 +180,14 @@ class JanusSIPUserAgent:
         self._has_stack = False
         self._admission.ended(self)
         self._set_status("none")
+        master = lines[0].handle if lines and not lines[0].helper else None
         for line in lines:
-            if line.handle is not None:
-                line.handle.detach().addErrback(self._detach_failed)
-                line.handle = None
-        return succeed(None)
+            if line.helper:
+                self._let_go(line.handle)
+            line.handle = None
+        if master is None:
+            return succeed(None)
+        return Deferred.fromCoroutine(self._let_master_go(master))
 
     # --- events from the lines ---
 
@@ -252,9 +262,25 @@ class JanusSIPUserAgent:
         still has on it)."""
         if line in self._helpers:
             self._helpers.remove(line)
-            if line.handle is not None:
-                line.handle.detach().addErrback(self._detach_failed)
-                line.handle = None
+            self._let_go(line.handle)
+            line.handle = None
+
+    def _let_go(self, handle: JanusHandle | None) -> None:
+        """Detach a helper's handle; the master will wait until Janus has let it go."""
+        if handle is not None:
+            self._track(self._session.when_detached(handle.id, DETACH_WAIT))
+            handle.detach().addErrback(self._detach_failed)
+
+    def _track(self, going: Deferred[None]) -> None:
+        self._going.add(going)
+        going.addCallback(lambda _: self._going.discard(going))
+
+    async def _let_master_go(self, master: JanusHandle) -> None:
+        while self._going:  # helpers being attached end by letting their handle go, which adds to the set
+            await defer.DeferredList(list(self._going))
+        gone = self._session.when_detached(master.id, DETACH_WAIT)
+        master.detach().addErrback(self._detach_failed)
+        await gone
 
     # --- SIP plugin events about the account ---
 
@@ -281,6 +307,8 @@ class JanusSIPUserAgent:
             return
         helpers, self._helpers = self._helpers, []  # Janus detaches them itself, right after this event
         for helper in helpers:
+            if helper.handle is not None:
+                self._track(self._session.when_detached(helper.handle.id, DETACH_WAIT))
             if helper.call is not None:
                 helper.call.ended("Janus released the line (the account unregistered)")
         self._set_status("unregistered")
@@ -520,6 +548,8 @@ class JanusSIPUserAgent:
     async def _attach_helper(self, line: _Line) -> None:
         """Attach a helper line and bind it to the master; on any failure the line is gone (handle detached)."""
         generation = self._generation
+        attaching: Deferred[None] = Deferred()
+        self._track(attaching)
         try:
             line.handle = await self._session.attach(sipcodec.SIP_PLUGIN, line)
             if generation != self._generation or line not in self._helpers:
@@ -532,10 +562,11 @@ class JanusSIPUserAgent:
                 raise BackendUnavailable("closed while attaching a line")
         except Exception:
             self.retire(line)
-            if line.handle is not None and line not in self._helpers:
-                line.handle.detach().addErrback(self._detach_failed)
+            self._let_go(line.handle)
             line.handle = None
             raise
+        finally:
+            attaching.callback(None)
         line.ready = True
 
     def _ensure_spare_line(self) -> None:

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sylk.gateway.config import PortRange, WebRTCGatewayConfig, parse_config
 from sylk.gateway.connection import Connection
-from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
+from sylk.gateway.janus.sip import STARTUP_WAIT, JanusSIPBackend, LineSettings
 from sylk.gateway.service import _without_password, janus_instances, janus_links
 from sylk.gateway.sylkrtc import model
 from tests.fakejanus import FakeJanus, FakeLink
@@ -55,10 +55,27 @@ class PoolTests(SynchronousTestCase):
         placed = [self.member_of(self.registered(user)[0]) for user in ("a", "b", "c", "d")]
         self.assertEqual(sorted(placed), [0, 0, 1, 1])
 
+    def test_sessions_wait_at_startup_until_every_member_is_connected(self) -> None:
+        self.links[1].lose("not yet")
+        waiting = [self.open() for _ in range(2)]
+        self.assertEqual([connection.state for connection, _ in waiting], ["opening", "opening"])
+        self.members[1] = FakeJanus(self.clock)
+        self.links[1].connect(self.members[1].api)
+        self.flush()
+        self.assertEqual(sorted(self.member_of(connection) for connection, _ in waiting), [0, 1])
+
+    def test_a_member_still_away_after_the_startup_wait_is_not_waited_for(self) -> None:
+        self.links[1].lose("not yet")
+        connection, _ = self.open()
+        self.clock.advance(STARTUP_WAIT)
+        self.flush()
+        self.assertEqual((connection.state, self.member_of(connection)), ("ready", 0))
+        self.assertEqual(self.open()[0].state, "ready")  # no more waiting
+
     def test_a_full_member_takes_no_more(self) -> None:
         self.links[0].budget = 1
-        self.members[1].api.connection_lost("not yet")  # only the first member is usable for a moment
-        self.links[1].api = None
+        self.links[1].lose("not yet")  # only the first member is usable for a moment
+        self.clock.advance(STARTUP_WAIT)
         first, _ = self.registered("a")
         self.members[1] = FakeJanus(self.clock)
         self.links[1].connect(self.members[1].api)

@@ -14,6 +14,7 @@ Janus the gateway started so that it is started again.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -36,6 +37,9 @@ from sylk.gateway.util import OneShotObserver, Timer
 JANUS_SUBPROTOCOL = "janus-protocol"
 # Seconds to open the connection and finish the WebSocket handshake (a stopped Janus still accepts connections).
 CONNECT_TIMEOUT = 5.0
+# Reconnecting: a spawned Janus takes ~0.1 s to open its API, so the first tries come quickly. Twisted's default
+# jitter adds up to a whole second to every try, which kept browsers refused (HTTP 503) for ~1.5 s after a start.
+_RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=5.0, factor=1.6, jitter=lambda: random.uniform(0, 0.05))
 
 
 class JanusConnector(Service):
@@ -66,7 +70,7 @@ class JanusConnector(Service):
         endpoint = _endpoint(reactor, url) if unix_socket is None else \
             UNIXClientEndpoint(reactor, str(unix_socket), timeout=CONNECT_TIMEOUT)
         self._client = ClientService(endpoint, factory, clock=reactor,
-                                     retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0, factor=1.6))
+                                     retryPolicy=_RETRY_POLICY)
 
     def startService(self) -> None:
         super().startService()

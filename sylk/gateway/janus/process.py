@@ -249,7 +249,7 @@ class JanusProcess(Service):
         protocol = self._protocol
         if protocol is None or protocol.transport is None or protocol.exited or not self.running:
             return
-        self.log.error("Killing the stalled Janus (pid {pid})", pid=self.pid)
+        self.log.error("Killing the stalled Janus (pid {pid}) [{label}]", pid=self.pid, label=self.label)
         try:
             protocol.transport.signalProcess("KILL")
         except error.ProcessExitedAlready:
@@ -269,7 +269,8 @@ class JanusProcess(Service):
         env = {key: value for key, value in os.environ.items() if key in ("PATH", "LANG", "LC_ALL", "TZ")}
         env["PYTHONPATH"] = os.pathsep.join(sys.path)
         self._reactor.spawnProcess(self._protocol, args[0], args, env=env)
-        self.log.info("Started Janus (pid {pid}) with its API on {socket}", pid=self.pid, socket=self.api_socket)
+        self.log.info("Started Janus (pid {pid}) with its API on {socket} [{label}]", pid=self.pid,
+                      socket=self.api_socket, label=self.label)
 
     def _terminate(self) -> Deferred[None]:
         protocol = self._protocol
@@ -282,7 +283,8 @@ class JanusProcess(Service):
         return self._exited
 
     def _kill(self, protocol: _JanusProcessProtocol) -> None:
-        self.log.warn("Janus did not exit {timeout:g} s after SIGTERM; killing it", timeout=STOP_TIMEOUT)
+        self.log.warn("Janus did not exit {timeout:g} s after SIGTERM; killing it [{label}]", timeout=STOP_TIMEOUT,
+                      label=self.label)
         try:
             if protocol.transport is not None:
                 protocol.transport.signalProcess("KILL")
@@ -295,7 +297,7 @@ class JanusProcess(Service):
             exited, self._exited = self._exited, None
             exited.callback(None)
         if not self.running:
-            self.log.info("Janus stopped")
+            self.log.info("Janus stopped [{label}]", label=self.label)
             return
         lived = self._reactor.seconds() - self._started_at
         if lived >= STABLE_AFTER:
@@ -303,7 +305,8 @@ class JanusProcess(Service):
             delay = 0.0
         else:
             delay, self._delay = self._delay, min(self._delay * 2, MAX_RESTART_DELAY)
-        self.log.error("Janus exited unexpectedly ({reason}) after {lived:.1f} s; restarting it in {delay:g} s",
+        self.log.error("Janus exited unexpectedly ({reason}) after {lived:.1f} s; restarting it in {delay:g} s "
+                       "[{label}]", label=self.label,
                        reason=reason.value, lived=lived, delay=delay)
         self._restart = self._reactor.callLater(delay, self._respawn)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import weakref
 from typing import Hashable, Protocol, Sequence
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sylk.gateway.errors import BackendUnavailable
@@ -30,7 +31,12 @@ from sylk.gateway.sip import SIPIdentity
 # and every client gets its turn.
 NEW_STACKS_AT_ONCE = 2
 
-__all__ = ["DEFAULT_ACCOUNT_BUDGET", "NEW_STACKS_AT_ONCE", "JanusLink", "JanusSIPBackend", "JanusSIPSession",
+# How long after the backend starts a new session waits for every member to be connected. Spawned members come up
+# a few hundred milliseconds apart; without the wait, the clients reconnecting to a restarted gateway would all land
+# on whichever member was first.
+STARTUP_WAIT = 5.0
+
+__all__ = ["DEFAULT_ACCOUNT_BUDGET", "NEW_STACKS_AT_ONCE", "STARTUP_WAIT", "JanusLink", "JanusSIPBackend", "JanusSIPSession",
            "LineSettings"]
 
 
@@ -55,9 +61,12 @@ class JanusSIPBackend:
         self._links = list(links)
         self._settings = settings
         self._clock = clock
+        self._starting_until: float | None = clock.seconds() + STARTUP_WAIT  # None once every member was connected
         # One admission per connection to a member: a new connection is a new (or restarted) Janus, with none of the
         # old stacks.
         self._admissions: weakref.WeakKeyDictionary[JanusAPI, StackAdmission] = weakref.WeakKeyDictionary()
+        # Sessions being created on each member: counted as load, so a burst of connections is spread too.
+        self._creating: weakref.WeakKeyDictionary[JanusAPI, int] = weakref.WeakKeyDictionary()
 
     @property
     def available(self) -> bool:
@@ -72,13 +81,28 @@ class JanusSIPBackend:
         return some
 
     def open_session(self, observer: ISIPSessionObserver) -> Deferred[ISIPSession]:
+        if self._starting_until is not None:
+            remaining = self._starting_until - self._clock.seconds()
+            if all(link.api is not None for link in self._links) or remaining <= 0:
+                self._starting_until = None
+            else:
+                every_member = gatherResults([link.when_available() for link in self._links], consumeErrors=True)
+                every_member.addTimeout(remaining, self._clock)
+                return every_member.addBoth(lambda _: self._place(observer))
+        return self._place(observer)
+
+    def _place(self, observer: ISIPSessionObserver) -> Deferred[ISIPSession]:
         usable = [(link, link.api) for link in self._links if link.api is not None]
         if not usable:
             return fail(BackendUnavailable("Janus is not connected"))
         admissions = [self._admission(link, api) for link, api in usable]
-        index = min(range(len(usable)), key=lambda i: (admissions[i].in_use / admissions[i].budget,
-                                                        len(usable[i][1].sessions), i))
+
+        def load(i: int) -> tuple[float, int, int]:
+            api = usable[i][1]
+            return admissions[i].in_use / admissions[i].budget, len(api.sessions) + self._creating.get(api, 0), i
+        index = min(range(len(usable)), key=load)
         api, admission = usable[index][1], admissions[index]
+        self._creating[api] = self._creating.get(api, 0) + 1
         opened: list[JanusSIPSession] = []
 
         def lost(reason: str) -> None:
@@ -87,10 +111,15 @@ class JanusSIPBackend:
             observer.session_lost(reason)
 
         def created(session: JanusSession) -> JanusSIPSession:
+            self._creating[api] -= 1
             client = getattr(observer, "client", None) or session  # turns for new stacks are shared by client
             opened.append(JanusSIPSession(session, self._settings, self._clock, admission, client))
             return opened[0]
-        return api.create_session(lost).addCallback(created)
+
+        def failed(failure: Failure) -> Failure:
+            self._creating[api] -= 1
+            return failure
+        return api.create_session(lost).addCallbacks(created, failed)
 
     def _admission(self, link: JanusLink, api: JanusAPI) -> StackAdmission:
         admission = self._admissions.get(api)

@@ -7,9 +7,7 @@ import datetime
 import ipaddress
 import json
 import os
-import re
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -20,9 +18,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import connect
 
 from sylk.gateway.config import parse_config
-from sylk.gateway.janus.process import find_library_dir, render_janus_config
 from tests.integration.gateway import TWISTD, Gateway, eventually
 from tests.integration.janus_admin import JanusAdmin
+from tests.integration.rawjanus import free_tcp_port, write_janus_config
 
 ALICE = "alice@sylk.test"
 HA1 = "0123456789abcdef0123456789abcdef"
@@ -140,22 +138,12 @@ def test_the_admin_api_when_asked_shows_what_janus_holds(netns: str, tmp_path: P
         assert oct((run / "janus").stat().st_mode & 0o777) == "0o700"
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_janus(workdir: Path, port: int, secret: str) -> subprocess.Popen[bytes]:
     """A Janus of its own, its API on a TCP port (as an external Janus would have it)."""
     config = parse_config("[Janus]\ninterface = 127.0.0.1\n")
     folder = workdir / "external-janus"
     folder.mkdir(exist_ok=True)
-    files = render_janus_config(config, find_library_dir(config), folder, folder / "api.sock", secret)
-    for name, text in files.items():
-        if name == "janus.transport.websockets.jcfg":
-            text = re.sub(r"ws_unix = .*", f'ws_ip = "127.0.0.1"\n    ws_port = {port}', text)
-        (folder / name).write_text(text)
+    write_janus_config(config, folder, port, secret)
     log = open(workdir / "external-janus.log", "ab")
     return subprocess.Popen(["janus", "--configs-folder", str(folder), "--disable-colors"], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -121,7 +121,7 @@ class JanusConfig:
     """[Janus]: the SIP and media engine, spawned and supervised by default."""
 
     spawn: bool = True
-    instances: int = 0  # Janus children to spawn; 0: one per CPU core (at most MAX_AUTO_INSTANCES)
+    instances: int = 0  # Janus children to spawn; 0: sized to the machine (service.janus_instances)
     servers: tuple[str, ...] = ()  # Janus servers to use beside (or, with spawn = no, instead of) the children
     binary: Path = Path("/usr/bin/janus")
     library_dir: Path | None = None  # Janus's plugins/transports folders; found next to the binary when unset

@@ -3,6 +3,8 @@ member has its own admission and budget, and a member's failure costs only the c
 
 from __future__ import annotations
 
+from unittest import mock
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from sylk.gateway.config import PortRange, WebRTCGatewayConfig, parse_config
@@ -109,8 +111,11 @@ class PoolTests(SynchronousTestCase):
 
 
 class PoolConfigurationTests(SynchronousTestCase):
-    def test_children_by_default_one_per_core(self) -> None:
-        self.assertGreaterEqual(janus_instances(parse_config("")), 1)
+    def test_children_by_default_six_per_core_at_most_sixteen(self) -> None:
+        # a member's registration rate is bounded by a sleep in Janus, not by the CPU
+        for cores, members in ((1, 6), (2, 12), (4, 16), (None, 6)):
+            with mock.patch("os.cpu_count", return_value=cores):
+                self.assertEqual(janus_instances(parse_config("")), members)
         self.assertEqual(janus_instances(parse_config("[Janus]\ninstances = 3\n")), 3)
         self.assertEqual(janus_instances(parse_config("[Janus]\nspawn = no\n")), 0)
 

@@ -50,9 +50,18 @@ SLOW_READER_TIMEOUT = 30.0
 SLOW_READER_MAX_BYTES = 1024 * 1024
 
 
+class _SocketLogger(Logger):
+    """The log of a browser socket. autobahn logs every frame it sends or receives at debug level through its
+    protocol's `log`, which is this one, and twistd writes every level: several lines per sylkRTC message, a quarter
+    of the gateway's CPU during calls. Only info and above go out."""
+
+    def debug(self, format: str | None = None, **kwargs: object) -> None:
+        pass
+
+
 @implementer(IConnectionPeer)
 class GatewayWebSocketProtocol(WebSocketServerProtocol):
-    log = Logger()
+    log = _SocketLogger()
     factory: GatewayWebSocketFactory
     channel: RequestChannel | None = None
     connection: Connection | None = None

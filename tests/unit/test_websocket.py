@@ -14,6 +14,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.interfaces import IAddress
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
@@ -160,6 +161,17 @@ class WebSocketTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertIn("destroy", self.janus.kinds())
         self.assertEqual(self.factory.connections, {})
+
+    def test_frames_are_not_logged_one_by_one(self) -> None:
+        # autobahn logs every frame at debug level through the socket's logger; twistd would write each one
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        browser = self.ready_browser()
+        browser.send(b'{"sylkrtc":"ping","transaction":"p"}')
+        self.assertEqual(browser.received(), [{"sylkrtc": "ack", "transaction": "p"}])
+        socket_events = [e for e in events if e.get("log_namespace", "").endswith("GatewayWebSocketProtocol")]
+        self.assertEqual([e["log_level"] for e in socket_events], [LogLevel.info])  # "Connection ... opened"
 
     def test_frames_after_our_close_frame_are_ignored(self) -> None:
         browser = self.ready_browser()

@@ -507,7 +507,7 @@ class JanusSIPUserAgent:
             body["refer_id"] = refer_id
         call.calling = True
         try:
-            reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
+            reply = await self._invite(line, body, sdp)
         except JanusError:
             if not line.refused_invite or call.is_ended:
                 raise
@@ -518,8 +518,15 @@ class JanusSIPUserAgent:
             if call.is_ended:
                 return
             call.calling = True
-            reply = await line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
+            reply = await self._invite(line, body, sdp)
         call.placed(reply)
+
+    def _invite(self, line: _Line, body: dict[str, Any], sdp: str) -> Deferred[dict[str, Any]]:
+        """Send the `call`, and only then top the spare line up: its attach must not reach Janus ahead of the INVITE,
+        nor its handling (Janus's and ours) come before the INVITE's."""
+        sent = line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
+        self._ensure_spare_line()
+        return sent
 
     async def _free_line(self, call: JanusSIPCall, avoid: _Line | None = None) -> _Line:
         """An idle helper for an outgoing call, attached if needed (the master must be callable for that)."""
@@ -536,7 +543,6 @@ class JanusSIPUserAgent:
         call.line = line
         if not line.ready:
             await self._attach_helper(line)
-        self._ensure_spare_line()
         return line
 
     def _new_helper(self) -> _Line:

@@ -57,6 +57,14 @@ class PoolTests(SynchronousTestCase):
         placed = [self.member_of(self.registered(user)[0]) for user in ("a", "b", "c", "d")]
         self.assertEqual(sorted(placed), [0, 0, 1, 1])
 
+    def test_new_connections_are_spread_while_a_member_still_holds_old_stacks(self) -> None:
+        # a reconnect storm: the old connections' stacks are still being let go on one member, and the new connections
+        # have no accounts yet when they are placed
+        old, _ = self.registered("old")
+        self.assertEqual(self.member_of(old), 0)
+        placed = [self.member_of(self.open()[0]) for _ in range(4)]
+        self.assertEqual(sorted(placed), [0, 1, 1, 1])  # by sessions: 1 old + 1 new on member 0, 3 on member 1
+
     def test_sessions_wait_at_startup_until_every_member_is_connected(self) -> None:
         self.links[1].lose("not yet")
         waiting = [self.open() for _ in range(2)]

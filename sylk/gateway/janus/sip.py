@@ -1,8 +1,11 @@
 """ISIPBackend on Janus's SIP plugin: `JanusSIPBackend`, and `JanusSIPSession`, one Janus session per connection.
 
 The backend has a pool of Janus *members* (each behind its own link: a child the gateway runs, or a Janus server),
-and places each connection's session on the usable member with the least load (the SIP stacks it holds or is
-starting, against its budget; then its sessions). Each member has its own admission of new stacks (janus/
+and places each connection's session on the usable member with the least load: a member whose SIP stacks are at its
+budget goes last; otherwise the fewest sessions (created or being created) for its budget, then the fewest stacks.
+Sessions come first because a new connection has no accounts yet when it is placed: counting stacks first sent a
+whole reconnect storm to the few members that had just let their old stacks go, and made them start hundreds of
+stacks each at ~10 a second while the others idled. Over many connections, accounts follow sessions. Each member has its own admission of new stacks (janus/
 admission.py), so a member's limits and its failure stay its own: when a member goes away, only the connections
 on it lose their sessions, and they recover on whichever member is usable. An account's user agent, its lines and
 calls are in janus/lines.py and janus/sipcall.py, and the SIP plugin's requests and events in janus/sipcodec.py.
@@ -97,9 +100,10 @@ class JanusSIPBackend:
             return fail(BackendUnavailable("Janus is not connected"))
         admissions = [self._admission(link, api) for link, api in usable]
 
-        def load(i: int) -> tuple[float, int, int]:
-            api = usable[i][1]
-            return admissions[i].in_use / admissions[i].budget, len(api.sessions) + self._creating.get(api, 0), i
+        def load(i: int) -> tuple[bool, float, float, int]:
+            api, admission = usable[i][1], admissions[i]
+            sessions = len(api.sessions) + self._creating.get(api, 0)
+            return admission.in_use >= admission.budget, sessions / admission.budget, admission.in_use / admission.budget, i
         index = min(range(len(usable)), key=load)
         api, admission = usable[index][1], admissions[index]
         self._creating[api] = self._creating.get(api, 0) + 1

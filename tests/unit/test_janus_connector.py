@@ -10,7 +10,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from sylk.gateway.janus.client import STALLED_AFTER_TIMEOUTS
-from sylk.gateway.janus.connector import JanusConnector
+from sylk.gateway.janus.connector import BUSY_PATIENCE, JanusConnector
 from tests.fakejanus import FakeJanus
 
 PING_INTERVAL, PING_TIMEOUT = 3.0, 5.0
@@ -20,6 +20,7 @@ class FakeLinkProtocol:
     """What the connector needs of its WebSocket protocol: frames go to the fake Janus."""
 
     stalled = False
+    busy_since: float | None = None
 
     def __init__(self, connector: JanusConnector, janus: FakeJanus) -> None:
         self.api: Any = None
@@ -100,3 +101,32 @@ class ConnectorTests(SynchronousTestCase):
         api.create_session(lambda reason: None).addErrback(lambda _: None)
         self.advance(10)
         self.assertFalse(self.protocol.dropped)
+
+    def busy(self, seconds: float) -> None:
+        """Pings stay unanswered while Janus answers a request every second (a backlog it works through)."""
+        self.janus.unanswered = {"ping"}
+        for _ in range(int(seconds)):
+            self.protocol.api.info().addErrback(lambda _: None)  # fails once the link is dropped
+            self.advance(1)
+
+    def test_a_late_ping_while_other_answers_keep_coming_is_a_backlog_not_a_stall(self) -> None:
+        self.busy(BUSY_PATIENCE - PING_TIMEOUT - PING_INTERVAL)
+        self.assertFalse(self.protocol.dropped)
+        self.assertEqual(self.stalls, [])
+        self.janus.unanswered = set()  # caught up: the next ping is answered
+        for _ in range(int(PING_TIMEOUT + PING_INTERVAL)):
+            self.advance(1)
+        self.assertIsNone(self.protocol.busy_since)
+        self.busy(BUSY_PATIENCE - PING_TIMEOUT - PING_INTERVAL)  # patience starts again
+        self.assertFalse(self.protocol.dropped)
+
+    def test_a_backlog_is_not_waited_for_forever(self) -> None:
+        self.busy(BUSY_PATIENCE + PING_INTERVAL + PING_TIMEOUT)
+        self.assertTrue(self.protocol.dropped)
+        self.assertEqual(self.stalls, [None])
+
+    def test_a_late_ping_with_nothing_else_answered_is_a_stall(self) -> None:
+        self.janus.unanswered = {"ping"}
+        self.advance(PING_INTERVAL)
+        self.advance(PING_TIMEOUT)
+        self.assertTrue(self.protocol.dropped)

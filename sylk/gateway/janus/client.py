@@ -94,6 +94,7 @@ class JanusAPI:
         self._lost: str | None = None
         self._on_stalled = on_stalled
         self._timeouts_in_a_row = 0
+        self.last_answer_at: float | None = None  # when Janus last answered a request (events do not count)
 
     # --- requests ---
 
@@ -196,6 +197,7 @@ class JanusAPI:
     def _settle(self, transaction: str, message: dict[str, Any]) -> None:
         entry = self._pending.pop(transaction)
         entry.timer.cancel()
+        self.last_answer_at = self._clock.seconds()
         error = _error_in(message)
         if error is not None:
             entry.deferred.errback(error)

@@ -9,7 +9,8 @@ A Janus that stops answering (a deadlocked plugin, a stopped process, a half-ope
 user's calls hostage without ever closing the socket, so the link is pinged: a ping unanswered within
 `ping_timeout`, a check that gets no answer, or several requests in a row that time out mean Janus is stalled. The
 link is then dropped (every session on it is lost, browsers are told) and `on_stalled` is called, which kills a
-Janus the gateway started so that it is started again.
+Janus the gateway started so that it is started again. A late ping while Janus keeps answering other requests is a
+backlog, not a stall (see BUSY_PATIENCE).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ JANUS_SUBPROTOCOL = "janus-protocol"
 CONNECT_TIMEOUT = 5.0
 # Reconnecting: a spawned Janus takes ~0.1 s to open its API, so the first tries come quickly. Twisted's default
 # jitter adds up to a whole second to every try, which kept browsers refused (HTTP 503) for ~1.5 s after a start.
+# A Janus working through a backlog (thousands of accounts let go at once: un-REGISTERs, detaches, destroys) answers
+# a ping late, queued behind the backlog, while its answers to the earlier requests keep coming. It is busy, not
+# stalled, for up to this long; killing it would cost every user on it their calls.
+BUSY_PATIENCE = 60.0
 _RETRY_POLICY = backoffPolicy(initialDelay=0.05, maxDelay=5.0, factor=1.6, jitter=lambda: random.uniform(0, 0.05))
 
 
@@ -127,16 +132,35 @@ class JanusConnector(Service):
 
     def _ping(self, api: JanusAPI, protocol: _JanusClientProtocol) -> None:
         def answered(_: object) -> None:
+            if protocol.busy_since is not None:
+                self.log.info("Janus at {url} has caught up", url=self.url)
+                protocol.busy_since = None
             if self.api is api:
                 self._pinging.start(self._ping_interval, self._ping, api, protocol)
 
         def unanswered(failure: Failure) -> None:
             if failure.check(JanusTimeout):
+                if self._busy(api, protocol):
+                    if self.api is api:
+                        self._ping(api, protocol)
+                    return
                 self._stalled(protocol, f"a ping got no answer within {self._ping_timeout:g} s")
             elif not failure.check(JanusDisconnected):
                 self.log.failure("Pinging Janus at {url} failed", failure, url=self.url)
                 self._stalled(protocol, f"a ping failed: {failure.value}")
         api.ping(self._ping_timeout).addCallbacks(answered, unanswered)
+
+    def _busy(self, api: JanusAPI, protocol: _JanusClientProtocol) -> bool:
+        """Whether a late ping is a backlog: Janus answered another request within the ping timeout, and has not
+        been behind for longer than BUSY_PATIENCE."""
+        now = self._reactor.seconds()
+        if api.last_answer_at is None or now - api.last_answer_at >= self._ping_timeout:
+            return False
+        if protocol.busy_since is None:
+            protocol.busy_since = now - self._ping_timeout
+            self.log.warn("Janus at {url} is busy: a ping waited over {timeout:g} s while other answers kept coming",
+                          url=self.url, timeout=self._ping_timeout)
+        return now - protocol.busy_since < BUSY_PATIENCE
 
     def _stalled(self, protocol: _JanusClientProtocol, reason: str) -> None:
         if protocol.stalled:
@@ -164,6 +188,7 @@ class _JanusClientProtocol(WebSocketClientProtocol):
     factory: _JanusClientFactory
     api: JanusAPI | None = None
     stalled = False
+    busy_since: float | None = None  # since when pings have been late while Janus answered other requests
 
     def onOpen(self) -> None:
         self.factory.connector._opened(self)

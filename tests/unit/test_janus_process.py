@@ -281,7 +281,7 @@ class SupervisionTests(SynchronousTestCase):
         (_, _, transport), = self.reactor.spawned
         transport.pid = os.getpid()  # a process whose limit we know
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        expected = max(1, min(process.MAX_ACCOUNTS, (soft - process.RESERVED_FILES) // process.FILES_PER_ACCOUNT))
+        expected = max(1, min(8000, (soft - 1024) // 10))
         self.assertEqual(self.janus.account_budget(), expected)
         transport.pid = 2 ** 22 + 1  # no such process: the configured max_open_files (65536)
         self.assertEqual(self.janus.account_budget(), 6451)

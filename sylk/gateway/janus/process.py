@@ -30,6 +30,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from sylk.gateway.config import ConfigError, Config
+from sylk.gateway.janus.launcher import accounts_for
 
 WANTED_PLUGINS = {"libjanus_sip.so"}
 WANTED_TRANSPORTS = {"libjanus_websockets.so"}
@@ -40,11 +41,6 @@ STABLE_AFTER = 10.0  # a Janus that ran this long before dying is restarted at o
 API_SOCKET = "api.sock"  # the Janus API's Unix socket, in the private config folder
 ADMIN_SOCKET = "admin.sock"  # the Admin API's (`[Janus] admin_api`), beside it, and its secret in this file:
 ADMIN_SECRET_FILE = "admin_secret"
-# Descriptors a Janus needs besides its accounts' stacks (its transports, loops, logs), and per account: ~8 for its
-# Sofia stack and a share of the ~5 each call takes. With the default 65,536 that is 6,451 accounts.
-RESERVED_FILES = 1024
-FILES_PER_ACCOUNT = 10
-MAX_ACCOUNTS = 8000  # near 10,000 stacks the kernel's thread and memory-map limits come first
 MAX_SOCKET_PATH = 107  # bytes in sun_path, with its terminating NUL
 
 # Janus's own output, relayed line by line under its own namespace (a module-level Logger keeps it: one on a class
@@ -240,8 +236,7 @@ class JanusProcess(Service):
         launcher may not have been allowed to raise it as far as `max_open_files`), or `[Janus] max_accounts`."""
         if self._config.janus.max_accounts:
             return self._config.janus.max_accounts
-        limit = _open_files_limit(self.pid) or self._config.janus.max_open_files
-        return max(1, min(MAX_ACCOUNTS, (limit - RESERVED_FILES) // FILES_PER_ACCOUNT))
+        return accounts_for(_open_files_limit(self.pid) or self._config.janus.max_open_files)
 
     def kill_stalled(self) -> None:
         """Janus stopped answering (deadlocked, or stopped): kill it, and the restart path starts a new one. SIGKILL,

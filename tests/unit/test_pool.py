@@ -119,9 +119,9 @@ class PoolTests(SynchronousTestCase):
 
 
 class PoolConfigurationTests(SynchronousTestCase):
-    def test_children_by_default_six_per_core_at_most_sixteen(self) -> None:
+    def test_children_by_default_eight_per_core_at_most_sixteen(self) -> None:
         # a member's registration rate is bounded by a sleep in Janus, not by the CPU
-        for cores, members in ((1, 6), (2, 12), (4, 16), (None, 6)):
+        for cores, members in ((1, 8), (2, 16), (3, 16), (None, 8)):
             with mock.patch("os.cpu_count", return_value=cores):
                 self.assertEqual(janus_instances(parse_config("")), members)
         self.assertEqual(janus_instances(parse_config("[Janus]\ninstances = 3\n")), 3)

@@ -360,6 +360,8 @@ class Connection:
             waiter.errback(APIError(reason))
 
     async def _shutdown(self) -> None:
+        if self._session is not None:
+            self._session.closing()
         accounts = list(self.accounts.values()) + list(self._releasing)
         pending: list[Deferred[Any]] = [maybeDeferred(account.shutdown) for account in self.accounts.values()]
         pending += self._releasing.values()

@@ -51,6 +51,10 @@ class ISIPSession(Interface):
     def create_user_agent(identity, observer):
         """Return an ISIPUserAgent for a `sylk.gateway.sip.SIPIdentity`, reporting to an IUserAgentObserver."""
 
+    def closing():
+        """The connection is ending: the session will only unregister and end what it holds, then be closed. (A
+        backend with several places for sessions stops counting it when it places new ones.)"""
+
     def close():
         """Release everything in the session without further SIP signalling; returns a Deferred."""
 

@@ -65,6 +65,18 @@ class PoolTests(SynchronousTestCase):
         placed = [self.member_of(self.open()[0]) for _ in range(4)]
         self.assertEqual(sorted(placed), [0, 1, 1, 1])  # by sessions: 1 old + 1 new on member 0, 3 on member 1
 
+    def test_the_sessions_of_closing_connections_do_not_count(self) -> None:
+        # a reconnect storm: the old connections are still unregistering, and must not steer the new ones away
+        old = [self.registered(user)[0] for user in ("a", "b", "c")]  # members 0, 1, 0
+        for member in self.members:
+            member.unanswered = {"unregister"}
+        for connection in old:
+            connection.close()
+        self.flush()
+        self.assertEqual([connection.state for connection in old], ["closing"] * 3)
+        placed = [self.member_of(self.open()[0]) for _ in range(4)]
+        self.assertEqual(sorted(placed), [0, 0, 1, 1])
+
     def test_sessions_wait_at_startup_until_every_member_is_connected(self) -> None:
         self.links[1].lose("not yet")
         waiting = [self.open() for _ in range(2)]

@@ -2,7 +2,8 @@
 
 The backend has a pool of Janus *members* (each behind its own link: a child the gateway runs, or a Janus server),
 and places each connection's session on the usable member with the least load: a member whose SIP stacks are at its
-budget goes last; otherwise the fewest sessions (created or being created) for its budget, then the fewest stacks.
+budget goes last; otherwise the fewest sessions of open connections (created or being created) for its budget, then the fewest
+stacks.
 Sessions come first because a new connection has no accounts yet when it is placed: counting stacks first sent a
 whole reconnect storm to the few members that had just let their old stacks go, and made them start hundreds of
 stacks each at ~10 a second while the others idled. Over many connections, accounts follow sessions. Each member has its own admission of new stacks (janus/
@@ -14,7 +15,7 @@ calls are in janus/lines.py and janus/sipcall.py, and the SIP plugin's requests 
 from __future__ import annotations
 
 import weakref
-from typing import Hashable, Protocol, Sequence
+from typing import Callable, Hashable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -68,8 +69,10 @@ class JanusSIPBackend:
         # One admission per connection to a member: a new connection is a new (or restarted) Janus, with none of the
         # old stacks.
         self._admissions: weakref.WeakKeyDictionary[JanusAPI, StackAdmission] = weakref.WeakKeyDictionary()
-        # Sessions being created on each member: counted as load, so a burst of connections is spread too.
-        self._creating: weakref.WeakKeyDictionary[JanusAPI, int] = weakref.WeakKeyDictionary()
+        # The sessions of open connections on each member, those being created included (so a burst of connections
+        # is spread too) and those of closing connections not (they only wind down: in a reconnect storm, the old
+        # connections' sessions must not steer the new ones).
+        self._placed: weakref.WeakKeyDictionary[JanusAPI, int] = weakref.WeakKeyDictionary()
 
     @property
     def available(self) -> bool:
@@ -102,12 +105,15 @@ class JanusSIPBackend:
 
         def load(i: int) -> tuple[bool, float, float, int]:
             api, admission = usable[i][1], admissions[i]
-            sessions = len(api.sessions) + self._creating.get(api, 0)
+            sessions = self._placed.get(api, 0)
             return admission.in_use >= admission.budget, sessions / admission.budget, admission.in_use / admission.budget, i
         index = min(range(len(usable)), key=load)
         api, admission = usable[index][1], admissions[index]
-        self._creating[api] = self._creating.get(api, 0) + 1
+        self._placed[api] = self._placed.get(api, 0) + 1
         opened: list[JanusSIPSession] = []
+
+        def unplaced() -> None:
+            self._placed[api] -= 1
 
         def lost(reason: str) -> None:
             if opened:
@@ -115,13 +121,12 @@ class JanusSIPBackend:
             observer.session_lost(reason)
 
         def created(session: JanusSession) -> JanusSIPSession:
-            self._creating[api] -= 1
             client = getattr(observer, "client", None) or session  # turns for new stacks are shared by client
-            opened.append(JanusSIPSession(session, self._settings, self._clock, admission, client))
+            opened.append(JanusSIPSession(session, self._settings, self._clock, admission, client, unplaced))
             return opened[0]
 
         def failed(failure: Failure) -> Failure:
-            self._creating[api] -= 1
+            unplaced()
             return failure
         return api.create_session(lost).addCallbacks(created, failed)
 
@@ -135,8 +140,11 @@ class JanusSIPBackend:
 @implementer(ISIPSession)
 class JanusSIPSession:
     def __init__(self, session: JanusSession, settings: LineSettings, clock: IReactorTime,
-                 admission: StackAdmission, client: Hashable) -> None:
+                 admission: StackAdmission, client: Hashable, unplaced: Callable[[], None] = lambda: None) -> None:
+        """`unplaced`: called once, when the session stops counting towards its member's load (its connection is
+        closing, or it is gone)."""
         self._session = session
+        self._unplaced: Callable[[], None] | None = unplaced
         self._settings = settings
         self._clock = clock
         self._admission = admission
@@ -153,12 +161,18 @@ class JanusSIPSession:
         self._agents.append(agent)
         return agent
 
+    def closing(self) -> None:
+        unplaced, self._unplaced = self._unplaced, None
+        if unplaced is not None:
+            unplaced()
+
     def close(self) -> Deferred[None]:
         self.release_stacks()
         return self._session.destroy()
 
     def release_stacks(self) -> None:
         """The session is gone (destroyed or lost), and every SIP stack in it."""
+        self.closing()
         agents, self._agents = self._agents, []
         for agent in agents:
             self._admission.ended(agent)

@@ -15,9 +15,11 @@ from cryptography.x509.oid import NameOID
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from sylk.gateway.config import Config, ConfigError, JanusConfig, WebRTCGatewayConfig, WebServerConfig
-from sylk.gateway.service import GatewayService, exposure_warnings, tls_options
+from sylk.gateway.service import LISTEN_BACKLOG, GatewayService, exposure_warnings, tls_options, web_endpoint
 
 ORIGINS = ("https://phone.example.com",)
 
@@ -109,3 +111,13 @@ class CertificateTests(SynchronousTestCase):
     def test_the_service_refuses_to_start_with_it(self) -> None:
         with self.assertRaises(ConfigError):
             GatewayService(config(certificate=temp_path(self)), MemoryReactorClock())
+
+
+class ListenerTests(SynchronousTestCase):
+    def test_a_burst_of_browsers_fits_in_the_listen_queue(self) -> None:
+        # Twisted's default backlog (50) dropped browsers opening at once; each dropped SYN costs a second's retry
+        for certificate in (None, certificate_file(self)):
+            reactor = MemoryReactorClock()
+            web_endpoint(reactor, WebServerConfig(local_port=10888, certificate=certificate)).listen(Site(Resource()))
+            listened = reactor.tcpServers or reactor.sslServers
+            self.assertEqual(listened[0][-2], LISTEN_BACKLOG)  # (port, factory, [context,] backlog, interface)

@@ -13,13 +13,17 @@ TEST_PACKAGES := $(RUN_PACKAGES) iproute2 sip-tester baresip chromium
 JS := js/sylkrtc
 JS_BUILT := sylk/gateway/web/sylkrtc.js
 
-.PHONY: run test unit integration system-packages system-test-packages venv js node clean
+.PHONY: run test bench unit integration system-packages system-test-packages venv js node clean
 
 run: system-packages venv js
 	demo/run.sh
 
 test: system-test-packages venv js
 	$(VPY) -m pytest tests
+
+# Every benchmark side by side with raw Janus (bench/README.md; about 10 minutes on 2 cores, as root).
+bench: system-test-packages venv js
+	$(VPY) bench/all.py
 
 unit: venv js
 	$(VPY) -m pytest tests/unit

@@ -48,7 +48,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (DOMAIN, KAMAILIO_PORT, Browser, JanusClient, ProcInfo, RawJanus, apply_settings,  # noqa: E402
+from common import (DOMAIN, KAMAILIO_PORT, Browser, JanusClient, RawJanus, apply_settings,  # noqa: E402
                     current_janus_pids, ini_text, install_signal_handlers, log, median, percentile, proc_info,
                     procs_info, ratio, require_root, schedule, sip_result, sleep_until, write_results)
 

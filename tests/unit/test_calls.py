@@ -258,14 +258,25 @@ class OutgoingCallTests(CallTestCase):
         connection, peer = self.registered()
         self.assertEqual(len(self.janus.helpers), 1)  # idle, for a call arriving while the master is busy
         sent = len(self.janus.kinds())
-        self.dial(connection, "s1")  # takes the spare; another is attached, once the INVITE is on its way
-        self.assertEqual(self.janus.kinds()[sent:sent + 3], ["message:call", "attach", "message:register"])
-        self.assertEqual(self.janus.kinds()[sent:].count("attach"), 1)
+        self.dial(connection, "s1")  # takes the spare; no other is attached while the call is being set up
+        self.assertEqual(self.janus.kinds()[sent:], ["message:call"])
+        self.janus.answer_call(self.session_id(), self.line_of())
+        self.assertEqual(self.calls(peer), ["progress", ("accepted", "v=0 answer")])
+        self.assertEqual(self.janus.kinds()[sent:], ["message:call", "attach", "message:register"])  # answered: now
         self.assertEqual(len(self.janus.helpers), 2)
         for number in range(2, 5):
             self.dial(connection, f"s{number}")
         self.assertEqual(len(self.janus.call_bodies), 4)
         self.assertEqual(len(self.janus.helpers), 4)  # never more lines than calls allowed
+
+    def test_an_unanswered_call_tops_the_spare_up_when_it_ends(self) -> None:
+        connection, peer = self.registered()
+        self.dial(connection, "s1")  # takes the spare
+        sent = len(self.janus.kinds())
+        self.janus.remote_hangup(self.session_id(), self.line_of(), 486, "Busy Here")
+        self.assertEqual(self.calls(peer), ["progress", ("terminated", "486 Busy Here")])
+        self.assertEqual(self.janus.kinds()[sent:], ["detach", "attach", "message:register"])  # its line retired
+        self.assertEqual(len([h for h in self.janus.helpers if h in self.janus.handles()]), 1)
 
 
 class IncomingCallTests(CallTestCase):

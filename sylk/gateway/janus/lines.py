@@ -8,7 +8,10 @@ A `janus.plugin.sip` handle carries one call at a time, so an account's user age
 - **helper** handles (`type: helper`, the master's `master_id`) share the master's stack. Janus gives an incoming
   INVITE to the master, or to the first idle helper when the master is busy, so a registered account always keeps
   one idle helper (attaching another whenever a line gets busy, up to the call limit): a call arriving while busy
-  still rings (without an idle line, Janus answers 486 by itself and reports `missed_call`). Outgoing calls go on
+  still rings (without an idle line, Janus answers 486 by itself and reports `missed_call`). An outgoing call's
+  spare is attached once that call is answered or over, not while it is being set up: the attach and the binding
+  (four Janus messages, two Janus log lines) would compete with the call's own setup for the gateway's loop and
+  Janus's SIP thread; outgoing calls leave the master free for incoming ones meanwhile. Outgoing calls go on
   idle helpers, attached as needed (~2 ms each; a handle with a stack of its own would cost ~100 ms of the SIP
   plugin's single thread). One spare rather than a full set: every handle costs Janus, and a full set per
   account made tearing down hundreds of accounts at once overrun the un-REGISTER timeouts.
@@ -249,6 +252,10 @@ class JanusSIPUserAgent:
         if self.line_freed(line, call) and line.helper:
             self.retire(line)
             self._ensure_spare_line()
+
+    def call_answered(self) -> None:
+        """An outgoing call was answered (and the browser told): its setup is over, the next spare can be attached."""
+        self._ensure_spare_line()
 
     def any_handle(self) -> JanusHandle | None:
         """A handle of the account's, for requests that need one but no particular call (refusing a REFER)."""
@@ -522,11 +529,8 @@ class JanusSIPUserAgent:
         call.placed(reply)
 
     def _invite(self, line: _Line, body: dict[str, Any], sdp: str) -> Deferred[dict[str, Any]]:
-        """Send the `call`, and only then top the spare line up: its attach must not reach Janus ahead of the INVITE,
-        nor its handling (Janus's and ours) come before the INVITE's."""
-        sent = line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
-        self._ensure_spare_line()
-        return sent
+        """Send the `call`; the spare line is topped up once the call is answered (call_answered) or over."""
+        return line.handle.message(body, {"type": "offer", "sdp": sdp})  # type: ignore[union-attr]
 
     async def _free_line(self, call: JanusSIPCall, avoid: _Line | None = None) -> _Line:
         """An idle helper for an outgoing call, attached if needed (the master must be callable for that)."""

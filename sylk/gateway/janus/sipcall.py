@@ -310,6 +310,7 @@ class JanusSIPCall:
         self._accepted = True
         if self.direction == "outgoing":
             self._tell(lambda observer: observer.call_accepted(sipcodec.sdp(jsep), sipcodec.headers(result.get("headers")) or None))
+            self.agent.call_answered()
         else:
             self._tell(lambda observer: observer.call_accepted(None, None))
 

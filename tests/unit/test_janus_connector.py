@@ -130,3 +130,11 @@ class ConnectorTests(SynchronousTestCase):
         self.advance(PING_INTERVAL)
         self.advance(PING_TIMEOUT)
         self.assertTrue(self.protocol.dropped)
+
+    def test_a_frame_that_is_not_utf8_is_decoded_with_replacement_not_refused(self) -> None:
+        # autobahn would fail the whole link (every user on this Janus) on one bad byte; the API decodes with
+        # replacement and drops what it cannot use
+        self.assertFalse(self.connector._factory.utf8validateIncoming)
+        protocol = self.connector._factory.buildProtocol(None)
+        protocol.api = self.protocol.api
+        protocol.onMessage(b'{"janus":"event","session_id":1,"note":"\xff"}', False)  # no exception: dropped

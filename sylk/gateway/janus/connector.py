@@ -71,7 +71,10 @@ class JanusConnector(Service):
         self._available = OneShotObserver()  # fired while `api` is usable; a new one after each loss
         factory = _JanusClientFactory(self, url if unix_socket is None else "ws://localhost/",
                                       protocols=[JANUS_SUBPROTOCOL], useragent=f"sylkgateway/{__version__}")
-        factory.setProtocolOptions(openHandshakeTimeout=CONNECT_TIMEOUT)
+        self._factory = factory
+        # Frames from Janus are decoded with errors replaced (onMessage), so autobahn's own UTF-8 check would only
+        # add work, and turn one bad byte (a far end's header relayed by a plugin) into a failed link for everyone.
+        factory.setProtocolOptions(openHandshakeTimeout=CONNECT_TIMEOUT, utf8validateIncoming=False)
         endpoint = _endpoint(reactor, url) if unix_socket is None else \
             UNIXClientEndpoint(reactor, str(unix_socket), timeout=CONNECT_TIMEOUT)
         self._client = ClientService(endpoint, factory, clock=reactor,

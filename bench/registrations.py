@@ -776,7 +776,8 @@ def gateway_config(options: argparse.Namespace, case: Case) -> dict[str, dict[st
         "WebRTCGateway": {"outbound_sip_proxy": f"127.0.0.1:{KAMAILIO_PORT}",
                           "max_accounts_per_connection": max(20, per_connection),
                           "max_connections_per_address": 100000, "request_rate": 100000, "request_burst": 100000},
-        "Janus": {"interface": "127.0.0.1"},
+        # the handle count comes from Janus's info lines
+        "Janus": {"interface": "127.0.0.1", "log_level": 4},
     }
     config = apply_settings(config, options.set)
     config["Janus"]["instances"] = case.members

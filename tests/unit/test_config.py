@@ -93,7 +93,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(janus.sip_transaction_timeout, 32)
         self.assertEqual(janus.request_timeout, 30.0)
         self.assertEqual(janus.max_open_files, 65536)
-        self.assertEqual(janus.log_level, 4)
+        self.assertEqual(janus.log_level, 3)
         self.assertIs(janus.trace_janus, False)
 
     def test_default_port_ranges_do_not_overlap(self) -> None:

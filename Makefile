@@ -21,7 +21,7 @@ run: system-packages venv js
 test: system-test-packages venv js
 	$(VPY) -m pytest tests
 
-# Every benchmark side by side with raw Janus (bench/README.md; about 10 minutes on 2 cores, as root).
+# Every benchmark side by side with raw Janus (bench/README.md; about 8 minutes on 2 cores, as root).
 bench: system-test-packages venv js
 	$(VPY) bench/all.py
 

@@ -82,7 +82,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (DOMAIN, KAMAILIO_PORT, RawJanus, apply_settings, cpu_seconds,  # noqa: E402
+from common import (DOMAIN, KAMAILIO_PORT, RawJanus, add_common_options, apply_settings, cpu_seconds,  # noqa: E402
                     current_janus_pids, ini_text, install_signal_handlers, log, median, percentile, proc_info, ratio,
                     require_root, write_results)
 from registrations import log_digest  # noqa: E402
@@ -741,12 +741,7 @@ def main() -> int:
                         help="seconds between the last call established and the measurement (default 2)")
     parser.add_argument("--per-account", type=int, default=25,
                         help="calls per account, the gateway's max_calls_per_account, 1-32 (default 25)")
-    parser.add_argument("--mode", choices=("both", "gateway", "janus"), default="both")
-    parser.add_argument("--set", action="append", default=[], metavar="Section.option=value",
-                        help="extra gateway setting (also used for the raw Janus's generated config), repeatable")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temporary folder)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write the figures here (default: bench/results/bridged.json)")
+    add_common_options(parser, "bridged")
     options = parser.parse_args()
     try:
         steps = parse_steps(options.calls)

@@ -48,9 +48,9 @@ from typing import Any, Awaitable, Callable, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (DOMAIN, KAMAILIO_PORT, Browser, JanusClient, RawJanus, apply_settings,  # noqa: E402
-                    current_janus_pids, ini_text, install_signal_handlers, log, median, percentile, proc_info,
-                    procs_info, ratio, require_root, schedule, sip_result, sleep_until, write_results)
+from common import (DOMAIN, KAMAILIO_PORT, Browser, JanusClient, RawJanus, add_common_options,  # noqa: E402
+                    apply_settings, current_janus_pids, ini_text, install_signal_handlers, log, median, percentile,
+                    proc_info, procs_info, ratio, require_root, schedule, sip_result, sleep_until, write_results)
 
 from sylk.gateway.config import Config, parse_config  # noqa: E402
 from sylk.gateway.janus import sipcodec  # noqa: E402
@@ -513,11 +513,7 @@ def main() -> int:
     parser.add_argument("--rounds", "-k", type=int, default=4, help="rounds per side and load (default 4)")
     parser.add_argument("--accounts", "-a", type=int, default=10,
                         help="calling accounts (gateway: one connection each; default 10)")
-    parser.add_argument("--set", action="append", default=[], metavar="Section.option=value",
-                        help="extra gateway setting (also used for the raw Janus's generated config), repeatable")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temporary folder)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write the figures here (default: bench/results/callsetup.json)")
+    add_common_options(parser, "callsetup", mode=False)
     options = parser.parse_args()
     if min(options.calls, options.rounds, options.accounts) < 1 or options.rate <= 0 or options.seconds <= 0:
         parser.error("--calls, --rounds, --accounts, --rate and --seconds must be positive")

@@ -4,7 +4,9 @@ its own. The real parts (network namespace, Kamailio, sipp, the gateway) come fr
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -18,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -28,7 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.typing import Subprotocol  # noqa: E402
 
-from sylk.gateway.config import Config  # noqa: E402
+from sylk.gateway.config import Config, parse_config  # noqa: E402
 from tests.integration.gateway import Gateway  # noqa: E402
 from tests.integration.kamailio import Kamailio  # noqa: E402
 from tests.integration.rawjanus import free_tcp_port, write_janus_config  # noqa: E402
@@ -186,7 +188,8 @@ def machine() -> dict[str, Any]:
     """The machine and the versions a figure came from."""
     cpu = "?"
     try:
-        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)  # type: ignore[union-attr]
+        cpu = re.search(r"model name\s*:\s*(.*)",  # type: ignore[union-attr]
+                        Path("/proc/cpuinfo").read_text()).group(1)
     except (OSError, AttributeError):
         pass
     memory = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
@@ -227,6 +230,43 @@ def ini_text(config: dict[str, dict[str, Any]]) -> str:
         lines.append(f"[{section}]")
         lines += [f"{option} = {value}" for option, value in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def add_common_options(parser: argparse.ArgumentParser, name: str, *, mode: bool = True) -> None:
+    """The options every benchmark takes: which sides (`mode`), extra settings, the work folder, the JSON file."""
+    if mode:
+        parser.add_argument("--mode", choices=("both", "gateway", "janus"), default="both")
+    parser.add_argument("--set", action="append", default=[], metavar="Section.option=value",
+                        help="extra gateway setting (also used for the raw Janus's generated config), repeatable")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help=f"write the figures here (default: bench/results/{name}.json)")
+
+
+@contextlib.contextmanager
+def gateway_and_raw_janus(workdir: Path, config: dict[str, dict[str, Any]], mode: str,
+                          port: int) -> Iterator[tuple[Gateway | None, "RawJanus | None"]]:
+    """The gateway (mode both or gateway) and a raw Janus from the same settings (both or janus), each in its own
+    folder under `workdir`: started, logged, and stopped on the way out."""
+    gateway = Gateway(workdir / "gateway", config, port=port) if mode in ("both", "gateway") else None
+    janus = RawJanus(workdir / "janus", parse_config(ini_text(config))) if mode in ("both", "janus") else None
+    for part in (gateway, janus):
+        if part is not None:
+            part.workdir.mkdir(exist_ok=True)
+    try:
+        if gateway is not None:
+            gateway.start()
+            gateway_pid = gateway.process.pid if gateway.process else "?"
+            log(f"gateway: started (pid {gateway_pid}, Janus pids {current_janus_pids(gateway)})")
+        if janus is not None:
+            janus.start()
+            log(f"janus: started (pid {janus.pid})")
+        yield gateway, janus
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        if janus is not None:
+            janus.stop()
 
 
 def apply_settings(config: dict[str, dict[str, Any]], settings: list[str]) -> dict[str, dict[str, Any]]:
@@ -406,8 +446,8 @@ class JanusClient:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                ws = await connect(url, subprotocols=[Subprotocol("janus-protocol")], open_timeout=2, ping_interval=None,
-                                   max_size=None)
+                ws = await connect(url, subprotocols=[Subprotocol("janus-protocol")], open_timeout=2,
+                                   ping_interval=None, max_size=None)
                 client = cls(ws, secret)
                 await client.request({"janus": "info"})
                 return client

@@ -57,12 +57,11 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (ProcInfo, RawJanus, apply_settings, current_janus_pids, ini_text,  # noqa: E402
-                    install_signal_handlers, log, median, ms, percentile, proc_info, procs_info, require_root,
-                    write_results)
+from common import (ProcInfo, RawJanus, add_common_options, apply_settings, current_janus_pids,  # noqa: E402
+                    gateway_and_raw_janus, install_signal_handlers, log, median, ms, percentile, proc_info,
+                    procs_info, require_root, write_results)
 from registrations import log_digest  # noqa: E402
 
-from sylk.gateway.config import parse_config  # noqa: E402
 from tests.integration.gateway import Gateway  # noqa: E402
 from tests.integration.janus_admin import JanusAdmin  # noqa: E402
 from tests.integration.netns import network_namespace  # noqa: E402
@@ -729,12 +728,7 @@ def main() -> int:
                         help="connections (and raw Janus sessions) held at once (default 10000)")
     parser.add_argument("--batch", "-b", type=int, default=200, help="opened at once (default 200)")
     parser.add_argument("--rounds", "-r", type=int, default=2, help="rounds of each mode, alternating (default 2)")
-    parser.add_argument("--mode", choices=("both", "gateway", "janus"), default="both")
-    parser.add_argument("--set", action="append", default=[], metavar="Section.option=value",
-                        help="extra gateway setting (also used for the raw Janus's generated config), repeatable")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temporary folder)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write the figures here (default: bench/results/connections.json)")
+    add_common_options(parser, "connections")
     options = parser.parse_args()
     if options.connections < 1 or options.batch < 1 or options.rounds < 1:
         parser.error("--connections, --batch and --rounds must be at least 1")
@@ -754,30 +748,12 @@ def main() -> int:
     results: list[Result] = []
     backlog: int | None = None
     try:
-        with network_namespace():
-            gateway = Gateway(workdir / "gateway", config, port=GATEWAY_PORT) \
-                if options.mode in ("both", "gateway") else None
-            janus = RawJanus(workdir / "janus", parse_config(ini_text(config))) \
-                if options.mode in ("both", "janus") else None
-            for part in (gateway, janus):
-                if part is not None:
-                    part.workdir.mkdir(exist_ok=True)
-            try:
-                if gateway is not None:
-                    gateway.start()
-                    backlog = listen_backlog(GATEWAY_PORT)
-                    gateway_pid = gateway.process.pid if gateway.process else "?"
-                    log(f"gateway: started (pid {gateway_pid}, Janus pids {current_janus_pids(gateway)}; "
-                        f"its listen queue holds {backlog})")
-                if janus is not None:
-                    janus.start()
-                    log(f"janus: started (pid {janus.pid})")
-                results = asyncio.run(run_rounds(options, gateway, runtime_dir, janus))
-            finally:
-                if gateway is not None:
-                    gateway.stop()
-                if janus is not None:
-                    janus.stop()
+        with network_namespace(), \
+                gateway_and_raw_janus(workdir, config, options.mode, GATEWAY_PORT) as (gateway, janus):
+            if gateway is not None:
+                backlog = listen_backlog(GATEWAY_PORT)
+                log(f"gateway: its listen queue holds {backlog}")
+            results = asyncio.run(run_rounds(options, gateway, runtime_dir, janus))
     except KeyboardInterrupt as interrupted:
         log(f"interrupted ({str(interrupted) or 'Ctrl-C'}); everything was stopped. Logs: {workdir}")
         return 130

@@ -56,7 +56,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (DOMAIN, KAMAILIO_PORT, Browser, JanusClient, ProcInfo, RawJanus,  # noqa: E402
+from common import (DOMAIN, KAMAILIO_PORT, Browser, JanusClient, ProcInfo, RawJanus, add_common_options,  # noqa: E402
                     apply_settings, current_janus_pids, group_cpu_seconds, ini_text, install_signal_handlers, log,
                     ms, percentile, poll_contacts, proc_info, procs_info, require_root, schedule, sip_result,
                     sleep_until, write_results)
@@ -860,15 +860,10 @@ def main() -> int:
                         help="register requests offered per second; 0 = all at once (default; 100 for sustained)")
     parser.add_argument("--duration", "-t", type=float, default=20.0,
                         help="sustained: seconds of offered load, so N = rate x duration (default 20)")
-    parser.add_argument("--mode", choices=("both", "gateway", "janus"), default="both")
-    parser.add_argument("--set", action="append", default=[], metavar="Section.option=value",
-                        help="extra gateway setting (also used for the raw Janus's generated config), repeatable")
+    add_common_options(parser, "registrations")
     parser.add_argument("--wait", type=float, default=None,
                         help="raw mode: seconds to wait for every registration after the last request "
                              "(default: max(60, N/4 per member) + 15)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temporary folder)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write the figures here (default: bench/results/registrations.json)")
     options = parser.parse_args()
     if options.accounts < 1 or options.connections < 1 or options.members < 0:
         parser.error("--accounts and --connections must be at least 1, --members at least 0")

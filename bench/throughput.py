@@ -57,13 +57,12 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (ProcInfo, RawJanus, current_janus_pids, ini_text, install_signal_handlers,  # noqa: E402
-                    log, median, percentile, proc_info, procs_info, require_root, sleep_until, write_results)
+from common import (ProcInfo, add_common_options, current_janus_pids, gateway_and_raw_janus,  # noqa: E402
+                    install_signal_handlers, log, median, percentile, proc_info, procs_info, require_root,
+                    sleep_until, write_results)
 from connections import LightSocket, busy_share, cpu_ticks, gateway_config, raise_open_files_limit  # noqa: E402
 from registrations import log_digest  # noqa: E402
 
-from sylk.gateway.config import parse_config  # noqa: E402
-from tests.integration.gateway import Gateway  # noqa: E402
 from tests.integration.netns import network_namespace  # noqa: E402
 
 GATEWAY_PORT = 10888
@@ -463,12 +462,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds sent before measuring (default 2)")
     parser.add_argument("--rounds", "-r", type=int, default=3, help="rounds of each mode, alternating (default 3)")
     parser.add_argument("--clients", "-p", type=int, default=2, help="client processes (default 2)")
-    parser.add_argument("--mode", choices=("both", "gateway", "janus"), default="both")
-    parser.add_argument("--set", action="append", default=[], metavar="Section.option=value",
-                        help="extra gateway setting (also used for the raw Janus's generated config), repeatable")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temporary folder)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write the figures here (default: bench/results/throughput.json)")
+    add_common_options(parser, "throughput")
     options = parser.parse_args()
     if min(options.connections, options.window, options.rounds, options.clients) < 1 or options.duration <= 0:
         parser.error("--connections, --window, --rounds, --clients and --duration must be positive")
@@ -486,39 +480,20 @@ def main() -> int:
 
     results: list[Result] = []
     try:
-        with network_namespace():
-            gateway = Gateway(workdir / "gateway", config, port=GATEWAY_PORT) \
-                if options.mode in ("both", "gateway") else None
-            janus = RawJanus(workdir / "janus", parse_config(ini_text(config))) \
-                if options.mode in ("both", "janus") else None
-            for part in (gateway, janus):
-                if part is not None:
-                    part.workdir.mkdir(exist_ok=True)
-            try:
+        with network_namespace(), \
+                gateway_and_raw_janus(workdir, config, options.mode, GATEWAY_PORT) as (gateway, janus):
+            for index in range(1, options.rounds + 1):
                 if gateway is not None:
-                    gateway.start()
-                    gateway_pid = gateway.process.pid if gateway.process else "?"
-                    log(f"gateway: started (pid {gateway_pid}, Janus pids {current_janus_pids(gateway)})")
+                    mark = len(gateway.log())
+                    pid = gateway.process.pid if gateway.process else None
+                    results.append(run_round("gateway", index, options, gateway.port, "", pid,
+                                             current_janus_pids(gateway), gateway.log_path))
+                    results[-1].problems = log_digest(gateway.log()[mark:])[1]
+                    report(results[-1])
                 if janus is not None:
-                    janus.start()
-                    log(f"janus: started (pid {janus.pid})")
-                for index in range(1, options.rounds + 1):
-                    if gateway is not None:
-                        mark = len(gateway.log())
-                        pid = gateway.process.pid if gateway.process else None
-                        results.append(run_round("gateway", index, options, gateway.port, "", pid,
-                                                 current_janus_pids(gateway), gateway.log_path))
-                        results[-1].problems = log_digest(gateway.log()[mark:])[1]
-                        report(results[-1])
-                    if janus is not None:
-                        results.append(run_round("janus", index, options, janus.port, janus.secret, None,
-                                                 [janus.pid] if janus.pid else [], None))
-                        report(results[-1])
-            finally:
-                if gateway is not None:
-                    gateway.stop()
-                if janus is not None:
-                    janus.stop()
+                    results.append(run_round("janus", index, options, janus.port, janus.secret, None,
+                                             [janus.pid] if janus.pid else [], None))
+                    report(results[-1])
     except KeyboardInterrupt as interrupted:
         log(f"interrupted ({str(interrupted) or 'Ctrl-C'}); everything was stopped. Logs: {workdir}")
         return 130

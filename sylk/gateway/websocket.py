@@ -39,6 +39,9 @@ CLOSE_GOING_AWAY = 1001  # the gateway is stopping (RFC 6455: an endpoint going 
 CLOSE_RESUMED_ELSEWHERE = 4409  # another socket resumed this socket's connection (connection-resume)
 # HTTP answers to a handshake (besides autobahn's own ConnectionDeny codes).
 SERVICE_UNAVAILABLE = 503
+# Seconds a client refused with 503 is told to wait (Retry-After): a spawned Janus is usually connected within a
+# second of the gateway's start, and a restarted one within a few.
+RETRY_AFTER = 1
 TOO_MANY_REQUESTS = 429
 # Frames above max_message_size are answered with an error; frames above this many times that size are not even
 # read: autobahn closes the socket with 1009 (message too big).
@@ -91,6 +94,11 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(SERVICE_UNAVAILABLE, "SIP backend (Janus) is not available; try again later")
         self.dialect = DIALECTS[name]
         return name
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        if code == SERVICE_UNAVAILABLE:  # Janus not there yet, or shutting down: say when to try again
+            responseHeaders = [*(responseHeaders or []), ("Retry-After", str(RETRY_AFTER))]
+        super().failHandshake(reason, code, responseHeaders)
 
     def onOpen(self) -> None:
         factory = self.factory

@@ -145,7 +145,9 @@ class WebSocketTests(SynchronousTestCase):
         self.assertEqual(Browser(self.factory, origin="https://evil.example.net").status, 403)
         self.assertEqual(Browser(self.factory, origin="https://phone.example.com").status, 101)
         self.link.api = None
-        self.assertEqual(Browser(self.factory).status, 503)
+        refused = Browser(self.factory)
+        self.assertEqual(refused.status, 503)
+        self.assertIn(b"\r\nRetry-After: 1", refused.response)  # Janus is usually back within a second
 
     def test_requests_are_answered_on_the_socket(self) -> None:
         browser = self.ready_browser()

@@ -1,7 +1,14 @@
 // Fakes for the browser APIs sylkrtc.js uses: a clock, WebSocket, RTCPeerConnection, MediaStream and tracks.
 // They are driven by the tests: nothing happens unless a test makes it happen, and time passes only on tick().
 
+import { webcrypto } from 'node:crypto';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
+
+// Every browser has the global `crypto` (getRandomValues: the resume token and UUIDs); Node has it only from 19 on,
+// so on Node 18 (Debian 12's) the tests give the library the same Web Crypto object a browser would.
+if (globalThis.crypto === undefined) {
+    globalThis.crypto = webcrypto;
+}
 
 /** Lets every pending promise callback run (the microtask queue drains before the next macrotask). */
 export async function flush() {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { Account, SylkRTCError, md5 } from '../dist/sylkrtc.js';
 import { flush } from './fakes.mjs';
-import { addAccount, eachDialect, readyConnection, record, registeredAccount, rejection } from './helpers.mjs';
+import { addAccount, eachDialect, readyConnection, record, registeredAccount, rejection, test } from './helpers.mjs';
 
 eachDialect((protocol) => {
     const ready = (options = {}) => readyConnection({ server: [protocol], ...options });

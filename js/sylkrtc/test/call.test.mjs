@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { Call, SylkRTCError } from '../dist/sylkrtc.js';
 import { FakeMediaStream, FakeRTCPeerConnection, FakeTrack, FakeWebSocket, flush } from './fakes.mjs';
-import { addAccount, eachDialect, readyConnection, record, registeredAccount, rejection } from './helpers.mjs';
+import { addAccount, eachDialect, readyConnection, record, registeredAccount, rejection, test } from './helpers.mjs';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const HOST = { candidate: 'candidate:1 1 udp 2122194687 192.0.2.2 57066 typ host generation 0', sdpMid: '0', sdpMLineIndex: 0 };

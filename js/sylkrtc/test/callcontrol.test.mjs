@@ -2,13 +2,13 @@
 // a call. Every suite runs once per dialect: the fake gateway speaks the events in each one's shape.
 
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { Call, SylkRTCError, TransferRequest } from '../dist/sylkrtc.js';
 import { FakeRTCPeerConnection, flush } from './fakes.mjs';
 import {
     ANSWER, addAccount, answeredIncomingCall, answeredOutgoingCall, eachDialect, mediaStream, readyConnection, record,
-    rejection,
+    rejection, test,
 } from './helpers.mjs';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;

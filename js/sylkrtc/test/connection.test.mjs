@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { Connection, SylkRTCError, connect } from '../dist/sylkrtc.js';
 import { FakeWebSocket, flush } from './fakes.mjs';
-import { URL, addAccount, newConnection, readyConnection, record, registeredAccount, rejection } from './helpers.mjs';
+import { URL, addAccount, newConnection, readyConnection, record, registeredAccount, rejection, test } from './helpers.mjs';
 
 describe('connecting', () => {
     test('offers sylkRTC-2 and sylkRTC-1, speaks what the gateway selects, is ready only after the ready event', async () => {

@@ -1,11 +1,24 @@
-// Shared set-up for the tests: a connection on fakes, made ready; an added account.
+// Shared set-up for the tests: test() with its time bound; a connection on fakes, made ready; an added account.
 
-import { describe } from 'node:test';
+import { describe, test as nodeTest } from 'node:test';
 
 import { connect } from '../dist/sylkrtc.js';
 import { FakeMediaStream, FakeRTCPeerConnection, FakeTrack, FakeWebSocket, PROTOCOLS, fakeEnv, flush } from './fakes.mjs';
 
 export const URL = 'ws://gateway.test/webrtcgateway/ws';
+
+/**
+ * The bound on each test, so that one that hangs fails with its name instead of holding up the run. It is given
+ * here, not with `node --test --test-timeout`, which Node 18 (Debian 12's nodejs) does not have.
+ */
+export const TEST_TIMEOUT_MS = 20_000;
+
+/** node:test's test() with `{ timeout: TEST_TIMEOUT_MS }` unless its options give one: the tests import this one. */
+export function test(name, options, fn) {
+    return typeof options === 'function'
+        ? nodeTest(name, { timeout: TEST_TIMEOUT_MS }, options)
+        : nodeTest(name, { timeout: TEST_TIMEOUT_MS, ...options }, fn);
+}
 
 /**
  * A connection on fresh fakes, not opened by the "gateway" yet. `options` go to connect(), except `server`: the

@@ -3,12 +3,12 @@
 // 4409, and the token in sessionStorage for a page reload.
 
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { connect } from '../dist/sylkrtc.js';
 import { FakeRTCPeerConnection, FakeStorage, FakeWebSocket, fakeEnv, flush } from './fakes.mjs';
 import { ANSWER, OFFER, URL, addAccount, answeredIncomingCall, answeredOutgoingCall, eachDialect, mediaStream,
-    readyConnection, record, registeredAccount, rejection } from './helpers.mjs';
+    readyConnection, record, registeredAccount, rejection, test } from './helpers.mjs';
 
 const TOKEN = /^[A-Za-z0-9_-]{32}$/;
 const KEY = `sylkrtc.resume ${URL}`;

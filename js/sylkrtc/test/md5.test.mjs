@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { test } from 'node:test';
 
 import { md5 } from '../dist/sylkrtc.js';
+import { test } from './helpers.mjs';
 
 test('RFC 1321 test suite', () => {
     const suite = {

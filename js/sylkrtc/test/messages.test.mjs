@@ -1,11 +1,11 @@
 // The account's messages (out of calls), disposition notifications, push tokens and address book, in both dialects.
 
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe } from 'node:test';
 
 import { SylkRTCError } from '../dist/sylkrtc.js';
 import { flush } from './fakes.mjs';
-import { addAccount, eachDialect, readyConnection, record, registeredAccount, rejection } from './helpers.mjs';
+import { addAccount, eachDialect, readyConnection, record, registeredAccount, rejection, test } from './helpers.mjs';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

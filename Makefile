@@ -39,8 +39,12 @@ $(JS_BUILT): $(JS)/node_modules/.package-lock.json $(wildcard $(JS)/src/*.ts) $(
 $(JS)/node_modules/.package-lock.json: $(JS)/package-lock.json | node
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 
+# Node.js 18 or newer with npm. Without an npm, Debian's nodejs and npm packages (18.20 and 9.2 in Debian 12); an
+# npm already there is used as it is (e.g. nodesource's nodejs, which brings its own and conflicts with Debian's npm).
 node:
-	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or newer (with npm)"; exit 1; }
+	@command -v npm >/dev/null || scripts/apt-install nodejs npm
+	@version=$$(node -p process.versions.node 2>/dev/null) || { echo "npm is installed but node is not: install Node.js 18 or newer"; exit 1; }; \
+	[ "$${version%%.*}" -ge 18 ] || { echo "Node.js $$version is too old: the browser library needs Node.js 18 or newer"; exit 1; }
 
 system-packages:
 	@scripts/apt-install $(RUN_PACKAGES)

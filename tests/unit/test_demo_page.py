@@ -47,7 +47,7 @@ console.log(JSON.stringify({
 @pytest.fixture(scope="module")
 def page_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("node") is None:
-        pytest.fail("node is missing: install Node.js 20 or newer (make test expects it)")
+        pytest.fail("node is missing: `make js` installs Debian's nodejs and npm (Node.js 18 or newer is needed)")
     folder = tmp_path_factory.mktemp("demo")
     shutil.copy(DEMO_JS, folder / "demo.js")
     (folder / "sylkrtc.js").write_text("export function connect() { throw new Error('not in this test'); }\n")

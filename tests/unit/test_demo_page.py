@@ -52,6 +52,9 @@ def page_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(DEMO_JS, folder / "demo.js")
     (folder / "sylkrtc.js").write_text("export function connect() { throw new Error('not in this test'); }\n")
     (folder / "harness.mjs").write_text(HARNESS)
+    # The .js files are modules, as the page loads them (<script type="module">); Node before 20.19 (Debian 12's
+    # is 18.20) takes a .js file for CommonJS unless its package.json says otherwise.
+    (folder / "package.json").write_text('{"type": "module"}\n')
     return folder
 
 

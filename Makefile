@@ -4,9 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-# Debian packages: the SIP/media engine and the demo registrar; for tests also SIP phones (sipp, baresip) and a
-# browser (Chromium, driven by Playwright from PyPI, which never downloads a browser of its own here).
-RUN_PACKAGES := janus kamailio
+# Debian packages: the SIP/media engine, the demo registrar and Python's venv module (not in a fresh Debian 12's
+# python3); for tests also SIP phones (sipp, baresip) and a browser (Chromium, driven by Playwright from PyPI, which
+# never downloads a browser of its own here).
+RUN_PACKAGES := janus kamailio python3-venv
 TEST_PACKAGES := $(RUN_PACKAGES) iproute2 sip-tester baresip chromium
 
 # The browser library, built by npm from js/sylkrtc and served by the gateway (never committed).

@@ -32,6 +32,7 @@ from twisted.web.util import Redirect
 
 from sylk.gateway import __version__
 from sylk.gateway.config import Config, ConfigError, WebServerConfig
+from sylk.gateway.health import HealthResource, ReadyResource
 from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
 from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
@@ -61,6 +62,8 @@ class GatewayService(MultiService):
         root = Resource()
         root.putChild(b"", Redirect(b"/webrtcgateway/"))
         root.putChild(b"webrtcgateway", self.resource)
+        root.putChild(b"health", HealthResource())
+        root.putChild(b"ready", ReadyResource(self.websocket_factory, self.janus_links))
         self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server), Site(root))
         self.web._raiseSynchronously = True  # a port that cannot be bound stops twistd (as strports.service does)
         self.web.setServiceParent(self)

@@ -11,7 +11,10 @@ import signal
 import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -165,19 +168,35 @@ def test_external_janus_and_503_while_it_is_away(netns: str, tmp_path: Path) -> 
         with Gateway(tmp_path, {"Janus": {"spawn": "no", "api_url": f"ws://127.0.0.1:{port}",
                                           "api_secret": secret}}) as gateway:
             assert gateway.janus_pids() == []  # nothing spawned
+            assert http_get(gateway, "/ready")[:2] == (200, {"ready": True, "janus": {"connected": 1, "members": 1},
+                                                             "shutting_down": False})
             client = gateway.connect()
             stop(janus)
             eventually(lambda: "Lost the connection to Janus" in gateway.log(), what="the loss noticed")
             with pytest.raises(InvalidStatus) as refused:  # new browsers wait outside
                 connect(gateway.url, subprotocols=["sylkRTC-1"], open_timeout=5)
             assert refused.value.response.status_code == 503
+            assert refused.value.response.headers["Retry-After"] == "1"
+            status, body, headers = http_get(gateway, "/ready")
+            assert (status, body["ready"], headers["Retry-After"]) == (503, False, "1")
+            assert http_get(gateway, "/health")[:2] == (200, {"status": "ok"})  # alive: it recovers by itself
             janus = start_janus(tmp_path, port, secret)
             gateway.wait_usable(timeout=20)
+            assert http_get(gateway, "/ready")[0] == 200
             # the one that was connected stayed so, and carries on on the new Janus
             assert client.request("add_account", account=ALICE, password=HA1, timeout=20)["sylkrtc"] == "ack"
             client.close()
     finally:
         stop(janus)
+
+
+def http_get(gateway: Gateway, path: str) -> tuple[int, Any, Any]:
+    """(status, JSON body, headers) of a plain GET on the gateway's web port."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway.port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers
 
 
 def test_wrong_api_secret_keeps_the_gateway_unusable(netns: str, tmp_path: Path) -> None:

@@ -83,6 +83,8 @@ class WebServerConfig:
     local_port: int = 10888
     certificate: Path | None = None  # a PEM file holding certificate and key: serve https/wss instead of http/ws
     trusted_proxy_hops: int = 0  # reverse proxies in front that append X-Forwarded-For: the client address is read there
+    metrics_ip: str = "127.0.0.1"
+    metrics_port: int = 0  # a second listener serving only /metrics (Prometheus); 0: none
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,8 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "local_port": _integer(1, 65535),
         "certificate": _optional(_existing_file),
         "trusted_proxy_hops": _integer(0, 16),
+        "metrics_ip": _ip_address,
+        "metrics_port": _integer(0, 65535),
     }),
     "WebRTCGateway": (WebRTCGatewayConfig, {
         "web_origins": _origins,
@@ -357,7 +361,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 def _check(config: Config, source: str) -> None:
     """Checks that involve more than one option."""
-    janus, gateway = config.janus, config.gateway
+    janus, gateway, web = config.janus, config.gateway, config.web_server
+    if web.metrics_port == web.local_port:
+        raise ConfigError(f"{source}: [WebServer] metrics_port ({web.metrics_port}) must differ from local_port: "
+                          f"the metrics are served on a listener of their own")
     if gateway.register_timeout <= janus.sip_transaction_timeout:
         raise ConfigError(f"{source}: [WebRTCGateway] register_timeout ({gateway.register_timeout:g} s) must be "
                           f"longer than [Janus] sip_transaction_timeout ({janus.sip_transaction_timeout} s), "

@@ -65,6 +65,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(web.local_ip, "127.0.0.1")
         self.assertEqual(web.local_port, 10888)
         self.assertIsNone(web.certificate)
+        self.assertEqual((web.metrics_ip, web.metrics_port), ("127.0.0.1", 0))
 
     def test_gateway_defaults(self) -> None:
         gateway = parse_config("").gateway
@@ -408,6 +409,19 @@ class JanusTests(ConfigErrorAssertions, SynchronousTestCase):
 
     def test_interface_name_is_refused(self) -> None:
         self.assertBadOption("Janus", "interface", "eth0")
+
+    def test_metrics_listener(self) -> None:
+        web = parse_config(ini("WebServer", metrics_ip="::1", metrics_port="9108")).web_server
+        self.assertEqual((web.metrics_ip, web.metrics_port), ("::1", 9108))
+
+    def test_bad_metrics_listener_is_refused(self) -> None:
+        self.assertBadOption("WebServer", "metrics_port", "65536")
+        self.assertBadOption("WebServer", "metrics_port", "-1")
+        self.assertBadOption("WebServer", "metrics_ip", "localhost")
+
+    def test_metrics_port_must_differ_from_local_port(self) -> None:
+        self.assertConfigError(ini("WebServer", local_port="9108", metrics_port="9108"),
+                               "[WebServer] metrics_port (9108) must differ from local_port")
 
     def test_port_ranges(self) -> None:
         config = parse_config(ini("Janus", rtp_port_range="10000-10999", sip_rtp_port_range="11000 - 11999"))

@@ -19,7 +19,7 @@ setup(
     # `sylk` is a namespace package (no __init__.py) so this installs beside SylkServer's own `sylk`.
     packages=find_namespace_packages(include=["sylk.*"]) + ["twisted.plugins"],
     package_data={"sylk.gateway": ["web/*.html", "web/*.js", "web/*.css"]},
-    install_requires=["twisted[tls]>=22.4", "autobahn>=22.7", "zope.interface>=5.5"],
+    install_requires=["twisted[tls]>=22.4", "autobahn>=22.7", "zope.interface>=5.5", "prometheus_client>=0.16"],
     extras_require={"test": ["pytest", "pytest-timeout", "websockets>=12", "playwright", "hypothesis", "mypy", "mypy-zope"]},
     classifiers=[
         "Framework :: Twisted",

@@ -8,13 +8,17 @@ or `error` with the APIError's text when it fails. Anything unexpected becomes "
 Each frame, valid or not, costs a token of the connection's bucket: a frame with none left is answered with
 "Too many requests" and not handled, and a client that keeps sending after `burst` such refusals in a row is
 disconnected (1008), so that answering a flood cannot become a flood of its own.
+
+Each answer is counted once (RequestMetrics): by the request's type, or UNKNOWN_REQUEST for a frame that did not
+decode into one (labels must come from a known set: one per name a client made up would grow without bound), and
+errors also by cause.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -35,6 +39,18 @@ def encode_json(message: dict[str, Any]) -> bytes:
 
 # WebSocket close code for a client that keeps sending after being refused (RFC 6455: policy violation).
 CLOSE_POLICY_VIOLATION = 1008
+# How a request counts whose frame did not decode into one.
+UNKNOWN_REQUEST = "unknown"
+# Why a request is answered with an error: over the rate limit, not a valid request, refused (APIError), or a bug.
+RATE_LIMITED = "rate-limited"
+INVALID = "invalid"
+REFUSED = "refused"
+INTERNAL = "internal"
+
+
+class RequestMetrics(Protocol):
+    def request_answered(self, kind: str, error: str | None) -> None:
+        """A request of type `kind` was answered: with an ack (`error` None) or an error of that cause."""
 
 
 class TokenBucket:
@@ -67,7 +83,8 @@ class RequestChannel:
 
     def __init__(self, name: str, dialect: Dialect, send: Callable[[bytes], None],
                  handle: Callable[[Request], Deferred[None] | None], max_message_size: int, trace: bool, *,
-                 bucket: TokenBucket | None = None, disconnect: Callable[[int, str], None] | None = None) -> None:
+                 bucket: TokenBucket | None = None, disconnect: Callable[[int, str], None] | None = None,
+                 metrics: RequestMetrics | None = None) -> None:
         """Without a `bucket`, frames are not rate limited; `disconnect` ends a client that floods."""
         self.name = name
         self.dialect = dialect
@@ -77,6 +94,7 @@ class RequestChannel:
         self._trace = trace
         self._bucket = bucket
         self._disconnect = disconnect
+        self._metrics = metrics
         self._refused_in_a_row = 0
         self._disconnected = False
 
@@ -95,6 +113,7 @@ class RequestChannel:
 
     def _refuse(self, bucket: TokenBucket, payload: bytes, is_binary: bool) -> None:
         transaction = None if is_binary or len(payload) > self._max_message_size else _transaction_in(payload)
+        self._count(UNKNOWN_REQUEST, RATE_LIMITED)
         self._reply(self.dialect.error(transaction, f"Too many requests (at most {bucket.rate:g} per second)"))
         self._refused_in_a_row += 1
         if self._refused_in_a_row >= bucket.size and self._disconnect is not None:
@@ -106,32 +125,39 @@ class RequestChannel:
 
     def _request_received(self, payload: bytes, is_binary: bool) -> None:
         if is_binary:
-            self._reply(self.dialect.error(None, "Binary messages are not supported; send JSON text"))
+            self._invalid(None, "Binary messages are not supported; send JSON text")
             return
         if len(payload) > self._max_message_size:
-            self._reply(self.dialect.error(None, f"Message too large: {len(payload)} bytes "
-                                                 f"(at most {self._max_message_size})"))
+            self._invalid(None, f"Message too large: {len(payload)} bytes (at most {self._max_message_size})")
             return
         try:
             message = json.loads(payload)
         except (ValueError, RecursionError) as e:
-            self._reply(self.dialect.error(None, f"Invalid JSON: {e}"))
+            self._invalid(None, f"Invalid JSON: {e}")
             return
         if not isinstance(message, dict):
-            self._reply(self.dialect.error(None, "A message must be a JSON object"))
+            self._invalid(None, "A message must be a JSON object")
             return
         transaction = _transaction(message)
         if "sylkrtc" not in message:
-            self._reply(self.dialect.error(transaction, "Missing 'sylkrtc' key"))
+            self._invalid(transaction, "Missing 'sylkrtc' key")
             return
         try:
             request = self.dialect.decode(message)
         except ValidationError as e:
-            self._reply(self.dialect.error(transaction, str(e)))
+            self._invalid(transaction, str(e))
             return
         answer = maybeDeferred(self._handle, request)
-        answer.addCallbacks(lambda _: self._reply(self.dialect.ack(request.transaction)),
-                            self._request_failed, errbackArgs=(request,))
+        answer.addCallbacks(self._request_done, self._request_failed, callbackArgs=(request,),
+                            errbackArgs=(request,))
+
+    def _invalid(self, transaction: str | int | None, reason: str) -> None:
+        self._count(UNKNOWN_REQUEST, INVALID)
+        self._reply(self.dialect.error(transaction, reason))
+
+    def _request_done(self, _: object, request: Request) -> None:
+        self._count(request.name, None)
+        self._reply(self.dialect.ack(request.transaction))
 
     def send_event(self, event: Event) -> None:
         message = self.dialect.encode(event)
@@ -140,11 +166,16 @@ class RequestChannel:
 
     def _request_failed(self, failure: Failure, request: Request) -> None:
         if failure.check(APIError):
-            reason = str(failure.value)
+            reason, cause = str(failure.value), REFUSED
         else:
             self.log.failure("{name}: {request!r} failed", failure, name=self.name, request=request)
-            reason = "Internal error"
+            reason, cause = "Internal error", INTERNAL
+        self._count(request.name, cause)
         self._reply(self.dialect.error(request.transaction, reason))
+
+    def _count(self, kind: str, error: str | None) -> None:
+        if self._metrics is not None:
+            self._metrics.request_answered(kind, error)
 
     def _reply(self, message: dict[str, Any]) -> None:
         data = encode_json(message)

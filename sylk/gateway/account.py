@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sylk.gateway.call import Call
+from sylk.gateway.call import BACKEND_LOST, Call, CallMetrics
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.errors import APIError
 from sylk.gateway import messages
@@ -109,7 +109,8 @@ class SIPAccount:
 
     def __init__(self, identity: SIPIdentity, session: ISIPSession, settings: WebRTCGatewayConfig,
                  owner: AccountOwner, clock: IReactorTime,
-                 run_blocking: BlockingRunner[dict[str, Any]] = deferToThread) -> None:
+                 run_blocking: BlockingRunner[dict[str, Any]] = deferToThread,
+                 metrics: CallMetrics | None = None) -> None:
         self.identity = identity
         self.state = State.UNREGISTERED
         self.reason: str | None = None  # why it is `failed`
@@ -119,6 +120,7 @@ class SIPAccount:
         self._quiet = False  # after shutdown() or abandon(): no more account events, only the ends of its calls
         self._releasing = False  # shutdown() has ended the calls and is releasing the backend
         self._clock = clock
+        self._metrics = metrics  # for its calls
         self._user_agent = session.create_user_agent(identity, self)
         self._timer: IDelayedCall | None = None
         self._operation = 0  # counts backend operations, so a late failure of an abandoned one is ignored
@@ -251,7 +253,7 @@ class SIPAccount:
         """The backend is gone (and the registration and calls with it) for good: stop timers and reporting."""
         self._quiet = True  # (the ends of its calls are still reported)
         for call in list(self.calls.values()):
-            call.call_terminated("SIP backend lost")
+            call.call_terminated(BACKEND_LOST)
         self._owner = None
         self._operation += 1
         self._cancel_timer()
@@ -263,7 +265,7 @@ class SIPAccount:
         """The backend went away with this account's registration and calls; a new one follows (backend_restored),
         unless the account was being removed, which is then done."""
         for call in list(self.calls.values()):
-            call.call_terminated(f"SIP backend lost ({reason})")
+            call.call_terminated(f"{BACKEND_LOST} ({reason})")
         self._operation += 1  # what the old backend may still report is void
         self._cancel_timer()
         self._retry.cancel()
@@ -369,7 +371,7 @@ class SIPAccount:
 
     def _new_call(self, session_id: str, direction: str, originator: Originator | None = None) -> Call:
         call = Call(session_id, self.aor, direction, self._call_event, self._clock, self._call_ended,
-                    self.track_message)
+                    self.track_message, self._metrics)
         call.originator = originator
         self.calls[session_id] = call
         self._calls_not_done.add(call)

@@ -22,7 +22,7 @@ never make a request wait for SIP: failures arrive as `terminated` with a reason
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -56,10 +56,23 @@ TRANSFERRED = "Transferred"
 MAX_SDP = 128 * 1024
 MAX_SDP_LINES = 2000
 
+# How a call ended whose backend went away (the start of its reason), and the classes of ends CallMetrics counts.
+BACKEND_LOST = "SIP backend lost"
+NORMAL, CANCELLED, FAILED, LOST = "normal", "cancelled", "failed", "backend-lost"
+
 # How a call sends a MESSAGE: through its account, which bounds those awaiting their answer (APIError beyond).
 MessageSender = Callable[[Callable[[], Deferred[tuple[int, str]]]], Deferred[tuple[int, str]]]
 
 State = SessionState
+
+
+class CallMetrics(Protocol):
+    def call_set_up(self, seconds: float) -> None:
+        """An outgoing call was accepted `seconds` after its session-create."""
+
+    def call_ended(self, how: str) -> None:
+        """A call ended: NORMAL, CANCELLED, FAILED or LOST."""
+
 _EARLY = (State.PROGRESS, State.PROCEEDING, State.RINGING, State.EARLY_MEDIA)  # outgoing, before the answer
 
 
@@ -69,7 +82,7 @@ class Call:
 
     def __init__(self, session_id: str, account: str, direction: str, notify: Callable[[Event], None],
                  clock: IReactorTime, on_terminated: Callable[[Call, str], None],
-                 send_message: MessageSender) -> None:
+                 send_message: MessageSender, metrics: CallMetrics | None = None) -> None:
         self.id = session_id
         self.account = account
         self.direction = direction  # "outgoing" or "incoming"
@@ -79,6 +92,8 @@ class Call:
         self._clock = clock
         self._on_terminated = on_terminated
         self._send_message = send_message
+        self._metrics = metrics
+        self._created_at = clock.seconds()  # an outgoing call's session-create
         self._answering = False
         self._terminating: IDelayedCall | None = None
         self._media_up = False
@@ -239,6 +254,8 @@ class Call:
                 call_id = getattr(self.sip_call, "call_id", None)
                 self._answer = dict(sdp=sdp, early_sdp=self._early_sdp, call_id=call_id, headers=headers or None)
                 self._enter(State.ACCEPTED, **self._answer)
+                if self._metrics is not None:
+                    self._metrics.call_set_up(self._clock.seconds() - self._created_at)
             else:
                 self._enter(State.ACCEPTED)
             if self._media_up:
@@ -319,6 +336,8 @@ class Call:
             reason = TRANSFERRED  # whichever side's BYE came first
         for request in list(self._unanswered_messages):  # nothing about the call may come after its end
             self._message_outcome(request, None, "The call ended before the message was answered")
+        if self._metrics is not None:
+            self._metrics.call_ended(self._how_ended(reason))
         self._enter(State.TERMINATED, reason=reason)
         self.sip_call = None
         self._on_terminated(self, reason)
@@ -326,6 +345,17 @@ class Call:
         self._check_done()
 
     # --- internals ---
+
+    def _how_ended(self, reason: str) -> str:
+        """LOST with the backend; NORMAL once answered; before that CANCELLED when either side gave up (this side
+        ended it, or an incoming call's caller cancelled: 487), else FAILED (refused, unanswered, an error)."""
+        if reason.startswith(BACKEND_LOST):
+            return LOST
+        if self.state in (State.ACCEPTED, State.ESTABLISHED):
+            return NORMAL
+        if self._terminating is not None or (self.direction == "incoming" and reason.startswith("487")):
+            return CANCELLED
+        return FAILED
 
     def _next_tone(self) -> None:
         if not self._tones or self.sip_call is None:

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sylk.gateway.account import SIPAccount
-from sylk.gateway.call import Call
+from sylk.gateway.call import Call, CallMetrics
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.errors import APIError, BackendUnavailable
 from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend, ISIPSession, ISIPSessionObserver
@@ -57,7 +57,8 @@ class Connection:
     log = Logger()
 
     def __init__(self, name: str, backend: ISIPBackend, settings: WebRTCGatewayConfig, peer: IConnectionPeer,
-                 clock: IReactorTime, answers_reinvites: bool = True, client: str | None = None) -> None:
+                 clock: IReactorTime, answers_reinvites: bool = True, client: str | None = None,
+                 metrics: CallMetrics | None = None) -> None:
         self.name = name
         self.client = client  # the browser's address: connections from one address share its turns in the backend
         self.answers_reinvites = answers_reinvites  # the browser answers the far end's re-INVITEs (its dialect)
@@ -69,6 +70,7 @@ class Connection:
         self._settings = settings
         self._peer = peer
         self._clock = clock
+        self._metrics = metrics  # for its accounts' calls
         self._session: ISIPSession | None = None
         self._queued: list[tuple[model.Request, Deferred[None]]] = []  # requests that arrived before `ready`
         self._releasing: dict[SIPAccount, Deferred[None]] = {}  # removed accounts still un-REGISTERing
@@ -172,7 +174,8 @@ class Connection:
                            f"unregistering)")
         assert self._session is not None
         self._session.admit_account()
-        self.accounts[identity.aor] = SIPAccount(identity, self._session, self._settings, self, self._clock)
+        self.accounts[identity.aor] = SIPAccount(identity, self._session, self._settings, self, self._clock,
+                                                 metrics=self._metrics)
 
     def _RH_account_remove(self, request: model.AccountRemove) -> None:
         account = self._account(request, "remove")

@@ -74,6 +74,7 @@ class _Pending:
     plugin_reply: bool
     handle_id: int | None
     timer: IDelayedCall
+    sent_at: float
 
 
 class JanusAPI:
@@ -81,7 +82,9 @@ class JanusAPI:
 
     def __init__(self, send: Callable[[str], None], clock: IReactorTime, *, api_secret: str = "",
                  request_timeout: float = 30.0, trace: bool = False,
-                 on_stalled: Callable[[str], None] | None = None) -> None:
+                 on_stalled: Callable[[str], None] | None = None,
+                 answered_in: Callable[[float], None] | None = None) -> None:
+        """`answered_in` is told how long each answered request took, from sending to its answer."""
         self._send = send
         self._clock = clock
         self._api_secret = api_secret
@@ -93,6 +96,7 @@ class JanusAPI:
         self.keepalive_interval: float | None = 25.0
         self._lost: str | None = None
         self._on_stalled = on_stalled
+        self._answered_in = answered_in
         self._timeouts_in_a_row = 0
         self.last_answer_at: float | None = None  # when Janus last answered a request (events do not count)
 
@@ -132,7 +136,8 @@ class JanusAPI:
         deferred: Deferred[dict[str, Any]] = Deferred(lambda _: self._forget(transaction))
         wait = self._request_timeout if timeout is None else timeout
         timer = self._clock.callLater(wait, self._timed_out, transaction, wait)
-        self._pending[transaction] = _Pending(deferred, payload["janus"], plugin_reply, handle_id, timer)
+        self._pending[transaction] = _Pending(deferred, payload["janus"], plugin_reply, handle_id, timer,
+                                              self._clock.seconds())
         text = json.dumps(message, separators=(",", ":"))
         if self._trace:
             self.log.info("janus <- {text}", text=_SECRETS.sub(r'\1"***"', text))
@@ -198,6 +203,8 @@ class JanusAPI:
         entry = self._pending.pop(transaction)
         entry.timer.cancel()
         self.last_answer_at = self._clock.seconds()
+        if self._answered_in is not None:
+            self._answered_in(self.last_answer_at - entry.sent_at)
         error = _error_in(message)
         if error is not None:
             entry.deferred.errback(error)

@@ -53,10 +53,11 @@ class JanusConnector(Service):
     def __init__(self, url: str, api_secret: str, *, request_timeout: float, trace: bool, reactor: Any,
                  ping_interval: float = 3.0, ping_timeout: float = 5.0, unix_socket: Path | None = None,
                  on_stalled: Callable[[], None] | None = None,
-                 account_budget: Callable[[], int] = lambda: DEFAULT_ACCOUNT_BUDGET) -> None:
+                 account_budget: Callable[[], int] = lambda: DEFAULT_ACCOUNT_BUDGET,
+                 answered_in: Callable[[float], None] | None = None) -> None:
         """`url`: the Janus API's WebSocket URL; with `unix_socket` the connection goes to that socket instead, and
         the URL only names it in the handshake and in logs. `account_budget`: how many accounts that Janus may
-        hold."""
+        hold. `answered_in`: told each request's time to its answer (JanusAPI)."""
         self.account_budget = account_budget
         self.url = url if unix_socket is None else f"unix:{unix_socket}"
         self.api: JanusAPI | None = None
@@ -65,6 +66,7 @@ class JanusConnector(Service):
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._on_stalled = on_stalled
+        self._answered_in = answered_in
         self._trace = trace
         self._reactor = reactor
         self._pinging = Timer(reactor)
@@ -96,7 +98,7 @@ class JanusConnector(Service):
     def _opened(self, protocol: _JanusClientProtocol) -> None:
         api = JanusAPI(protocol.send_text, self._reactor, api_secret=self._api_secret,
                        request_timeout=self._request_timeout, trace=self._trace,
-                       on_stalled=lambda reason: self._stalled(protocol, reason))
+                       on_stalled=lambda reason: self._stalled(protocol, reason), answered_in=self._answered_in)
         protocol.api = api
         Deferred.fromCoroutine(self._check(api)).addCallbacks(self._checked, self._check_failed,
                                                               callbackArgs=(api, protocol), errbackArgs=(protocol,))

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet import error
@@ -156,9 +156,11 @@ def render_janus_config(config: Config, library_dir: Path, config_dir: Path, api
 class JanusProcess(Service):
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any, index: int = 0, count: int = 1) -> None:
+    def __init__(self, config: Config, reactor: Any, index: int = 0, count: int = 1, *,
+                 on_restart: Callable[[str], None] | None = None) -> None:
         """The `index`th of `count` Janus children of a pool: each has its own folder (`janus`, `janus2`, ...) and an
-        equal share of the RTP port ranges, so that they never compete for a port."""
+        equal share of the RTP port ranges, so that they never compete for a port. `on_restart` is told the label
+        of each Janus that exited unexpectedly and is being restarted."""
         janus = config.janus
         if not os.access(janus.binary, os.X_OK):
             raise ConfigError(f"[Janus] binary: {janus.binary} is not an executable (install the Debian package "
@@ -171,6 +173,7 @@ class JanusProcess(Service):
             config = replace(config, janus=janus)
         self._config = config
         self._reactor = reactor
+        self._on_restart = on_restart
         self._library_dir = find_library_dir(config)
         self.api_secret = secrets.token_hex(16)
         self.admin_secret = secrets.token_hex(16) if config.janus.admin_api else None
@@ -303,6 +306,8 @@ class JanusProcess(Service):
         self.log.error("Janus exited unexpectedly ({reason}) after {lived:.1f} s; restarting it in {delay:g} s "
                        "[{label}]", label=self.label,
                        reason=reason.value, lived=lived, delay=delay)
+        if self._on_restart is not None:
+            self._on_restart(self.label)
         self._restart = self._reactor.callLater(delay, self._respawn)
 
     def _respawn(self) -> None:

@@ -1,6 +1,7 @@
 """GatewayService: the whole gateway as one Twisted service, as `twistd sylkgateway` runs it.
 
-Children start in order: the Janus child (when spawned), the connection to Janus, the web server. Stopping goes
+Children start in order: the Janus child (when spawned), the connection to Janus, the web server (and the metrics
+listener, with `[WebServer] metrics_port`). Stopping goes
 the other way with one extra step: once the web server stops listening, every browser is told goodbye and its
 accounts are unregistered before Janus goes away.
 
@@ -15,7 +16,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from autobahn.twisted.resource import WebSocketResource
@@ -37,6 +38,7 @@ from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
 from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
+from sylk.gateway.metrics import GatewayMetrics, metrics_root
 from sylk.gateway.websocket import GatewayWebSocketFactory
 
 
@@ -48,16 +50,20 @@ class GatewayService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
-        self.janus_processes = [JanusProcess(config, reactor, index, count)
+        self.metrics = GatewayMetrics()
+        self.janus_processes = [JanusProcess(config, reactor, index, count, on_restart=self.metrics.janus_restarted)
                                 for count in [janus_instances(config)] for index in range(count)]
         for process in self.janus_processes:
             process.setServiceParent(self)
-        self.janus_links = janus_links(config, self.janus_processes, reactor)
+        self.janus_links = janus_links(config, self.janus_processes, reactor,
+                                       answered_in=self.metrics.janus_request_seconds.observe)
         for link in self.janus_links:
             link.setServiceParent(self)
         backend = JanusSIPBackend(self.janus_links, line_settings(config), reactor)
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor,
-                                                         trusted_proxy_hops=config.web_server.trusted_proxy_hops)
+                                                         trusted_proxy_hops=config.web_server.trusted_proxy_hops,
+                                                         metrics=self.metrics)
+        self.metrics.watch(self.websocket_factory, self.janus_links)
         self.resource = gateway_resource(self.websocket_factory)
         root = Resource()
         root.putChild(b"", Redirect(b"/webrtcgateway/"))
@@ -67,6 +73,13 @@ class GatewayService(MultiService):
         self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server), Site(root))
         self.web._raiseSynchronously = True  # a port that cannot be bound stops twistd (as strports.service does)
         self.web.setServiceParent(self)
+        self.metrics_listener: StreamServerEndpointService | None = None
+        if config.web_server.metrics_port:
+            endpoint = TCP4ServerEndpoint(reactor, config.web_server.metrics_port,
+                                          interface=config.web_server.metrics_ip)
+            self.metrics_listener = StreamServerEndpointService(endpoint, Site(metrics_root(self.metrics.registry)))
+            self.metrics_listener._raiseSynchronously = True
+            self.metrics_listener.setServiceParent(self)
 
     def startService(self) -> None:
         web = self.config.web_server
@@ -83,7 +96,7 @@ class GatewayService(MultiService):
 
     async def _stop(self) -> None:
         Service.stopService(self)
-        steps = [("stop listening", self.web.stopService),
+        steps = [("stop listening", lambda: DeferredList([listener.stopService() for listener in self._listeners()])),
                  ("close browser connections", lambda: self.websocket_factory.close_all("sylkgateway is shutting down")),
                  ("disconnect from Janus", lambda: DeferredList([link.stopService() for link in self.janus_links])),
                  ("stop Janus", lambda: DeferredList([process.stopService() for process in self.janus_processes]))]
@@ -92,6 +105,9 @@ class GatewayService(MultiService):
                 await maybeDeferred(step)
             except Exception:
                 self.log.failure("Shutdown: cannot {what}", what=what)
+
+    def _listeners(self) -> list[StreamServerEndpointService]:
+        return [self.web] if self.metrics_listener is None else [self.web, self.metrics_listener]
 
 
 def exposure_warnings(config: Config) -> list[str]:
@@ -126,12 +142,14 @@ def janus_instances(config: Config) -> int:
     return janus.instances or min(AUTO_INSTANCES_PER_CORE * (os.cpu_count() or 1), MAX_AUTO_INSTANCES)
 
 
-def janus_links(config: Config, processes: list[JanusProcess], reactor: Any) -> list[JanusConnector]:
+def janus_links(config: Config, processes: list[JanusProcess], reactor: Any,
+                answered_in: Callable[[float], None] | None = None) -> list[JanusConnector]:
     """A link to each member of the pool: the children, then `[Janus] servers` (with `spawn = no` and no servers,
-    the one at `api_url`). A server's own secret may come as the URL's password: ws://:SECRET@host:8188."""
+    the one at `api_url`). A server's own secret may come as the URL's password: ws://:SECRET@host:8188.
+    `answered_in` is told each request's time to its answer."""
     janus = config.janus
     timing = dict(request_timeout=janus.request_timeout, ping_interval=janus.ping_interval,
-                  ping_timeout=janus.ping_timeout, trace=janus.trace_janus, reactor=reactor)
+                  ping_timeout=janus.ping_timeout, trace=janus.trace_janus, reactor=reactor, answered_in=answered_in)
     links = [JanusConnector("ws://localhost/", process.api_secret, unix_socket=process.api_socket,
                             on_stalled=process.kill_stalled, account_budget=process.account_budget, **timing)
              for process in processes]

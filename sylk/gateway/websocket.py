@@ -31,6 +31,7 @@ from sylk.gateway.sylkrtc.channel import RequestChannel, TokenBucket
 from sylk.gateway.sylkrtc.dialects import DIALECTS
 from sylk.gateway.errors import APIError
 from sylk.gateway.keep import DetachedPeer, Keeper
+from sylk.gateway.metrics import GatewayMetrics
 from sylk.gateway.sylkrtc.model import ConnectionKeep, ConnectionResume, Event, Request, Resumed
 from sylk.gateway.util import Timer
 
@@ -105,11 +106,12 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         name = f"{self.peer}#{next(factory.serial)}"
         settings = factory.settings
         self.connection = Connection(name, factory.backend, settings, self, factory.reactor,
-                                     answers_reinvites=self.dialect.answers_reinvites, client=self.address)
+                                     answers_reinvites=self.dialect.answers_reinvites, client=self.address,
+                                     metrics=factory.metrics)
         bucket = TokenBucket(settings.request_rate, settings.request_burst, factory.reactor)
         self.channel = RequestChannel(name, self.dialect, self._send_frame, self._handle_request,
                                       settings.max_message_size, settings.trace_client, bucket=bucket,
-                                      disconnect=self._fail)
+                                      disconnect=self._fail, metrics=factory.metrics)
         transport = self._stream()
         self.reader = SlowReaderGuard(transport, factory.reactor, self._drop_slow_reader)
         # Under twisted.web (WebSocketResource) the HTTP channel that handed us the transport is its producer still.
@@ -327,8 +329,9 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
     protocol = GatewayWebSocketProtocol  # type: ignore[assignment]  # a protocol class is what autobahn wants here
 
     def __init__(self, backend: ISIPBackend, settings: WebRTCGatewayConfig, reactor: Any,
-                 trusted_proxy_hops: int = 0) -> None:
+                 trusted_proxy_hops: int = 0, metrics: GatewayMetrics | None = None) -> None:
         super().__init__(protocols=list(DIALECTS), server="sylkgateway")
+        self.metrics = metrics
         self.backend = backend
         self.settings = settings
         self.reactor = reactor

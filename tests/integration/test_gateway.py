@@ -191,12 +191,34 @@ def test_external_janus_and_503_while_it_is_away(netns: str, tmp_path: Path) -> 
 
 
 def http_get(gateway: Gateway, path: str) -> tuple[int, Any, Any]:
-    """(status, JSON body, headers) of a plain GET on the gateway's web port."""
+    """(status, JSON body (None if not JSON), headers) of a plain GET on the gateway's web port."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.port}{path}", timeout=5) as response:
             return response.status, json.loads(response.read()), response.headers
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read()), error.headers
+        body = error.read()
+        return error.code, json.loads(body) if error.headers.get_content_type() == "application/json" else None, \
+            error.headers
+
+
+def test_metrics_on_their_own_listener(netns: str, tmp_path: Path) -> None:
+    with Gateway(tmp_path, {"WebServer": {"metrics_port": 10889}}) as gateway:
+        client = gateway.connect()
+        assert client.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"
+        client.send("not json")
+        assert client.answer(None)["sylkrtc"] == "error"
+        with urllib.request.urlopen("http://127.0.0.1:10889/metrics", timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = response.read().decode()
+        for line in ('sylkgateway_requests_total{type="account-add"} 1.0',
+                     'sylkgateway_request_errors_total{cause="invalid",type="unknown"} 1.0',
+                     'sylkgateway_connections{dialect="sylkRTC-1"} 1.0',
+                     'sylkgateway_accounts{state="unregistered"} 1.0',
+                     "sylkgateway_janus_members_connected 1.0"):
+            assert line in text.splitlines(), line
+        assert "sylkgateway_janus_request_seconds_count 0.0" not in text  # Janus has been asked things
+        assert http_get(gateway, "/metrics")[0] == 404  # never on the public listener
+        client.close()
 
 
 def test_wrong_api_secret_keeps_the_gateway_unusable(netns: str, tmp_path: Path) -> None:

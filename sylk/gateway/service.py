@@ -121,6 +121,9 @@ def exposure_warnings(config: Config) -> list[str]:
         warnings.append(f"[WebServer] local_ip {web.local_ip} without a certificate: browsers on other machines "
                         f"connect over plain ws://, so their SIP credentials (HA1) cross the network unencrypted; "
                         f"set [WebServer] certificate, or listen on 127.0.0.1 behind a TLS proxy")
+    if web.metrics_port and not ipaddress.ip_address(web.metrics_ip).is_loopback:
+        warnings.append(f"[WebServer] metrics_ip {web.metrics_ip}: whoever reaches port {web.metrics_port} reads how "
+                        f"many users, accounts and calls the gateway has; let only your Prometheus through")
     return warnings
 
 

@@ -69,6 +69,15 @@ class ExposureWarningTests(SynchronousTestCase):
             self.assertIn(f"[WebServer] local_ip {address} without a certificate", warning)
             self.assertIn("ws://", warning)
 
+    def test_metrics_beyond_loopback(self) -> None:
+        loopback = Config(web_server=WebServerConfig(metrics_port=9464), janus=JanusConfig(spawn=False),
+                          gateway=WebRTCGatewayConfig(web_origins=ORIGINS))
+        self.assertEqual(exposure_warnings(loopback), [])
+        (warning,) = exposure_warnings(Config(web_server=WebServerConfig(metrics_port=9464, metrics_ip="0.0.0.0"),
+                                              janus=JanusConfig(spawn=False),
+                                              gateway=WebRTCGatewayConfig(web_origins=ORIGINS)))
+        self.assertIn("[WebServer] metrics_ip 0.0.0.0: whoever reaches port 9464", warning)
+
     def test_none_for_tls_beyond_loopback(self) -> None:
         self.assertEqual(exposure_warnings(config(local_ip="0.0.0.0", certificate=certificate_file(self))), [])
 

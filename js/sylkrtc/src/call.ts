@@ -99,7 +99,8 @@ export interface HoldChange {
 
 /** How a transfer asked for with `transfer()` goes, as the far end reports it (the `transfer` event). */
 export interface TransferProgress {
-    /** `progress` (the target is being called), `completed` (it answered), `failed`. */
+    /** `progress` (the target is being called; never for the far end's 401/407 challenges), `completed` (it
+     *  answered), `failed`. */
     state: string;
     /** The SIP status of the far end's call to the target (100, 180, 200, 486, ...), when there is one. */
     code: number | null;
@@ -709,7 +710,11 @@ export class Call extends Emitter<CallEvents> {
                 this.emit('hold', { held: event.held, originator: event.originator });
                 break;
             case 'transfer':
-                this.emit('transfer', { state: event.state, code: event.code, reason: event.reason });
+                // A 401/407 is the far end authenticating its call to the target, which it answers by itself: a step
+                // of that call, not how the transfer goes.
+                if (!(event.state === 'progress' && (event.code === 401 || event.code === 407))) {
+                    this.emit('transfer', { state: event.state, code: event.code, reason: event.reason });
+                }
                 break;
             case 'transfer-request':
                 this._onTransferRequest(event);

@@ -389,6 +389,25 @@ eachDialect((protocol) => {
             ]);
         });
 
+        test("the far end's auth challenges on its way to the target are no transfer progress", async () => {
+            const { ws, call, log } = await accepted();
+            const transferring = call.transfer('carol');
+            await flush();
+            ws.ack(ws.requests('session-transfer')[0]);
+            await transferring;
+            ws.transfer(call.id, { state: 'progress', code: 100, reason: 'Trying' });
+            ws.transfer(call.id, { state: 'progress', code: 407, reason: 'Proxy Authentication Required' });
+            ws.transfer(call.id, { state: 'progress', code: 401, reason: 'Unauthorized' });
+            ws.transfer(call.id, { state: 'progress', code: 180, reason: 'Ringing' });
+            ws.transfer(call.id, { state: 'failed', code: 407, reason: 'Proxy Authentication Required' });
+            await flush();
+            assert.deepEqual(log, [
+                ['transfer', { state: 'progress', code: 100, reason: 'Trying' }],
+                ['transfer', { state: 'progress', code: 180, reason: 'Ringing' }],
+                ['transfer', { state: 'failed', code: 407, reason: 'Proxy Authentication Required' }],
+            ]);
+        });
+
         test('an attended transfer names the call to replace; a failure comes as an event', async () => {
             const { ws, call, account, log } = await accepted();
             const other = account.call('carol@sylk.test', { localStream: mediaStream() });

@@ -1,11 +1,13 @@
 """What the demo page (sylk/gateway/web/demo.js) takes from its URL: never the password, and `?ws=` only on the
-page's own origin. demo.js runs in node with just enough of a DOM to read the form afterwards."""
+page's own origin; which account a window starts with; what index.html shows before any call. demo.js runs in node
+with just enough of a DOM to read the form afterwards."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,9 @@ import pytest
 
 DEMO_JS = Path(__file__).resolve().parents[2] / "sylk" / "gateway" / "web" / "demo.js"
 
-# Loads demo.js (which prefills the form at once) with the page at process.argv[2]; prints the form as JSON.
+# Loads demo.js (which prefills the form at once) with the page at process.argv[2] and the window's sessionStorage
+# holding process.argv[3] (a JSON object, or "off" for storage that throws, as when it is disabled); prints the form
+# as JSON.
 HARNESS = """
 const anything = new Proxy(function () {}, {
     get: (target, key) => key === Symbol.iterator ? function* () {} : key === Symbol.toPrimitive ? () => '' : anything,
@@ -34,6 +38,11 @@ globalThis.document = {
     querySelectorAll: () => [],
 };
 globalThis.window = { addEventListener: () => {} };
+const stored = process.argv[3] === 'off' ? null : new Map(Object.entries(JSON.parse(process.argv[3])));
+globalThis.sessionStorage = {
+    getItem: (key) => { if (!stored) throw new Error('SecurityError'); return stored.get(key) ?? null; },
+    setItem: (key, value) => { if (!stored) throw new Error('SecurityError'); stored.set(key, value); },
+};
 globalThis.location = new URL(process.argv[2]);
 await import('./demo.js');
 const $ = (id) => document.getElementById(id);
@@ -58,8 +67,11 @@ def page_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def open_page(folder: Path, url: str) -> dict[str, Any]:
-    result = subprocess.run(["node", "harness.mjs", url], cwd=folder, capture_output=True, text=True, timeout=60)
+def open_page(folder: Path, url: str, session: dict[str, str] | None = None) -> dict[str, Any]:
+    """The form of the page at `url` in a window whose sessionStorage holds `session` (None: storage disabled)."""
+    storage = "off" if session is None else json.dumps(session)
+    result = subprocess.run(["node", "harness.mjs", url, storage], cwd=folder, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 
@@ -74,7 +86,7 @@ def open_page(folder: Path, url: str) -> dict[str, Any]:
     ("http://[::1]:10888/webrtcgateway/?ws=ws://[::1]:10888/webrtcgateway/ws", "ws://[::1]:10888/webrtcgateway/ws"),
 ])
 def test_a_websocket_url_on_the_pages_origin_is_taken(page_folder: Path, page: str, ws: str) -> None:
-    form = open_page(page_folder, page)
+    form = open_page(page_folder, page, {})
     assert form["ws"] == ws
     assert not any("ignored" in line for line in form["log"])
 
@@ -89,13 +101,52 @@ def test_a_websocket_url_on_the_pages_origin_is_taken(page_folder: Path, page: s
     ("http://gw.example.com:10888/webrtcgateway/", "not a url"),
 ])
 def test_any_other_websocket_url_is_ignored_and_said_so(page_folder: Path, page: str, ws: str) -> None:
-    form = open_page(page_folder, f"{page}?ws={ws}")
+    form = open_page(page_folder, f"{page}?ws={ws}", {})
     origin = page.split("/webrtcgateway/")[0]
     assert form["ws"] == f"{origin.replace('http', 'ws', 1)}/webrtcgateway/ws"  # the page's own endpoint
     assert any(f"ignored ?ws={ws}" in line for line in form["log"])
 
 
 def test_the_password_is_never_taken_from_the_url(page_folder: Path) -> None:
-    form = open_page(page_folder, "http://gw.example.com/webrtcgateway/?account=bob@sylk.test&password=bobpw")
+    form = open_page(page_folder, "http://gw.example.com/webrtcgateway/?account=bob@sylk.test&password=bobpw", {})
     assert form["password"] == ""
     assert form["account"] == "bob@sylk.test"  # the other fields still are
+
+
+PAGE = "http://127.0.0.1:10888/webrtcgateway/"
+REMEMBERED = "sylkgateway-demo-account"  # demo.js's sessionStorage key
+
+
+def test_a_new_window_starts_without_an_account(page_folder: Path) -> None:
+    # not alice in every window: the second one would register alice again
+    assert open_page(page_folder, PAGE, {})["account"] == ""
+
+
+def test_a_window_keeps_its_own_account_across_reloads(page_folder: Path) -> None:
+    assert open_page(page_folder, PAGE, {REMEMBERED: "bob@sylk.test"})["account"] == "bob@sylk.test"
+    assert open_page(page_folder, f"{PAGE}?account=carol@sylk.test", {REMEMBERED: "bob@sylk.test"})["account"] \
+        == "carol@sylk.test"  # the link wins
+
+
+def test_the_page_works_without_storage(page_folder: Path) -> None:
+    assert open_page(page_folder, PAGE, None)["account"] == ""
+
+
+class Elements(HTMLParser):
+    """The attributes of every element of a page that has an id."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.by_id: dict[str, dict[str, str | None]] = {}
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if attributes.get("id"):
+            self.by_id[str(attributes["id"])] = attributes
+
+
+def test_the_page_before_any_call() -> None:
+    page = Elements((DEMO_JS.parent / "index.html").read_text())
+    assert "value" not in page.by_id["account"] and page.by_id["account"]["list"] == "demo-accounts"
+    assert "placeholder" not in page.by_id["password"]  # no one account's password suggested for every window

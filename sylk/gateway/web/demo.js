@@ -27,7 +27,8 @@
 //   updateReceived, updated, updateFailed, transfer, transferRequest, message, messageStatus)
 // - query parameters prefill the form: ?ws=URL&protocol=sylkRTC-1&account=A&name=N&uri=U&video=1&dtmfinfo=1
 //   &to=MESSAGE-URI&transfer=TRANSFER-URI. Never the password, and `ws` only on the page's own origin: a link
-//   must not be able to make the page send someone's credentials to another server.
+//   must not be able to make the page send someone's credentials to another server. Without ?account= the account
+//   is the last one this window added (sessionStorage), or none.
 // Register (and Call) connect and add the account by themselves when needed.
 
 import { connect } from './sylkrtc.js';
@@ -53,6 +54,27 @@ const demo = {
 window.demo = demo;
 
 let credentials = null; // what the account was added with, to notice changes
+
+// The account is remembered per window (sessionStorage is per tab), not per browser: a reload keeps it, while a
+// second window starts empty instead of registering the first one's account again. Storage may be disabled, and
+// then throws: the field just starts empty.
+const ACCOUNT_KEY = 'sylkgateway-demo-account';
+
+function rememberedAccount() {
+    try {
+        return sessionStorage.getItem(ACCOUNT_KEY) ?? '';
+    } catch {
+        return '';
+    }
+}
+
+function rememberAccount(address) {
+    try {
+        sessionStorage.setItem(ACCOUNT_KEY, address);
+    } catch {
+        // storage disabled: nothing to remember it in
+    }
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // log
@@ -254,6 +276,7 @@ async function ensureAccount() {
     log(`account ${account.id} added`);
     demo.account = account;
     credentials = wanted;
+    rememberAccount(address);
     account.on('registrationStateChanged', (state, previous, reason) => {
         log(`registration: ${previous ?? 'none'} → ${state ?? 'none'}${reason ? ` (${reason})` : ''}`, state === 'failed');
         if (account === demo.account) {
@@ -682,7 +705,7 @@ function prefill() {
     $('ws-url').value = wsUrl ?? defaultUrl();
     $('protocol').value = ['sylkRTC-2', 'sylkRTC-1'].includes(params.get('protocol')) ? params.get('protocol') : '';
     $('dtmf-info').checked = params.get('dtmfinfo') === '1';
-    $('account').value = params.get('account') ?? 'alice@sylk.test';
+    $('account').value = params.get('account') ?? rememberedAccount();
     $('display-name').value = params.get('name') ?? '';
     $('dial-uri').value = params.get('uri') ?? '';
     $('video').checked = params.get('video') === '1';

@@ -90,6 +90,9 @@ class Phone:
     def wait_ringing(self) -> None:
         self.page.wait_for('!document.querySelector(\'[data-testid="incoming"]\').hidden', 15, "the ringing")
 
+    def shown(self, testid: str) -> bool:
+        return self.page.page.is_visible(f'[data-testid="{testid}"]')
+
 
 @pytest.fixture
 def gateway(kamailio: Kamailio, tmp_path: Path) -> Iterator[Gateway]:
@@ -144,6 +147,7 @@ def test_outgoing_call_to_a_sip_phone_with_audio_both_ways(browser: Browser, gat
         alice.dial("bob@sylk.test")  # no registration needed to call
         alice.wait_text("call-state", "established")
         assert alice.inbound_audio() >= 50
+        assert not alice.shown("remote-video-box") and not alice.shown("local-video-box")  # an audio call
         assert abs(alice.remote_frequency() - BOB_TONE) < 30  # the phone's tone reached the browser
         alice.click("hangup")
         alice.wait_text("call-state", "terminated")

@@ -148,5 +148,6 @@ class Elements(HTMLParser):
 
 def test_the_page_before_any_call() -> None:
     page = Elements((DEMO_JS.parent / "index.html").read_text())
+    assert "hidden" in page.by_id["remote-video-box"] and "hidden" in page.by_id["local-video-box"]  # no black boxes
     assert "value" not in page.by_id["account"] and page.by_id["account"]["list"] == "demo-accounts"
     assert "placeholder" not in page.by_id["password"]  # no one account's password suggested for every window

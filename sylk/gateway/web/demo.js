@@ -22,7 +22,8 @@
 //     message-uri message-in-call message-text send-message messages (a list: one <li> per message, class "in" or
 //     "out", data-message-id; outgoing ones show their status in a message-status span: "sending", "sent",
 //     "accepted 200 OK", "failed 404 Not Found")
-//     remote-audio remote-video local-video log clear-log
+//     remote-audio remote-video local-video remote-video-box local-video-box (hidden unless their stream has video)
+//     log clear-log
 // - window.demo.events: every call-control event of the calls and the account, as [name, ...details] (hold,
 //   updateReceived, updated, updateFailed, transfer, transferRequest, message, messageStatus)
 // - query parameters prefill the form: ?ws=URL&protocol=sylkRTC-1&account=A&name=N&uri=U&video=1&dtmfinfo=1
@@ -154,6 +155,13 @@ function render() {
     const incoming = demo.incoming;
     $('incoming').hidden = !isActive(incoming);
     $('incoming-from').textContent = incoming ? describe(incoming.remoteIdentity) : '';
+}
+
+/** Shows `stream` in a video box only if it has video: an audio call shows no empty boxes. */
+function showVideo(which, stream) {
+    const video = stream !== null && stream.getVideoTracks().length > 0;
+    $(`${which}-video`).srcObject = video ? stream : null;
+    $(`${which}-video-box`).hidden = !video;
 }
 
 function describe(identity) {
@@ -349,7 +357,7 @@ function stopLocalMedia() {
         }
     }
     demo.localStream = null;
-    $('local-video').srcObject = null;
+    showVideo('local', null);
 }
 
 /** Makes `call` the current call and shows it (ending the current one, unless `keepPrevious`). */
@@ -363,16 +371,14 @@ function showCall(call, localStream, keepPrevious = false) {
     $('dtmf-sent').textContent = '';
     $('dtmf-received').textContent = '';
     $('transfer-state').textContent = '';
-    if (localStream && localStream.getVideoTracks().length > 0) {
-        $('local-video').srcObject = localStream;
-    }
+    showVideo('local', localStream);
     call.on('stateChanged', (state, previous, reason) => {
         const callId = state === 'accepted' && call.callId ? ` Call-ID ${call.callId}` : '';
         log(`call ${call.id.slice(0, 8)}: ${previous} → ${state}${reason ? ` (${reason})` : ''}${callId}`);
         if (state === 'terminated' && call === demo.call) {
             stopLocalMedia();
             $('remote-audio').srcObject = null;
-            $('remote-video').srcObject = null;
+            showVideo('remote', null);
         }
         render();
     });
@@ -425,9 +431,15 @@ function showCall(call, localStream, keepPrevious = false) {
             return;
         }
         $('remote-audio').srcObject = stream;
-        if (stream.getVideoTracks().length > 0) {
-            $('remote-video').srcObject = stream;
-        }
+        showVideo('remote', stream);
+        // a re-INVITE can add or remove the far end's video later
+        const update = () => {
+            if (call === demo.call && call.state !== 'terminated') {
+                showVideo('remote', stream);
+            }
+        };
+        stream.addEventListener('addtrack', update);
+        stream.addEventListener('removetrack', update);
     });
     render();
 }

@@ -166,6 +166,8 @@ def test_incoming_call_from_a_sip_phone(browser: Browser, gateway: Gateway, kama
         bob.dial("sip:alice@sylk.test")
         alice.page.wait_for('!document.querySelector(\'[data-testid="incoming"]\').hidden', 15, "the ringing")
         assert "bob@sylk.test" in alice.text("incoming-from")
+        assert (alice.text("incoming-kind"), alice.text("answer")) == ("call", "Answer")  # no video offered
+        assert not alice.shown("answer-audio") and not alice.shown("incoming-note")
         alice.click("answer")
         alice.wait_text("call-state", "established")
         bob.wait_event("CALL_ESTABLISHED", 10)
@@ -221,22 +223,36 @@ def test_two_calls_at_once_from_one_account(browser: Browser, gateway: Gateway, 
         carol.stop()
 
 
-def test_video_call_between_two_browsers(gateway: Gateway, tmp_path: Path) -> None:
+@pytest.mark.parametrize("camera", [True, False], ids=["answered-with-video", "answered-without-camera"])
+def test_video_call_between_two_browsers(gateway: Gateway, tmp_path: Path, camera: bool) -> None:
     # Each person gets a browser of their own (two tabs asking one headless Chromium for media crash it).
     with Browser(tmp_path / "alice-browser") as alice_browser, Browser(tmp_path / "bob-browser") as bob_browser:
         bob = demo(bob_browser, gateway, "bob@sylk.test", "bobpw")
         bob.register()
         alice = demo(alice_browser, gateway, "alice@sylk.test", "alicepw")
         alice.dial("bob@sylk.test", video=True)
-        bob.page.wait_for('!document.querySelector(\'[data-testid="incoming"]\').hidden', 15, "the ringing")
-        bob.page.page.check('[data-testid="video"]')  # answer with the camera too
-        bob.click("answer")
-        for person in (alice, bob):
-            person.page.wait_for_packets("window.demo.call.pc", "inbound", "video", 30, timeout=15)
-            frames = person.page.rtp_stats("window.demo.call.pc")["inbound"]["video"].get("framesDecoded", 0)
-            assert frames > 0
+        bob.wait_ringing()
+        # the banner says it is a video call, and answers with video unless told otherwise
+        assert (bob.text("incoming-kind"), bob.text("answer")) == ("video call", "Answer with video")
+        assert bob.shown("answer-audio") and bob.shown("incoming-note")
+        assert not bob.page.page.is_checked('[data-testid="video"]')  # (that box is for calls bob places)
+        bob.click("answer" if camera else "answer-audio")
+        alice.call_established()
+        bob.wait_text("call-state", "established")
+        # bob sees alice either way; alice sees bob only if he answered with video
+        bob.page.wait_for_packets("window.demo.call.pc", "inbound", "video", 30, timeout=15)
+        assert bob.page.rtp_stats("window.demo.call.pc")["inbound"]["video"].get("framesDecoded", 0) > 0
+        assert bob.shown("remote-video-box") and bob.shown("local-video-box") == camera
+        assert alice.shown("local-video-box")
+        if camera:
+            alice.page.wait_for_packets("window.demo.call.pc", "inbound", "video", 30, timeout=15)
+            assert alice.page.rtp_stats("window.demo.call.pc")["inbound"]["video"].get("framesDecoded", 0) > 0
+            assert alice.shown("remote-video-box")
+        else:
+            assert not alice.shown("remote-video-box")
         alice.click("hangup")
         bob.wait_text("call-state", "terminated")
+        assert not bob.shown("remote-video-box") and not bob.shown("local-video-box")
 
 
 def test_a_connection_forced_to_sylkrtc1_still_calls(browser: Browser, gateway: Gateway, kamailio: Kamailio,

@@ -14,8 +14,10 @@
 //     unregistered) registration-reason
 //     dial-uri video call hangup call-state (idle|connecting|incoming|progress|proceeding|ringing|early-media|
 //     accepted|established|terminated) call-remote call-reason ("(486 Busy Here)") incoming (the banner; hidden
-//     when nothing rings) incoming-from answer reject dtmf-0..dtmf-9 dtmf-star dtmf-hash dtmf-A..dtmf-D
-//     dtmf-info (send the keypad's tones as SIP INFO instead of RFC 4733) dtmf-sent dtmf-received
+//     when nothing rings) incoming-kind ("call" or "video call") incoming-from answer ("Answer", or "Answer with
+//     video" when the offer has video) answer-audio (shown only then: answers without the camera) incoming-note
+//     reject dtmf-0..dtmf-9 dtmf-star dtmf-hash dtmf-A..dtmf-D dtmf-info (send the keypad's tones as SIP INFO
+//     instead of RFC 4733) dtmf-sent dtmf-received
 //     hold (Hold/Resume) hold-state ("" or "on hold", "held by the far end", both) transfer-uri transfer
 //     transfer-state ("progress 100 Trying", "completed 200 OK", ...) transfer-request (the banner of the far end's
 //     transfer request; hidden when none) transfer-request-from transfer-request-to transfer-accept transfer-reject
@@ -153,8 +155,18 @@ function render() {
     $('transfer-request-to').textContent = pending ? request.referTo : '';
 
     const incoming = demo.incoming;
+    const video = isActive(incoming) && offersVideo(incoming);
     $('incoming').hidden = !isActive(incoming);
     $('incoming-from').textContent = incoming ? describe(incoming.remoteIdentity) : '';
+    $('incoming-kind').textContent = video ? 'video call' : 'call';
+    $('answer').textContent = video ? 'Answer with video' : 'Answer';
+    $('answer-audio').hidden = !video;
+    $('incoming-note').hidden = !video;
+}
+
+/** Whether an incoming call's offer has video (an m=video line with a port: port 0 is a declined stream). */
+function offersVideo(call) {
+    return /\nm=video [1-9]/.test(call.remoteOffer ?? '');
 }
 
 /** Shows `stream` in a video box only if it has video: an audio call shows no empty boxes. */
@@ -481,13 +493,16 @@ function nextIncoming(gone) {
     demo.incoming = account ? account.calls.find((c) => c.state === 'incoming' && c !== gone) ?? null : null;
 }
 
-async function answer() {
+/** Answers the ringing call, with the camera if `withVideo` and the offer has video. */
+async function answer(withVideo) {
     const call = demo.incoming;
     if (!isActive(call)) {
         return;
     }
     nextIncoming(call);
-    const video = $('video').checked && /\r?\nm=video /.test(call.remoteOffer ?? '');
+    const offered = offersVideo(call);
+    const video = withVideo && offered;
+    log(`answering ${describe(call.remoteIdentity)}${offered ? (video ? ' with video' : ' without camera') : ''}`);
     const localStream = await getLocalMedia(video);
     showCall(call, localStream);
     try {
@@ -750,7 +765,8 @@ function init() {
         placeCall();
     });
     $('hangup').addEventListener('click', hangup);
-    $('answer').addEventListener('click', answer);
+    $('answer').addEventListener('click', () => answer(true));
+    $('answer-audio').addEventListener('click', () => answer(false));
     $('reject').addEventListener('click', reject);
     for (const key of document.querySelectorAll('#keypad button')) {
         key.addEventListener('click', () => sendTone(key.dataset.tone));

@@ -133,11 +133,12 @@ def test_the_page_works_without_storage(page_folder: Path) -> None:
 
 
 class Elements(HTMLParser):
-    """The attributes of every element of a page that has an id."""
+    """The attributes of every element of a page that has an id, and its text."""
 
     def __init__(self, html: str) -> None:
         super().__init__()
         self.by_id: dict[str, dict[str, str | None]] = {}
+        self.text: list[str] = []
         self.feed(html)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -145,9 +146,14 @@ class Elements(HTMLParser):
         if attributes.get("id"):
             self.by_id[str(attributes["id"])] = attributes
 
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
 
 def test_the_page_before_any_call() -> None:
     page = Elements((DEMO_JS.parent / "index.html").read_text())
     assert "hidden" in page.by_id["remote-video-box"] and "hidden" in page.by_id["local-video-box"]  # no black boxes
     assert "value" not in page.by_id["account"] and page.by_id["account"]["list"] == "demo-accounts"
     assert "placeholder" not in page.by_id["password"]  # no one account's password suggested for every window
+    text = " ".join(" ".join(page.text).split())
+    assert "Janus 1.1.2 does not report" in text  # why received RFC 4733 tones never show

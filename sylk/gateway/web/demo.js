@@ -17,7 +17,7 @@
 //     when nothing rings) incoming-kind ("call" or "video call") incoming-from answer ("Answer", or "Answer with
 //     video" when the offer has video) answer-audio (shown only then: answers without the camera) incoming-note
 //     reject dtmf-0..dtmf-9 dtmf-star dtmf-hash dtmf-A..dtmf-D dtmf-info (send the keypad's tones as SIP INFO
-//     instead of RFC 4733) dtmf-sent dtmf-received
+//     instead of RFC 4733) dtmf-sent dtmf-received dtmf-note
 //     hold (Hold/Resume) hold-state ("" or "on hold", "held by the far end", both) transfer-uri transfer
 //     transfer-state ("progress 100 Trying", "completed 200 OK", ...) transfer-request (the banner of the far end's
 //     transfer request; hidden when none) transfer-request-from transfer-request-to transfer-accept transfer-reject

@@ -419,17 +419,24 @@ def test_a_sip_phone_holds_and_resumes_the_call(browser: Browser, gateway: Gatew
 
 def test_the_browser_transfers_a_call_to_carol(browser: Browser, gateway: Gateway, kamailio: Kamailio,
                                                tmp_path: Path) -> None:
-    # bob takes the REFER and reports his call to carol as 100 Trying then 200 OK (NOTIFYs); then the gateway
-    # ends alice's call to him (RFC 5589)
-    with sipp_phone(tmp_path, kamailio, "uas_answer_referred.xml") as bob:
+    # bob takes the REFER and reports his call to carol as 100 Trying, 407 Proxy Authentication Required (the
+    # registrar's challenge, which he answers) and 200 OK (NOTIFYs); then the gateway ends alice's call to him
+    # (RFC 5589)
+    with sipp_phone(tmp_path, kamailio, "uas_answer_referred_challenged.xml") as bob:
         alice = demo(browser, gateway, "alice@sylk.test", "alicepw")
         alice.dial("bob@sylk.test")
         alice.call_established()
+        alice.page.evaluate("""() => { window.transferShown = [];
+            const shown = document.querySelector('[data-testid="transfer-state"]');
+            new MutationObserver(() => window.transferShown.push(shown.textContent))
+                .observe(shown, {childList: true, characterData: true, subtree: true}); }""")
         alice.fill("transfer-uri", "carol@sylk.test")
         alice.click("transfer")
         progress = alice.wait_events("transfer", 2)
         assert [(p["state"], p["code"]) for p in progress] == [("progress", 100), ("completed", 200)]
         alice.wait_text("transfer-state", "completed 200 OK")
+        shown = alice.page.evaluate("window.transferShown")
+        assert "progress 100 Trying" in shown and not any("407" in text for text in shown), shown
         alice.wait_text("call-state", "terminated")
         assert alice.text("call-reason") == "(Transferred)"
         assert bob.wait(10) == 0  # it got the gateway's BYE

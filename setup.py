@@ -71,7 +71,10 @@ setup(
     package_data={"sylk.gateway": ["web/*.html", "web/*.js", "web/*.css"]},
     cmdclass={"build_py": BuildPyWithSylkrtcJs, "sdist": SdistWithSylkrtcJs},
     install_requires=["twisted[tls]>=22.4", "autobahn>=22.7", "zope.interface>=5.5", "prometheus_client>=0.16"],
-    extras_require={"test": ["pytest", "pytest-timeout", "websockets>=12", "playwright", "hypothesis", "mypy", "mypy-zope"]},
+    # setuptools 70.1+ (which builds wheels without the `wheel` package): tests/integration/test_packaging.py builds
+    # the package, in the venv (whose setuptools, if any, may be older).
+    extras_require={"test": ["pytest", "pytest-timeout", "websockets>=12", "playwright", "hypothesis", "mypy", "mypy-zope",
+                             "setuptools>=70.1"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -8,13 +8,16 @@ accounts are unregistered before Janus goes away.
 `GatewayService.resource` is the `/webrtcgateway` resource, for an existing web server (SylkServer) to mount
 instead of using the gateway's own listener: the WebSocket API at `ws` below it, and the demo phone and the
 sylkrtc.js library (files of `sylk/gateway/web/`) beside it. `/` redirects there.
+
+With a certificate, SIGHUP makes the web listener reload it (sylk.gateway.tls).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
+import signal
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -22,7 +25,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet import ssl
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.logger import Logger
@@ -32,13 +34,14 @@ from twisted.web.static import File
 from twisted.web.util import Redirect
 
 from sylk.gateway import __version__
-from sylk.gateway.config import Config, ConfigError, WebServerConfig
+from sylk.gateway.config import Config, WebServerConfig
 from sylk.gateway.health import HealthResource, ReadyResource
 from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
 from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.metrics import GatewayMetrics, metrics_root
+from sylk.gateway.tls import ReloadableCertificate
 from sylk.gateway.websocket import GatewayWebSocketFactory
 
 
@@ -50,6 +53,7 @@ class GatewayService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        self.reactor = reactor
         self.metrics = GatewayMetrics()
         self.janus_processes = [JanusProcess(config, reactor, index, count, on_restart=self.metrics.janus_restarted)
                                 for count in [janus_instances(config)] for index in range(count)]
@@ -70,7 +74,10 @@ class GatewayService(MultiService):
         root.putChild(b"webrtcgateway", self.resource)
         root.putChild(b"health", HealthResource())
         root.putChild(b"ready", ReadyResource(self.websocket_factory, self.janus_links))
-        self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server), Site(root))
+        self.certificate = (None if config.web_server.certificate is None
+                            else ReloadableCertificate(config.web_server.certificate))
+        self._previous_sighup: Any = None
+        self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server, self.certificate), Site(root))
         self.web._raiseSynchronously = True  # a port that cannot be bound stops twistd (as strports.service does)
         self.web.setServiceParent(self)
         self.metrics_listener: StreamServerEndpointService | None = None
@@ -89,13 +96,24 @@ class GatewayService(MultiService):
                       version=__version__, scheme=scheme, host=host, port=web.local_port)
         for warning in exposure_warnings(self.config):
             self.log.warn("{warning}", warning=warning)
+        if self.certificate is not None:
+            self._previous_sighup = signal.signal(signal.SIGHUP, partial(self._sighup, self.certificate))
         super().startService()
+
+    def _sighup(self, certificate: ReloadableCertificate, signum: int, frame: Any) -> None:
+        # a signal handler may interrupt the reactor anywhere: reload from the reactor's own loop
+        self.reactor.callFromThread(certificate.reload)
+        if callable(self._previous_sighup):  # a handler someone installed before us keeps working
+            self._previous_sighup(signum, frame)
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
         Service.stopService(self)
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         steps = [("stop listening", lambda: DeferredList([listener.stopService() for listener in self._listeners()])),
                  ("close browser connections", lambda: self.websocket_factory.close_all("sylkgateway is shutting down")),
                  ("disconnect from Janus", lambda: DeferredList([link.stopService() for link in self.janus_links])),
@@ -202,24 +220,7 @@ def gateway_resource(factory: GatewayWebSocketFactory) -> Resource:
 LISTEN_BACKLOG = 1024
 
 
-def web_endpoint(reactor: Any, web: WebServerConfig) -> Any:
-    if web.certificate is None:
+def web_endpoint(reactor: Any, web: WebServerConfig, certificate: ReloadableCertificate | None) -> Any:
+    if certificate is None:
         return TCP4ServerEndpoint(reactor, web.local_port, backlog=LISTEN_BACKLOG, interface=web.local_ip)
-    return SSL4ServerEndpoint(reactor, web.local_port, tls_options(web.certificate), backlog=LISTEN_BACKLOG,
-                              interface=web.local_ip)
-
-
-def tls_options(path: Path) -> ssl.CertificateOptions:
-    """TLS settings from one PEM file holding the key, the certificate and optionally its chain."""
-    try:
-        pem = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"[WebServer] certificate: cannot read {path}: {e.strerror}") from None
-    try:
-        certificate = ssl.PrivateCertificate.loadPEM(pem)
-        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)
-        chain = [ssl.Certificate.loadPEM(block).original for block in blocks[1:]]
-    except Exception as e:
-        raise ConfigError(f"[WebServer] certificate: cannot load a certificate and its key from {path}: {e}") from None
-    return ssl.CertificateOptions(privateKey=certificate.privateKey.original, certificate=certificate.original,
-                                  extraCertChain=chain)
+    return SSL4ServerEndpoint(reactor, web.local_port, certificate, backlog=LISTEN_BACKLOG, interface=web.local_ip)

@@ -60,7 +60,7 @@ class ReloadableCertificate:
         self.options = options
         assert options.certificate is not None  # tls_options always gives one
         certificate = options.certificate.to_cryptography()
-        self.log.info("[WebServer] certificate reloaded from {path}: serial {serial:x}, valid until {expiry}",
+        self.log.info("[WebServer] certificate reloaded from {path}: serial {serial:#x}, valid until {expiry}",
                       path=self.path, serial=certificate.serial_number,
                       expiry=certificate.not_valid_after_utc.isoformat())
         return True

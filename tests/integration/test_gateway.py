@@ -268,6 +268,92 @@ def test_certificate_turns_on_wss(netns: str, tmp_path: Path) -> None:
             connect(gateway.url.replace("wss:", "ws:"), subprotocols=["sylkRTC-1"], open_timeout=3)
 
 
+def write_issued_certificate(path: Path, ca_key: Any, ca: Any, serial: int) -> None:
+    """A key and a certificate for the IP address 127.0.0.1 signed by the CA, written as a renewal would: to a
+    temporary file renamed over the old one."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                                                         "gateway")]))
+                   .issuer_name(ca.subject).public_key(key.public_key()).serial_number(serial)
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(ca_key, hashes.SHA256()))
+    renewed = path.with_suffix(".new")
+    renewed.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+                        + certificate.public_bytes(serialization.Encoding.PEM))
+    renewed.replace(path)
+
+
+def make_ca(cafile: Path) -> tuple[Any, Any]:
+    """A throwaway certificate authority: its key, and its certificate (also written to `cafile`)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sylkgateway test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .sign(key, hashes.SHA256()))
+    cafile.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return key, ca
+
+
+def served_serial(client: Any) -> int:
+    """The serial number of the certificate the gateway presented on this (verified) connection."""
+    from cryptography import x509
+    return x509.load_der_x509_certificate(client.ws.socket.getpeercert(binary_form=True)).serial_number
+
+
+def test_sighup_reloads_the_certificate_for_new_connections_only(netns: str, tmp_path: Path) -> None:
+    pem, cafile = tmp_path / "gateway.pem", tmp_path / "ca.pem"
+    ca_key, ca = make_ca(cafile)
+    write_issued_certificate(pem, ca_key, ca, serial=0xA)
+    gateway = Gateway(tmp_path, {"WebServer": {"certificate": pem}})
+    gateway.ssl_context = ssl.create_default_context(cafile=str(cafile))  # verifies the chain and 127.0.0.1
+
+    def new_connection_serial() -> int:
+        client = gateway.connect()
+        try:
+            return served_serial(client)
+        finally:
+            client.close()
+
+    with gateway:
+        assert gateway.process is not None
+        first = gateway.connect()
+        assert served_serial(first) == 0xA
+        write_issued_certificate(pem, ca_key, ca, serial=0xB)
+        gateway.process.send_signal(signal.SIGHUP)
+        eventually(lambda: new_connection_serial() == 0xB, timeout=10, what="certificate B for new connections")
+        assert "certificate reloaded from" in gateway.log()
+        assert first.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"  # the old socket
+        assert served_serial(first) == 0xA
+
+        pem.write_text("a renewal gone wrong\n")
+        gateway.process.send_signal(signal.SIGHUP)
+        eventually(lambda: "still using the previous certificate" in gateway.log(), timeout=10,
+                   what="the error about the unusable file")
+        assert new_connection_serial() == 0xB
+        assert gateway.process.poll() is None
+        first.close()
+
+
 def test_twistd_lists_the_options() -> None:
     result = subprocess.run([TWISTD, "sylkgateway", "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0

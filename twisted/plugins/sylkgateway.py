@@ -1,6 +1,9 @@
 """The `twistd sylkgateway` plugin. Twisted imports this file on every plugin scan, so it stays light: the gateway
 itself is imported only when the service is made."""
 
+import os
+import sys
+
 from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin
 from twisted.python import usage
@@ -11,6 +14,22 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", "/etc/sylkgateway/config.ini", "The configuration file (see config.ini.sample)."],
     ]
+
+    def postOptions(self) -> None:
+        # Under systemd, journald stamps each line itself. twistd's options are parsed after ours but before its
+        # logger is made, so naming an observer here is what `--logger` would do.
+        twistd = getattr(self, "parent", None)
+        if twistd is None or not _logs_to_stdout(twistd):
+            return
+        from sylk.gateway.logs import writes_to_journal
+        if writes_to_journal(sys.stdout, os.environ):
+            twistd["logger"] = "sylk.gateway.logs.journal_observer"
+
+
+def _logs_to_stdout(twistd: usage.Options) -> bool:
+    """Whether twistd logs to standard output in its own format: -n, and no --logfile, --syslog or --logger."""
+    return bool(twistd.get("nodaemon") and twistd.get("logfile") in (None, "", "-") and not twistd.get("syslog")
+                and twistd.get("logger") is None)
 
 
 @implementer(IServiceMaker, IPlugin)

@@ -7,6 +7,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -378,6 +379,19 @@ def test_a_web_port_in_use_stops_the_gateway_at_startup(netns: str, tmp_path: Pa
                                 capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "Address already in use" in result.stdout + result.stderr
+
+
+def test_under_systemd_the_log_leaves_timestamps_to_journald(netns: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(tmp_path)
+    gateway.log_path.touch()  # the gateway's standard output, standing in for the journal's stream
+    status = gateway.log_path.stat()
+    monkeypatch.setenv("JOURNAL_STREAM", f"{status.st_dev}:{status.st_ino}")
+    with gateway:
+        pass
+    lines = gateway.log().splitlines()
+    assert any(line.startswith("<6>[sylk.gateway.service.GatewayService#info] sylkgateway ") for line in lines)
+    assert all(re.match(r"<[2-7]>(\[|\t)", line) for line in lines), lines
 
 
 def test_stopping_says_goodbye_to_browsers(gateway: Gateway) -> None:

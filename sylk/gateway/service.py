@@ -9,7 +9,7 @@ accounts are unregistered before Janus goes away.
 instead of using the gateway's own listener: the WebSocket API at `ws` below it, and the demo phone and the
 sylkrtc.js library (files of `sylk/gateway/web/`) beside it. `/` redirects there.
 
-With a certificate, SIGHUP makes the web listener reload it (sylk.gateway.tls).
+SIGHUP makes the web listener reload its certificate (sylk.gateway.tls).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -96,15 +95,21 @@ class GatewayService(MultiService):
                       version=__version__, scheme=scheme, host=host, port=web.local_port)
         for warning in exposure_warnings(self.config):
             self.log.warn("{warning}", warning=warning)
-        if self.certificate is not None:
-            self._previous_sighup = signal.signal(signal.SIGHUP, partial(self._sighup, self.certificate))
+        # handled even without a certificate: SIGHUP's default action (`systemctl reload`) would kill the gateway
+        self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         super().startService()
 
-    def _sighup(self, certificate: ReloadableCertificate, signum: int, frame: Any) -> None:
+    def _sighup(self, signum: int, frame: Any) -> None:
         # a signal handler may interrupt the reactor anywhere: reload from the reactor's own loop
-        self.reactor.callFromThread(certificate.reload)
+        self.reactor.callFromThread(self._reload)
         if callable(self._previous_sighup):  # a handler someone installed before us keeps working
             self._previous_sighup(signum, frame)
+
+    def _reload(self) -> None:
+        if self.certificate is None:
+            self.log.info("SIGHUP: nothing to reload ([WebServer] certificate is not set)")
+        else:
+            self.certificate.reload()
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())

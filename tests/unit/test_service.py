@@ -208,6 +208,21 @@ class ReloadTests(SynchronousTestCase):
         service.stopService()
         self.assertIs(signal.getsignal(signal.SIGHUP), installed)
 
+    def test_sighup_without_a_certificate_does_not_stop_the_gateway(self) -> None:
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        reactor = ThreadedMemoryReactor()
+        service = GatewayService(config(), reactor)
+        events: list[dict[str, Any]] = []
+        service.log = Logger(observer=events.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        handler = signal.getsignal(signal.SIGHUP)
+        assert callable(handler)
+        handler(signal.SIGHUP, None)
+        reactor.advance(0)
+        self.assertIn("SIGHUP: nothing to reload", [event["log_format"] for event in events][-1])
+
 
 class ListenerTests(SynchronousTestCase):
     def test_a_burst_of_browsers_fits_in_the_listen_queue(self) -> None:

@@ -7,7 +7,9 @@ accounts are unregistered before Janus goes away.
 
 `GatewayService.resource` is the `/webrtcgateway` resource, for an existing web server (SylkServer) to mount
 instead of using the gateway's own listener: the WebSocket API at `ws` below it, and the demo phone and the
-sylkrtc.js library (files of `sylk/gateway/web/`) beside it. `/` redirects there.
+sylkrtc.js library (files of `sylk/gateway/web/`) beside it. `/` redirects there. `GatewayService(config,
+listen=False)` builds everything but that listener (and leaves SIGHUP alone), for such a host
+(sylk/applications/sylkgateway).
 
 SIGHUP makes the web listener reload its certificate (sylk.gateway.tls).
 """
@@ -47,7 +49,10 @@ from sylk.gateway.websocket import GatewayWebSocketFactory
 class GatewayService(MultiService):
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any = None) -> None:
+    def __init__(self, config: Config, reactor: Any = None, listen: bool = True) -> None:
+        """`listen=False`: no web listener of our own (`[WebServer] local_ip/local_port/certificate` unused) and no
+        SIGHUP handler; the host web server mounts `self.resource`. The metrics listener is still started when
+        `[WebServer] metrics_port` asks for it."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -73,12 +78,16 @@ class GatewayService(MultiService):
         root.putChild(b"webrtcgateway", self.resource)
         root.putChild(b"health", HealthResource())
         root.putChild(b"ready", ReadyResource(self.websocket_factory, self.janus_links))
-        self.certificate = (None if config.web_server.certificate is None
+        self.listen = listen
+        self.certificate = (None if config.web_server.certificate is None or not listen
                             else ReloadableCertificate(config.web_server.certificate))
         self._previous_sighup: Any = None
-        self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server, self.certificate), Site(root))
-        self.web._raiseSynchronously = True  # a port that cannot be bound stops twistd (as strports.service does)
-        self.web.setServiceParent(self)
+        self.web: StreamServerEndpointService | None = None
+        if listen:
+            self.web = StreamServerEndpointService(web_endpoint(reactor, config.web_server, self.certificate),
+                                                   Site(root))
+            self.web._raiseSynchronously = True  # a port that cannot be bound stops twistd (as strports.service does)
+            self.web.setServiceParent(self)
         self.metrics_listener: StreamServerEndpointService | None = None
         if config.web_server.metrics_port:
             endpoint = TCP4ServerEndpoint(reactor, config.web_server.metrics_port,
@@ -89,14 +98,19 @@ class GatewayService(MultiService):
 
     def startService(self) -> None:
         web = self.config.web_server
-        scheme = "wss" if web.certificate else "ws"
-        host = f"[{web.local_ip}]" if ":" in web.local_ip else web.local_ip
-        self.log.info("sylkgateway {version}: browsers connect to {scheme}://{host}:{port}/webrtcgateway/ws",
-                      version=__version__, scheme=scheme, host=host, port=web.local_port)
-        for warning in exposure_warnings(self.config):
+        if self.listen:
+            scheme = "wss" if web.certificate else "ws"
+            host = f"[{web.local_ip}]" if ":" in web.local_ip else web.local_ip
+            self.log.info("sylkgateway {version}: browsers connect to {scheme}://{host}:{port}/webrtcgateway/ws",
+                          version=__version__, scheme=scheme, host=host, port=web.local_port)
+        else:
+            self.log.info("sylkgateway {version}: served by the host web server where it mounts the resource",
+                          version=__version__)
+        for warning in exposure_warnings(self.config, listen=self.listen):
             self.log.warn("{warning}", warning=warning)
-        # handled even without a certificate: SIGHUP's default action (`systemctl reload`) would kill the gateway
-        self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        if self.listen:
+            # handled even without a certificate: SIGHUP's default action (`systemctl reload`) would kill the gateway
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         super().startService()
 
     def _sighup(self, signum: int, frame: Any) -> None:
@@ -130,17 +144,18 @@ class GatewayService(MultiService):
                 self.log.failure("Shutdown: cannot {what}", what=what)
 
     def _listeners(self) -> list[StreamServerEndpointService]:
-        return [self.web] if self.metrics_listener is None else [self.web, self.metrics_listener]
+        return [listener for listener in (self.web, self.metrics_listener) if listener is not None]
 
 
-def exposure_warnings(config: Config) -> list[str]:
-    """What the operator should know about who can reach the gateway (allowed, but risky)."""
+def exposure_warnings(config: Config, listen: bool = True) -> list[str]:
+    """What the operator should know about who can reach the gateway (allowed, but risky). Without a listener of
+    our own (`listen=False`) the host web server's address and TLS are its own business."""
     warnings = []
     if "*" in config.gateway.web_origins:
         warnings.append("[WebRTCGateway] web_origins is *: any web page may use this gateway, with the SIP "
                         "accounts of whoever visits it; list the origins of your own pages")
     web = config.web_server
-    if web.certificate is None and not ipaddress.ip_address(web.local_ip).is_loopback:
+    if listen and web.certificate is None and not ipaddress.ip_address(web.local_ip).is_loopback:
         warnings.append(f"[WebServer] local_ip {web.local_ip} without a certificate: browsers on other machines "
                         f"connect over plain ws://, so their SIP credentials (HA1) cross the network unencrypted; "
                         f"set [WebServer] certificate, or listen on 127.0.0.1 behind a TLS proxy")

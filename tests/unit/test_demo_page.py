@@ -107,6 +107,16 @@ def test_any_other_websocket_url_is_ignored_and_said_so(page_folder: Path, page:
     assert any(f"ignored ?ws={ws}" in line for line in form["log"])
 
 
+@pytest.mark.parametrize("page, ws", [
+    ("http://gw.example.com:10888/webrtcgateway/", "ws://gw.example.com:10888/webrtcgateway/ws"),
+    ("https://gw.example.com/webrtcgateway/index.html?x=1#y", "wss://gw.example.com/webrtcgateway/ws"),
+    # mounted elsewhere by a host web server (SylkServer, sylk/applications/sylkgateway)
+    ("https://sylk.example.com/sylkgateway/", "wss://sylk.example.com/sylkgateway/ws"),
+])
+def test_the_default_websocket_is_ws_beside_the_page(page_folder: Path, page: str, ws: str) -> None:
+    assert open_page(page_folder, page, {})["ws"] == ws
+
+
 def test_the_password_is_never_taken_from_the_url(page_folder: Path) -> None:
     form = open_page(page_folder, "http://gw.example.com/webrtcgateway/?account=bob@sylk.test&password=bobpw", {})
     assert form["password"] == ""

@@ -185,7 +185,10 @@ function describe(identity) {
 
 function defaultUrl() {
     if (location.host) {
-        return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/webrtcgateway/ws`;
+        // `ws` beside the page: /webrtcgateway/ws, or under whatever path a host web server (SylkServer) mounts it
+        const url = new URL('ws', location.href);
+        url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+        return url.href;
     }
     return 'ws://127.0.0.1:10888/webrtcgateway/ws';
 }

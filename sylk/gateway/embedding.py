@@ -91,7 +91,8 @@ class EmbeddedGateway:
         self._shutdown_trigger: Any = None
 
     def start(self) -> None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as _reactor
+        reactor: Any = _reactor
         from twisted.internet.threads import blockingCallFromThread
         from twisted.python.threadable import isInIOThread
 
@@ -122,7 +123,8 @@ class EmbeddedGateway:
         self._shutdown_trigger = reactor.addSystemEventTrigger("before", "shutdown", self._stop_once)
 
     def stop(self) -> None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as _reactor
+        reactor: Any = _reactor
         from twisted.python.threadable import isInIOThread
 
         if self.service is None:
@@ -158,5 +160,6 @@ class EmbeddedGateway:
                 return PredicateResult.maybe
             return PredicateResult.no
 
-        self._log_observer = FilteringLogObserver(STDLibLogObserver(name="sylkgateway"), [ours])
+        predicates: list[Any] = [ours]  # a plain callable is what ILogFilterPredicate asks for
+        self._log_observer = FilteringLogObserver(STDLibLogObserver(name="sylkgateway"), predicates)
         globalLogPublisher.addObserver(self._log_observer)

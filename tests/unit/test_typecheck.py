@@ -17,6 +17,6 @@ class TypeCheckTests(TestCase):
         if importlib.util.find_spec("mypy") is None or importlib.util.find_spec("mypy_zope") is None:
             raise SkipTest("mypy and mypy-zope are not installed (they are in the test extras)")
         result = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(ROOT / ".mypy_cache"),
-                                 "-p", "sylk.gateway"],
+                                 "-p", "sylk.gateway", "-p", "sylk.applications.sylkgateway"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=240)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)

@@ -5,6 +5,7 @@ context they were made with (an OpenSSL connection holds its own reference to it
 from __future__ import annotations
 
 import re
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,12 @@ class ReloadableCertificate:
         self.options = tls_options(path)  # at startup a bad file is a configuration error
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        return self.options.serverConnectionForTLS(tlsProtocol)
+        make = getattr(self.options, "serverConnectionForTLS", None)
+        if make is not None:
+            return make(tlsProtocol)
+        # Twisted before 23.8 (Debian 12 has 22.4): CertificateOptions is only a context factory, and this is what
+        # its TLS listener does with one (ALPN, if any, is set on the context).
+        return SSL.Connection(self.options.getContext(), None)
 
     def reload(self) -> bool:
         """Read the file again; if it cannot be used, keep the current certificate (and say so)."""
@@ -60,7 +66,10 @@ class ReloadableCertificate:
         self.options = options
         assert options.certificate is not None  # tls_options always gives one
         certificate = options.certificate.to_cryptography()
+        # not_valid_after_utc since cryptography 42 (Debian 12 has 38, whose naive not_valid_after is in UTC).
+        expiry = getattr(certificate, "not_valid_after_utc", None) or \
+            certificate.not_valid_after.replace(tzinfo=timezone.utc)
         self.log.info("[WebServer] certificate reloaded from {path}: serial {serial:#x}, valid until {expiry}",
                       path=self.path, serial=certificate.serial_number,
-                      expiry=certificate.not_valid_after_utc.isoformat())
+                      expiry=expiry.isoformat())
         return True

@@ -64,3 +64,10 @@ $(VENV)/.installed: setup.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info twisted/plugins/dropin.cache $(JS)/node_modules $(JS)/dist $(JS_BUILT)
+
+# The Debian package, from a clean copy of this checkout (installs the Build-Depends with apt-get; builds sylkrtc.js
+# with npm): dist/sylkgateway_VERSION_all.deb, then lintian on it if lintian is installed (debian/README.source).
+.PHONY: deb
+deb:
+	scripts/build-deb dist
+	@if command -v lintian >/dev/null; then lintian --fail-on error dist/sylkgateway_*_all.deb; fi

@@ -106,8 +106,9 @@ def site(tmp_path: Path) -> Path:
 def run(site: Path, script: str, settings: dict[str, str] | None = None) -> dict[str, object]:
     """`script` in a fresh Python with `site` first on its path (and only the dependencies after it); it prints
     one JSON line last."""
-    dependencies = [entry for entry in sys.path
-                    if entry and Path(entry).resolve() != ROOT and "site-packages" in entry]
+    # a venv's site-packages, or Debian's dist-packages (the package build runs these tests with Debian's python3)
+    dependencies = [entry for entry in sys.path if entry and Path(entry).resolve() != ROOT
+                    and Path(entry).name in ("site-packages", "dist-packages")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *dependencies]),
            "STANDIN_SETTINGS": json.dumps(settings or {})}
     result = subprocess.run([sys.executable, "-S", "-c", textwrap.dedent(script)], cwd=site, env=env,

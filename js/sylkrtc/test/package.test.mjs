@@ -73,3 +73,12 @@ test('the emitter: on, once, off; a throwing listener is reported and does not s
     assert.deepEqual(seen, ['a1', 'once1', 'a2']);
     assert.deepEqual(thrown, ['listener bug', 'listener bug', 'listener bug']);
 });
+
+test('the package can be published and depended on: an ES module with its types, built before publishing', () => {
+    assert.equal(pkg.private, undefined);
+    assert.equal(pkg.type, 'module');
+    assert.deepEqual(pkg.exports['.'], { types: './dist/sylkrtc.d.ts', default: './dist/sylkrtc.js' });
+    assert.deepEqual(pkg.files, ['dist', 'README.md', 'API.md']);
+    assert.equal(pkg.scripts.prepublishOnly, 'npm run build');
+    assert.match(pkg.version, /^\d+\.\d+\.\d+$/);
+});

@@ -341,8 +341,10 @@ def test_sighup_reloads_the_certificate_for_new_connections_only(netns: str, tmp
         assert served_serial(first) == 0xA
         write_issued_certificate(pem, ca_key, ca, serial=0xB)
         gateway.process.send_signal(signal.SIGHUP)
-        eventually(lambda: new_connection_serial() == 0xB, timeout=10, what="certificate B for new connections")
-        assert "certificate reloaded from" in gateway.log()
+        # Connect once the reload is logged: a connection opened at the very moment of the signal once went
+        # unanswered in CI (a known issue, see docs/operations.md); this test is about which certificate is served.
+        eventually(lambda: "certificate reloaded from" in gateway.log(), timeout=10, what="the reload")
+        assert new_connection_serial() == 0xB
         assert first.request("add_account", account=ALICE, password=HA1)["sylkrtc"] == "ack"  # the old socket
         assert served_serial(first) == 0xA
 

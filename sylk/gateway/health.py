@@ -17,11 +17,10 @@ from typing import Any, Protocol, Sequence
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from sylk.gateway.metrics import JanusMember, connected_members
 from sylk.gateway.websocket import RETRY_AFTER, SERVICE_UNAVAILABLE
 
 
-class _Member(Protocol):
-    api: Any  # None while the member is not connected
 
 
 class _Gateway(Protocol):
@@ -53,13 +52,13 @@ class HealthResource(_JSONResource):
 
 
 class ReadyResource(_JSONResource):
-    def __init__(self, gateway: _Gateway, members: Sequence[_Member]) -> None:
+    def __init__(self, gateway: _Gateway, members: Sequence[JanusMember]) -> None:
         super().__init__()
         self._gateway = gateway
         self._members = members
 
     def state(self) -> tuple[int, dict[str, Any]]:
-        connected = sum(member.api is not None for member in self._members)
+        connected = connected_members(self._members)
         ready = connected > 0 and not self._gateway.shutting_down
         body = {"ready": ready, "janus": {"connected": connected, "members": len(self._members)},
                 "shutting_down": self._gateway.shutting_down}

@@ -35,8 +35,13 @@ _CALL_STATES = (SessionState.CONNECTING, SessionState.PROGRESS, SessionState.PRO
                 SessionState.EARLY_MEDIA, SessionState.ACCEPTED, SessionState.ESTABLISHED)
 
 
-class _Member(Protocol):
+class JanusMember(Protocol):
     api: Any  # None while the member is not connected
+
+
+def connected_members(members: Sequence[JanusMember]) -> int:
+    """Janus members connected and checked (the count /ready and the metrics report)."""
+    return sum(member.api is not None for member in members)
 
 
 class GatewayMetrics:
@@ -56,31 +61,19 @@ class GatewayMetrics:
         self.janus_request_seconds = Histogram("sylkgateway_janus_request_seconds", "Janus requests: time from "
                                                "sending to the answer", buckets=JANUS_BUCKETS,
                                                registry=self.registry)
-        # label children by their values: labels() validates and locks at every call
-        self._request_children: dict[str, Counter] = {}
-        self._error_children: dict[tuple[str, str], Counter] = {}
-        self._ended_children: dict[str, Counter] = {}
+        # label children by (counter, label values): labels() validates and locks at every call
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
 
-    def watch(self, gateway: GatewayWebSocketFactory, members: Sequence[_Member]) -> None:
+    def watch(self, gateway: GatewayWebSocketFactory, members: Sequence[JanusMember]) -> None:
         """Count the levels from these at each scrape."""
         self.registry.register(LevelCollector(gateway, members))
 
     # --- RequestMetrics (sylkrtc/channel.py) ---
 
     def request_answered(self, kind: str, error: str | None) -> None:
-        child = self._request_children.get(kind)
-        if child is None:
-            child = self._request_children[kind] = self._requests.labels(kind)
-        child.inc()
+        self._count(self._requests, kind)
         if error is not None:
-            self._request_error(kind, error)
-
-    def _request_error(self, kind: str, cause: str) -> None:
-        key = (kind, cause)
-        child = self._error_children.get(key)
-        if child is None:
-            child = self._error_children[key] = self._errors.labels(kind, cause)
-        child.inc()
+            self._count(self._errors, kind, error)
 
     # --- CallMetrics (call.py) ---
 
@@ -88,22 +81,26 @@ class GatewayMetrics:
         self._setup.observe(seconds)
 
     def call_ended(self, how: str) -> None:
-        child = self._ended_children.get(how)
-        if child is None:
-            child = self._ended_children[how] = self._ended.labels(how)
-        child.inc()
+        self._count(self._ended, how)
 
     # --- JanusProcess ---
 
     def janus_restarted(self, member: str) -> None:
-        self._restarts.labels(member).inc()
+        self._count(self._restarts, member)
+
+    def _count(self, counter: Counter, *labels: str) -> None:
+        key = (counter, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
 
 
 class LevelCollector(Collector):
     """Connections by dialect, accounts by registration state, calls by state and Janus members, counted from the
     live objects. Every known state is reported, at 0 when nothing is in it, so a graph never has gaps."""
 
-    def __init__(self, gateway: GatewayWebSocketFactory, members: Sequence[_Member]) -> None:
+    def __init__(self, gateway: GatewayWebSocketFactory, members: Sequence[JanusMember]) -> None:
         self._gateway = gateway
         self._members = members
 
@@ -120,7 +117,7 @@ class LevelCollector(Collector):
         yield _gauge("sylkgateway_accounts", "SIP accounts of open connections, by registration state", "state",
                      accounts)
         yield _gauge("sylkgateway_calls", "Calls not yet terminated, by state", "state", calls)
-        connected = sum(member.api is not None for member in self._members)
+        connected = connected_members(self._members)
         yield GaugeMetricFamily("sylkgateway_janus_members_connected", "Janus members connected and checked",
                                 value=connected)
         yield GaugeMetricFamily("sylkgateway_janus_members", "Janus members configured", value=len(self._members))

@@ -113,8 +113,8 @@ class RequestChannel:
 
     def _refuse(self, bucket: TokenBucket, payload: bytes, is_binary: bool) -> None:
         transaction = None if is_binary or len(payload) > self._max_message_size else _transaction_in(payload)
-        self._count(UNKNOWN_REQUEST, RATE_LIMITED)
         self._reply(self.dialect.error(transaction, f"Too many requests (at most {bucket.rate:g} per second)"))
+        self._count(UNKNOWN_REQUEST, RATE_LIMITED)
         self._refused_in_a_row += 1
         if self._refused_in_a_row >= bucket.size and self._disconnect is not None:
             self.log.warn("{name}: {count} requests in a row over the rate limit; disconnecting", name=self.name,
@@ -152,12 +152,12 @@ class RequestChannel:
                             errbackArgs=(request,))
 
     def _invalid(self, transaction: str | int | None, reason: str) -> None:
-        self._count(UNKNOWN_REQUEST, INVALID)
         self._reply(self.dialect.error(transaction, reason))
+        self._count(UNKNOWN_REQUEST, INVALID)
 
     def _request_done(self, _: object, request: Request) -> None:
-        self._count(request.name, None)
         self._reply(self.dialect.ack(request.transaction))
+        self._count(request.name, None)
 
     def send_event(self, event: Event) -> None:
         message = self.dialect.encode(event)
@@ -170,8 +170,8 @@ class RequestChannel:
         else:
             self.log.failure("{name}: {request!r} failed", failure, name=self.name, request=request)
             reason, cause = "Internal error", INTERNAL
-        self._count(request.name, cause)
         self._reply(self.dialect.error(request.transaction, reason))
+        self._count(request.name, cause)
 
     def _count(self, kind: str, error: str | None) -> None:
         if self._metrics is not None:

@@ -202,14 +202,14 @@ class JanusAPI:
     def _settle(self, transaction: str, message: dict[str, Any]) -> None:
         entry = self._pending.pop(transaction)
         entry.timer.cancel()
-        self.last_answer_at = self._clock.seconds()
-        if self._answered_in is not None:
-            self._answered_in(self.last_answer_at - entry.sent_at)
+        self.last_answer_at = answered_at = self._clock.seconds()
         error = _error_in(message)
         if error is not None:
             entry.deferred.errback(error)
         else:
             entry.deferred.callback(message)
+        if self._answered_in is not None:  # after the answer is delivered, which must not depend on it
+            self._answered_in(answered_at - entry.sent_at)
 
     def _forget(self, transaction: str) -> None:
         entry = self._pending.pop(transaction, None)

@@ -306,9 +306,9 @@ class JanusProcess(Service):
         self.log.error("Janus exited unexpectedly ({reason}) after {lived:.1f} s; restarting it in {delay:g} s "
                        "[{label}]", label=self.label,
                        reason=reason.value, lived=lived, delay=delay)
-        if self._on_restart is not None:
-            self._on_restart(self.label)
         self._restart = self._reactor.callLater(delay, self._respawn)
+        if self._on_restart is not None:  # once the restart is scheduled, which must not depend on it
+            self._on_restart(self.label)
 
     def _respawn(self) -> None:
         if self.running:

@@ -110,8 +110,10 @@ class Sipp:
     def __enter__(self) -> Sipp:
         return self if self.process is not None else self.start()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
         self.stop()
+        if exc_type is not None:  # pytest shows a failed test's output: what sipp saw tells why
+            print(f"sipp {self.name} {self.command}:\n{self.messages()[-6000:]}")
 
 
 def registered_phone(workdir: Path, scenario: str, user: str, password: str, port: int, **render: str) -> Sipp:

@@ -499,6 +499,7 @@ class FakeLink:
     def __init__(self, api: JanusAPI | None, budget: int = 2000) -> None:
         self.api = api
         self.budget = budget
+        self.label = "fake"
         self._available = OneShotObserver()
         if api is not None:
             self._available.fire()

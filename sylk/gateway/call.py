@@ -66,9 +66,16 @@ MessageSender = Callable[[Callable[[], Deferred[tuple[int, str]]]], Deferred[tup
 State = SessionState
 
 
+# The phases of an outgoing call's setup that CallMetrics is told of, in order, and the states that reach them.
+SETUP_PHASES = ("invite-sent", "provisional", "accepted", "established")
+_SETUP_PHASE_OF = {State.PROGRESS: 0, State.PROCEEDING: 1, State.RINGING: 1, State.EARLY_MEDIA: 1, State.ACCEPTED: 2,
+                   State.ESTABLISHED: 3}
+
+
 class CallMetrics(Protocol):
-    def call_set_up(self, seconds: float) -> None:
-        """An outgoing call was accepted `seconds` after its session-create."""
+    def call_setup_phase(self, phase: str, seconds: float) -> None:
+        """An outgoing call reached this phase of SETUP_PHASES `seconds` after its session-create (once per phase;
+        a phase the call skipped, such as a provisional response, is not reported)."""
 
     def call_ended(self, how: str) -> None:
         """A call ended: NORMAL, CANCELLED, FAILED or LOST."""
@@ -94,6 +101,7 @@ class Call:
         self._send_message = send_message
         self._metrics = metrics
         self._created_at = clock.seconds()  # an outgoing call's session-create
+        self._setup_phase = -1  # the last of SETUP_PHASES reported
         self._answering = False
         self._terminating: IDelayedCall | None = None
         self._media_up = False
@@ -254,8 +262,6 @@ class Call:
                 call_id = getattr(self.sip_call, "call_id", None)
                 self._answer = dict(sdp=sdp, early_sdp=self._early_sdp, call_id=call_id, headers=headers or None)
                 self._enter(State.ACCEPTED, **self._answer)
-                if self._metrics is not None:
-                    self._metrics.call_set_up(self._clock.seconds() - self._created_at)
             else:
                 self._enter(State.ACCEPTED)
             if self._media_up:
@@ -382,6 +388,10 @@ class Call:
     def _enter(self, state: str, **details: Any) -> None:
         self.state = state
         self._notify(SessionStateChanged(session=self.id, state=state, **details))
+        phase = _SETUP_PHASE_OF.get(state, -1)
+        if phase > self._setup_phase and self.direction == "outgoing" and self._metrics is not None:
+            self._setup_phase = phase
+            self._metrics.call_setup_phase(SETUP_PHASES[phase], self._clock.seconds() - self._created_at)
 
     def shown_as(self) -> list[Event]:
         """The call's state as events, for a client that takes its connection over (connection-resume): its state

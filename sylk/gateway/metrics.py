@@ -17,13 +17,14 @@ from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from sylk.gateway.call import SETUP_PHASES
 from sylk.gateway.sylkrtc.dialects import DIALECTS
 from sylk.gateway.sylkrtc.model import RegistrationState, SessionState
 
 if TYPE_CHECKING:
     from sylk.gateway.websocket import GatewayWebSocketFactory
 
-# Call setup, from session-create to accepted: a SIP phone on the LAN answers in ms, a person in seconds.
+# Call setup, from session-create to each phase: a SIP phone on the LAN answers in ms, a person in seconds.
 SETUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A Janus answer: ~0.1 ms for a ping, ~100 ms for a SIP stack's start, seconds when Janus is behind.
 JANUS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -36,7 +37,13 @@ _CALL_STATES = (SessionState.CONNECTING, SessionState.PROGRESS, SessionState.PRO
 
 
 class JanusMember(Protocol):
-    api: Any  # None while the member is not connected
+    api: Any  # None while the member is not connected (a JanusAPI when it is)
+    label: str  # its name in metrics
+
+
+class StackLevels(Protocol):
+    def stack_levels(self, api: Any) -> tuple[int, int, int]:
+        """SIP stacks on the Janus behind `api`: alive, starting, and waiting for their turn."""
 
 
 def connected_members(members: Sequence[JanusMember]) -> int:
@@ -53,8 +60,9 @@ class GatewayMetrics:
                                  ["type"], registry=self.registry)
         self._errors = Counter("sylkgateway_request_errors", "sylkRTC requests answered with an error, by type and "
                                "cause", ["type", "cause"], registry=self.registry)
-        self._setup = Histogram("sylkgateway_call_setup_seconds", "Outgoing calls: time from session-create to "
-                                "accepted", buckets=SETUP_BUCKETS, registry=self.registry)
+        setup = Histogram("sylkgateway_call_setup_seconds", "Outgoing calls: time from session-create to each "
+                          "phase of the setup", ["phase"], buckets=SETUP_BUCKETS, registry=self.registry)
+        self._setup = {phase: setup.labels(phase) for phase in SETUP_PHASES}  # every phase shown, at 0 until seen
         self._ended = Counter("sylkgateway_calls_ended", "Calls ended, by how", ["how"], registry=self.registry)
         self._restarts = Counter("sylkgateway_janus_restarts", "Spawned Janus processes restarted after an "
                                  "unexpected exit, by member", ["member"], registry=self.registry)
@@ -64,9 +72,9 @@ class GatewayMetrics:
         # label children by (counter, label values): labels() validates and locks at every call
         self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
 
-    def watch(self, gateway: GatewayWebSocketFactory, members: Sequence[JanusMember]) -> None:
+    def watch(self, gateway: GatewayWebSocketFactory, members: Sequence[JanusMember], stacks: StackLevels) -> None:
         """Count the levels from these at each scrape."""
-        self.registry.register(LevelCollector(gateway, members))
+        self.registry.register(LevelCollector(gateway, members, stacks))
 
     # --- RequestMetrics (sylkrtc/channel.py) ---
 
@@ -77,8 +85,8 @@ class GatewayMetrics:
 
     # --- CallMetrics (call.py) ---
 
-    def call_set_up(self, seconds: float) -> None:
-        self._setup.observe(seconds)
+    def call_setup_phase(self, phase: str, seconds: float) -> None:
+        self._setup[phase].observe(seconds)
 
     def call_ended(self, how: str) -> None:
         self._count(self._ended, how)
@@ -97,12 +105,14 @@ class GatewayMetrics:
 
 
 class LevelCollector(Collector):
-    """Connections by dialect, accounts by registration state, calls by state and Janus members, counted from the
-    live objects. Every known state is reported, at 0 when nothing is in it, so a graph never has gaps."""
+    """Connections by dialect, accounts by registration state, calls by state, Janus members and their queues,
+    counted from the live objects. Every known state is reported, at 0 when nothing is in it, so a graph never has
+    gaps."""
 
-    def __init__(self, gateway: GatewayWebSocketFactory, members: Sequence[JanusMember]) -> None:
+    def __init__(self, gateway: GatewayWebSocketFactory, members: Sequence[JanusMember], stacks: StackLevels) -> None:
         self._gateway = gateway
         self._members = members
+        self._stacks = stacks
 
     def collect(self) -> Iterable[Metric]:
         dialects: Tally[str] = Tally(dict.fromkeys(DIALECTS, 0))
@@ -121,6 +131,18 @@ class LevelCollector(Collector):
         yield GaugeMetricFamily("sylkgateway_janus_members_connected", "Janus members connected and checked",
                                 value=connected)
         yield GaugeMetricFamily("sylkgateway_janus_members", "Janus members configured", value=len(self._members))
+        pending = GaugeMetricFamily("sylkgateway_janus_requests_pending", "Janus requests sent and not yet answered, "
+                                    "by member", labels=["member"])
+        stacks = GaugeMetricFamily("sylkgateway_sip_stacks", "SIP stacks (one per account) on each member: alive, "
+                                   "starting, or waiting for their turn to start", labels=["member", "stage"])
+        for member in self._members:
+            api = member.api
+            pending.add_metric([member.label], 0 if api is None else api.pending)
+            levels = (0, 0, 0) if api is None else self._stacks.stack_levels(api)
+            for stage, count in zip(("alive", "starting", "waiting"), levels):
+                stacks.add_metric([member.label, stage], count)
+        yield pending
+        yield stacks
 
 
 def _gauge(name: str, documentation: str, label: str, counts: Tally[str]) -> GaugeMetricFamily:

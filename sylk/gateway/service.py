@@ -71,7 +71,7 @@ class GatewayService(MultiService):
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor,
                                                          trusted_proxy_hops=config.web_server.trusted_proxy_hops,
                                                          metrics=self.metrics)
-        self.metrics.watch(self.websocket_factory, self.janus_links)
+        self.metrics.watch(self.websocket_factory, self.janus_links, backend)
         self.resource = gateway_resource(self.websocket_factory)
         root = Resource()
         root.putChild(b"", Redirect(b"/webrtcgateway/"))
@@ -192,7 +192,8 @@ def janus_links(config: Config, processes: list[JanusProcess], reactor: Any,
     timing = dict(request_timeout=janus.request_timeout, ping_interval=janus.ping_interval,
                   ping_timeout=janus.ping_timeout, trace=janus.trace_janus, reactor=reactor, answered_in=answered_in)
     links = [JanusConnector("ws://localhost/", process.api_secret, unix_socket=process.api_socket,
-                            on_stalled=process.kill_stalled, account_budget=process.account_budget, **timing)
+                            on_stalled=process.kill_stalled, account_budget=process.account_budget,
+                            label=process.label, **timing)
              for process in processes]
     servers = janus.servers or (() if janus.spawn else (janus.api_url,))
     for server in servers:

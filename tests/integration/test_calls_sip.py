@@ -8,6 +8,7 @@ a real browser in test_calls_browser.py."""
 from __future__ import annotations
 
 import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,23 @@ class TestOutgoing:
             invite = bob.messages()
             assert "INVITE sip:bob@" in invite and "From: <sip:alice@sylk.test>" in invite
             assert "AUTH OK user=alice method=INVITE" in kamailio.log()
+
+    def test_the_phases_of_the_setup_in_the_metrics(self, kamailio: Kamailio, tmp_path: Path) -> None:
+        (tmp_path / "gateway").mkdir()
+        with Gateway(tmp_path / "gateway", {"WebRTCGateway": {"outbound_sip_proxy": kamailio.proxy},
+                                            "WebServer": {"metrics_port": 10889}}) as gateway, \
+                phone(kamailio, tmp_path, "uas_answer.xml") as bob:
+            client = gateway.connect()
+            assert client.request("add_account", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+            call(client, "bob@sylk.test")
+            assert states(client, "s1", until="accepted") == ["progress", ("accepted", "sdp")]
+            with urllib.request.urlopen("http://127.0.0.1:10889/metrics", timeout=5) as response:
+                counts = dict(re.findall(r'^sylkgateway_call_setup_seconds_count\{phase="([a-z-]+)"\} (\S+)$',
+                                         response.read().decode(), re.MULTILINE))
+            # the stand-in browser sends no media: never established
+            assert counts == {"invite-sent": "1.0", "provisional": "1.0", "accepted": "1.0", "established": "0.0"}
+            client.request("session-terminate", session="s1")
+            assert bob.wait() == 0
 
     def test_the_phone_hangs_up(self, caller: Client, kamailio: Kamailio, tmp_path: Path) -> None:
         with phone(kamailio, tmp_path, "uas_answer_hangup.xml") as bob:

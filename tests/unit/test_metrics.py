@@ -98,19 +98,34 @@ class CallMetricsTests(CallTestCase):
     def ended(self, how: str) -> float | None:
         return self.metrics.registry.get_sample_value("sylkgateway_calls_ended_total", {"how": how})
 
-    def test_setup_time_from_session_create_to_accepted_and_a_normal_end(self) -> None:
+    def setup(self, phase: str, sample: str = "count", **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(f"sylkgateway_call_setup_seconds_{sample}",
+                                                      {"phase": phase, **labels})
+
+    def test_setup_time_from_session_create_to_each_phase_and_a_normal_end(self) -> None:
+        connection, _ = self.connect()
+        self.add(connection)
+        self.dial(connection)  # Janus reports the INVITE sent at once
+        session, line = self.session_id(), self.line_of()
+        for step, event in ((0.1, self.janus.ringing), (0.1, self.janus.answer_call), (0.05, self.janus.webrtcup)):
+            self.janus.clock.advance(step)
+            event(session, line)
+        self.janus.ringing(session, line)  # a late provisional response: not a phase again
+        expected = {"invite-sent": 0.0, "provisional": 0.1, "accepted": 0.2, "established": 0.25}
+        for phase, seconds in expected.items():
+            self.assertEqual(self.setup(phase), 1, phase)
+            self.assertAlmostEqual(self.setup(phase, "sum") or 0, seconds, msg=phase)
+        self.assertEqual(self.setup("accepted", "bucket", le="0.25"), 1)
+        self.assertEqual(self.setup("accepted", "bucket", le="0.1"), 0)
+        self.assertIsNone(self.request(connection, model.SessionTerminate, session="s1"))
+        self.assertEqual(self.ended("normal"), 1)
+
+    def test_a_phase_the_call_skips_is_not_reported(self) -> None:
         connection, _ = self.connect()
         self.add(connection)
         self.dial(connection)
-        self.janus.clock.advance(0.2)
         self.janus.answer_call(self.session_id(), self.line_of())
-        registry = self.metrics.registry
-        self.assertEqual(registry.get_sample_value("sylkgateway_call_setup_seconds_count"), 1)
-        self.assertAlmostEqual(registry.get_sample_value("sylkgateway_call_setup_seconds_sum") or 0, 0.2)
-        self.assertEqual(registry.get_sample_value("sylkgateway_call_setup_seconds_bucket", {"le": "0.25"}), 1)
-        self.assertEqual(registry.get_sample_value("sylkgateway_call_setup_seconds_bucket", {"le": "0.1"}), 0)
-        self.assertIsNone(self.request(connection, model.SessionTerminate, session="s1"))
-        self.assertEqual(self.ended("normal"), 1)
+        self.assertEqual((self.setup("invite-sent"), self.setup("provisional"), self.setup("accepted")), (1, 0, 1))
 
     def test_ends_before_the_answer(self) -> None:
         connection, _ = self.connect()
@@ -120,7 +135,7 @@ class CallMetricsTests(CallTestCase):
         self.janus.call_outcome = ("hangup", 486, "Busy Here")
         self.dial(connection, "refused")
         self.assertEqual((self.ended("cancelled"), self.ended("failed")), (1, 1))
-        self.assertEqual(self.metrics.registry.get_sample_value("sylkgateway_call_setup_seconds_count"), 0)
+        self.assertEqual(self.setup("accepted"), 0)
 
     def test_an_end_with_the_backend(self) -> None:
         connection, _ = self.connect()
@@ -140,7 +155,7 @@ class LevelTests(SynchronousTestCase):
         settings = WebRTCGatewayConfig(websocket_ping_interval=0)
         backend = JanusSIPBackend([self.link], LineSettings(), self.janus.clock)
         self.factory = GatewayWebSocketFactory(backend, settings, self.janus.clock, metrics=self.metrics)
-        self.metrics.watch(self.factory, [self.link])
+        self.metrics.watch(self.factory, [self.link], backend)
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.metrics.registry.get_sample_value(name, labels)
@@ -161,6 +176,25 @@ class LevelTests(SynchronousTestCase):
         self.assertEqual(self.value("sylkgateway_accounts", state="failed"), 0)
         self.assertEqual(self.value("sylkgateway_calls", state="progress"), 1)
         self.assertEqual(self.value("sylkgateway_calls", state="established"), 0)
+
+    def test_janus_requests_and_sip_stacks_in_each_queue(self) -> None:
+        def queues() -> tuple[float | None, ...]:
+            return (self.value("sylkgateway_janus_requests_pending", member="fake"),
+                    *(self.value("sylkgateway_sip_stacks", member="fake", stage=stage)
+                      for stage in ("alive", "starting", "waiting")))
+        self.assertEqual(queues(), (0, 0, 0, 0))
+        browsers = [Browser(self.factory, "sylkRTC-1") for _ in range(3)]
+        self.janus.flush()
+        self.janus.held = {"register"}  # Janus is slow to start the SIP stacks
+        for n, browser in enumerate(browsers):
+            browser.send(f'{{"sylkrtc":"account-add","transaction":"1","account":"{n}{ALICE}","password":"{HA1}"}}'
+                         .encode())
+            browser.send(f'{{"sylkrtc":"account-register","transaction":"2","account":"{n}{ALICE}"}}'.encode())
+        self.assertEqual(queues(), (3, 0, 0, 0))  # three attaches sent
+        self.janus.flush()
+        self.assertEqual(queues(), (2, 0, 2, 1))  # two stacks start at once, the third waits its turn
+        self.janus.release()
+        self.assertEqual(queues(), (0, 3, 0, 0))
 
     def test_a_janus_reconnect(self) -> None:
         self.assertEqual(self.value("sylkgateway_janus_members"), 1)

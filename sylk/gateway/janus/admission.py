@@ -47,7 +47,12 @@ class StackAdmission:
     @property
     def in_use(self) -> int:
         """Stacks alive, starting, or waiting to start."""
-        return len(self._alive) + self._starting + sum(len(queue) for queue in self._waiting.values())
+        return sum(self.levels)
+
+    @property
+    def levels(self) -> tuple[int, int, int]:
+        """Stacks alive, starting, and waiting for their turn to start."""
+        return len(self._alive), self._starting, sum(len(queue) for queue in self._waiting.values())
 
     @property
     def full(self) -> bool:

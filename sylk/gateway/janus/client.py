@@ -102,6 +102,11 @@ class JanusAPI:
 
     # --- requests ---
 
+    @property
+    def pending(self) -> int:
+        """Requests sent and not yet answered (nor timed out)."""
+        return len(self._pending)
+
     def info(self, timeout: float | None = None) -> Deferred[dict[str, Any]]:
         return self.request({"janus": "info"}, timeout=timeout)
 

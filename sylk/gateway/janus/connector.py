@@ -54,12 +54,14 @@ class JanusConnector(Service):
                  ping_interval: float = 3.0, ping_timeout: float = 5.0, unix_socket: Path | None = None,
                  on_stalled: Callable[[], None] | None = None,
                  account_budget: Callable[[], int] = lambda: DEFAULT_ACCOUNT_BUDGET,
-                 answered_in: Callable[[float], None] | None = None) -> None:
+                 answered_in: Callable[[float], None] | None = None, label: str | None = None) -> None:
         """`url`: the Janus API's WebSocket URL; with `unix_socket` the connection goes to that socket instead, and
         the URL only names it in the handshake and in logs. `account_budget`: how many accounts that Janus may
-        hold. `answered_in`: told each request's time to its answer (JanusAPI)."""
+        hold. `answered_in`: told each request's time to its answer (JanusAPI). `label`: the member's name in
+        metrics (default: the URL)."""
         self.account_budget = account_budget
         self.url = url if unix_socket is None else f"unix:{unix_socket}"
+        self.label = label or self.url
         self.api: JanusAPI | None = None
         self._api_secret = api_secret
         self._request_timeout = request_timeout

@@ -130,6 +130,11 @@ class JanusSIPBackend:
             return failure
         return api.create_session(lost).addCallbacks(created, failed)
 
+    def stack_levels(self, api: JanusAPI) -> tuple[int, int, int]:
+        """SIP stacks on the Janus behind `api`: alive, starting, and waiting for their turn (its admission)."""
+        admission = self._admissions.get(api)
+        return (0, 0, 0) if admission is None else admission.levels
+
     def _admission(self, link: JanusLink, api: JanusAPI) -> StackAdmission:
         admission = self._admissions.get(api)
         if admission is None:

@@ -30,6 +30,7 @@ URL = "ws://127.0.0.1:10888/webrtcgateway/ws"  # what the shipped config.ini lis
 ETC = Path("/etc/sylkgateway")
 RUN = Path("/run/sylkgateway")
 STATE = Path("/var/lib/sylkgateway")
+UNIT = Path("/lib/systemd/system/sylkgateway.service")
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -137,6 +138,11 @@ def test_build_install_start_ready_stop_purge(package: Path, tmp_path: Path) -> 
     assert (ETC / "config.ini").stat().st_mode & 0o777 == 0o640
     assert ETC.joinpath("config.ini").group() == "sylkgateway"
     assert "--config" in run("twistd3", "sylkgateway", "--help", timeout=60).stdout
+    if shutil.which("systemd-analyze", path=SYSTEM_PATH):
+        # The installed unit as systemd reads it (no running systemd needed): each key known to this systemd, each
+        # value valid, ExecStart present. systemd only warns about what it ignores, so any output is a failure.
+        verified = run("systemd-analyze", "verify", str(UNIT), timeout=60)
+        assert verified.stdout + verified.stderr == "", verified.stderr
 
     log = tmp_path / "gateway.log"
     if systemd_runs():
@@ -169,7 +175,7 @@ def test_build_install_start_ready_stop_purge(package: Path, tmp_path: Path) -> 
     run("apt-get", "purge", "-y", "-q", "sylkgateway", timeout=300)
     assert not installed()
     assert service_processes() == []
-    for path in (ETC, STATE, RUN, Path("/lib/systemd/system/sylkgateway.service"),
+    for path in (ETC, STATE, RUN, UNIT,
                  Path("/usr/lib/python3/dist-packages/twisted/plugins/sylkgateway.py")):
         assert not path.exists(), path
     overrides = subprocess.run(["dpkg-statoverride", "--list"], env=ENV, capture_output=True, text=True, timeout=30)

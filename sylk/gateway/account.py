@@ -79,10 +79,18 @@ class PushToken:
     platform: str | None
     app: str | None
     silent: bool
+    device: str = ""
 
-    def contact_params(self) -> tuple[tuple[str, str], ...]:
-        params = [("pn-provider", _PUSH_PROVIDERS.get((self.platform or "").lower(), self.platform or "")),
-                  ("pn-prid", self.token), ("pn-param", self.app or "")]
+    def contact_params(self, style: str = "sylk") -> tuple[tuple[str, str], ...]:
+        """The REGISTER Contact parameters: `sylk`, the names SylkServer writes and Sylk's push service reads
+        (pn-app, pn-tok, pn-type with the platform as reported, pn-device, pn-silent 0 or 1), or `rfc8599`
+        (pn-provider with the platform mapped to apns/fcm, pn-prid, pn-param)."""
+        if style == "rfc8599":
+            params = [("pn-provider", _PUSH_PROVIDERS.get((self.platform or "").lower(), self.platform or "")),
+                      ("pn-prid", self.token), ("pn-param", self.app or "")]
+        else:
+            params = [("pn-app", self.app or ""), ("pn-tok", self.token), ("pn-type", self.platform or ""),
+                      ("pn-device", self.device), ("pn-silent", "1" if self.silent else "0")]
         return tuple((name, quote(value, safe="-_.!~*'()[]/:&+$")) for name, value in params if value)
 
 State = RegistrationState
@@ -189,8 +197,9 @@ class SIPAccount:
         token = request.token if request.token is not None else request.new_token
         device = request.device or ""
         if token:
-            push = PushToken(token, request.platform, request.app, request.silent)
-            too_long = [name for name, value in push.contact_params() if len(name) + 1 + len(value) > MAX_CONTACT_PARAM]
+            push = PushToken(token, request.platform, request.app, request.silent, device)
+            params = push.contact_params(self._settings.push_parameters)
+            too_long = [name for name, value in params if len(name) + 1 + len(value) > MAX_CONTACT_PARAM]
             if too_long:
                 raise APIError(f"Push parameter {too_long[0]} too long for a SIP Contact (at most "
                                f"{MAX_CONTACT_PARAM} characters with its name, once URI-escaped)")
@@ -441,7 +450,8 @@ class SIPAccount:
         self._enter(State.REGISTERING, report=announce)
         latest = list(self.push_tokens.values())[-1:]
         registration = Registration(ttl=self._settings.register_ttl,
-                                    contact_params=latest[0].contact_params() if latest else ())
+                                    contact_params=latest[0].contact_params(self._settings.push_parameters)
+                                    if latest else ())
         self._operation += 1
         self._user_agent.register(registration).addCallbacks(
             self._registration_sent, self._request_failed, callbackArgs=(self._operation,),

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import start_gateway
 from tests.integration.gateway import Client, Gateway, eventually, register
 from tests.integration.kamailio import Kamailio
@@ -59,7 +61,19 @@ def test_sylkrtc_2_client(gateway: Gateway, kamailio: Kamailio) -> None:
     assert kamailio.contacts("alice")
 
 
-def test_a_push_token_is_in_the_registered_contact(gateway: Gateway, kamailio: Kamailio) -> None:
+@pytest.mark.parametrize("style, expected", [
+    ("sylk", ";pn-app=com.example.sylk;pn-tok=f00d;pn-type=android;pn-device=d1;pn-silent=0"),
+    ("rfc8599", ";pn-provider=fcm;pn-prid=f00d;pn-param=com.example.sylk")])
+def test_a_push_token_is_in_the_registered_contact(kamailio: Kamailio, tmp_path: Path, style: str,
+                                                   expected: str) -> None:
+    gateway = start_gateway(tmp_path, kamailio.proxy, push_parameters=style)
+    try:
+        push_token_registered(gateway, kamailio, expected)
+    finally:
+        gateway.stop()
+
+
+def push_token_registered(gateway: Gateway, kamailio: Kamailio, expected: str) -> None:
     client = gateway.connect(subprotocols=("sylkRTC-2",))
     assert client.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
     answer = client.request("account-devicetoken", account=ALICE, token="f00d", platform="android", device="d1",
@@ -68,7 +82,7 @@ def test_a_push_token_is_in_the_registered_contact(gateway: Gateway, kamailio: K
     client.request("account-register", account=ALICE)
     client.event(lambda m: m.get("state") == "registered", timeout=15)
     (contact,) = kamailio.contacts("alice")
-    assert ";pn-provider=fcm;pn-prid=f00d;pn-param=com.example.sylk" in contact, contact
+    assert expected in contact, contact
 
 
 def test_unregister_removes_the_binding(gateway: Gateway, kamailio: Kamailio) -> None:

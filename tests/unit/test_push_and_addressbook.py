@@ -26,8 +26,18 @@ class PushTokenTests(ConnectionTestCase):
                    if r["janus"] == "message" and r["body"].get("register_ttl")]
         return body
 
-    def test_the_token_goes_into_the_register_contact(self) -> None:
+    def test_the_token_goes_into_the_register_contact_as_sylkserver_writes_it(self) -> None:
         connection, peer = self.connect()
+        self.add(connection)
+        self.assertIsNone(self.request(connection, model.AccountDeviceToken, account=ALICE, token="ab:cd/ef gh",
+                                       platform="iOS", device="phone-1", app="com.example.sylk.voip", silent=True))
+        self.request(connection, model.AccountRegister, account=ALICE)
+        self.assertEqual(self.register_body()["contact_params"], {
+            "pn-app": "com.example.sylk.voip", "pn-tok": "ab:cd/ef%20gh", "pn-type": "iOS", "pn-device": "phone-1",
+            "pn-silent": "1"})
+
+    def test_rfc_8599_parameters_as_an_option(self) -> None:
+        connection, peer = self.connect(WebRTCGatewayConfig(push_parameters="rfc8599"))
         self.add(connection)
         self.assertIsNone(self.request(connection, model.AccountDeviceToken, account=ALICE, token="ab:cd/ef gh",
                                        platform="iOS", device="phone-1", app="com.example.sylk.voip"))
@@ -48,7 +58,7 @@ class PushTokenTests(ConnectionTestCase):
         self.add(connection)
         self.request(connection, model.AccountDeviceToken, account=ALICE, new_token="t2", old_token="t1")
         self.request(connection, model.AccountRegister, account=ALICE)
-        self.assertEqual(self.register_body()["contact_params"], {"pn-prid": "t2"})
+        self.assertEqual(self.register_body()["contact_params"], {"pn-tok": "t2", "pn-silent": "0"})
 
     def test_tokens_are_bounded(self) -> None:
         from sylk.gateway.account import MAX_PUSH_DEVICES

@@ -24,17 +24,18 @@ export interface MissedCall {
     originator: Identity;
 }
 
-/** A device's push token (`setDeviceToken`): the next REGISTER carries it as RFC 8599 Contact parameters. */
+/** A device's push token (`setDeviceToken`): the next REGISTER carries it as Contact parameters (SylkServer's
+ *  `pn-app`, `pn-tok`, `pn-type`, `pn-device`, `pn-silent` by default, RFC 8599's if the gateway is set so). */
 export interface DeviceToken {
     /** The push token; empty or missing: forget this device's. */
     token?: string | null;
-    /** `ios`/`apple` (APNs), `android`/`firebase` (FCM), or a pn-provider as it is. */
+    /** `ios`, `android`, ... (`pn-type`; for RFC 8599 `ios`/`apple` become APNs, `android`/`firebase` FCM). */
     platform?: string;
-    /** The device's id (one token per device). */
+    /** The device's id (one token per device): `pn-device`. */
     device?: string;
-    /** Silent notifications (kept by the gateway, not sent). */
+    /** Silent notifications: `pn-silent`. */
     silent?: boolean;
-    /** The app (and topic) the token belongs to: `pn-param`. */
+    /** The app the token belongs to: `pn-app` (RFC 8599 `pn-param`). */
     app?: string;
 }
 

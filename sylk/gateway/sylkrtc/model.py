@@ -73,10 +73,10 @@ class AccountDeviceToken(AccountRequest):
 
     name = "account-devicetoken"
     token = String(optional=True, allow_empty=True, max_length=4096)
-    platform = String(optional=True, max_length=64)  # apns, fcm, ... (pn-provider); "ios"/"android" are mapped
+    platform = String(optional=True, max_length=64)  # ios, android, ... (pn-type; RFC 8599 pn-provider: mapped)
     device = String(optional=True, allow_empty=True, max_length=256)
     silent = Boolean(optional=True, default=False)
-    app = String(optional=True, max_length=256)  # pn-param: the app (and topic) the token belongs to
+    app = String(optional=True, max_length=256)  # pn-app (RFC 8599 pn-param): the app the token belongs to
     new_token = String(optional=True, allow_empty=True, max_length=4096)
     old_token = String(optional=True, allow_empty=True, max_length=4096)
 

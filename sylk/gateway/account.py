@@ -306,7 +306,8 @@ class SIPAccount:
             return  # a refresh, or news of an attempt this account already gave up on
         self.authenticated = True
         self._retry_delay = REGISTER_RETRY_FIRST
-        self._enter(State.REGISTERED)
+        # unregistered while registering: the browser took the ack as the end (sylkRTC-2 says no more of it)
+        self._enter(State.REGISTERED, report=not self._unregister_when_registered)
         if self._unregister_when_registered:
             self._start_unregister()
 

@@ -129,8 +129,8 @@ class Connection:
         every live call's state (a call still ringing as its incoming-session again)."""
         events: list[model.Event] = []
         for account in self.accounts.values():
-            events.append(model.RegistrationStateChanged(account=account.aor, state=account.shown_state,
-                                                         reason=account.reason))
+            events.append(model.RegistrationStateShown(account=account.aor, state=account.shown_state,
+                                                       reason=account.reason))
         for call in self.sessions.values():
             events += call.shown_as()
         return events

@@ -492,6 +492,10 @@ class EncodeTests(SynchronousTestCase):
                 "sylkrtc": "account_event", "account": "saghul@sip2sip.info", "event": "registration_state",
                 "data": {"state": state}})
 
+    def test_unregistered_in_a_resume_snapshot_too(self) -> None:
+        event = model.RegistrationStateShown(account="saghul@sip2sip.info", state="unregistered")
+        self.assertEqual(self.dialect.encode(event)["data"], {"state": "unregistered"})
+
     def test_failed_registration_carries_the_reason(self) -> None:
         event = model.RegistrationStateChanged(account="saghul@sip2sip.info", state=model.RegistrationState.FAILED,
                                                reason="904 Operation has no matching challenge ")

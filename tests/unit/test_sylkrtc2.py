@@ -38,6 +38,14 @@ class SylkRTC2Tests(SynchronousTestCase):
                                                       "event": "registration-state", "state": "failed",
                                                       "reason": "403 Forbidden"})
 
+    def test_no_unregistered_state_as_sylkserver_except_in_a_resume_snapshot(self) -> None:
+        self.assertIsNone(self.dialect.encode(model.RegistrationStateChanged(account="a@example.com",
+                                                                             state="unregistered")))
+        self.assertEqual(self.dialect.encode(model.RegistrationStateShown(account="a@example.com",
+                                                                          state="unregistered")),
+                         {"sylkrtc": "account-event", "account": "a@example.com", "event": "registration-state",
+                          "state": "unregistered"})
+
     def test_session_state_is_flat(self) -> None:
         event = model.SessionStateChanged(session="s", state="accepted", sdp="v=0")
         self.assertEqual(self.dialect.encode(event), {"sylkrtc": "session-event", "session": "s", "event": "state",

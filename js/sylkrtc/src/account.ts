@@ -111,8 +111,10 @@ export class Account extends Emitter<AccountEvents> {
     }
 
     /**
-     * Removes the registration (`account-unregister`); resolves on the ack, `unregistered` follows. While the
-     * connection is down it only cancels registering again after the reconnect.
+     * Removes the registration (`account-unregister`); resolves on the ack. With sylkRTC-2 the state is
+     * `unregistered` from the ack (the gateway, like SylkServer, says no more); with sylkRTC-1 the gateway's
+     * `unregistered` follows once the registrar confirmed. While the connection is down it only cancels
+     * registering again after the reconnect.
      */
     unregister(): Promise<void> {
         if (!this.active) {
@@ -123,7 +125,11 @@ export class Account extends Emitter<AccountEvents> {
             this._setRegistrationState('unregistered', 'Unregistered while disconnected');
             return Promise.resolve();
         }
-        return this.connection._request(REQUESTS.unregister, { account: this.id });
+        return this.connection._request(REQUESTS.unregister, { account: this.id }).then(() => {
+            if (this.connection.protocol === 'sylkRTC-2') { // as from SylkServer, no `unregistered` follows
+                this._setRegistrationState('unregistered', null);
+            }
+        });
     }
 
     /**

@@ -82,6 +82,8 @@ class SylkRTC1(Dialect):
         data = _present(state=event.state, reason=event.reason)
         return {"sylkrtc": "account_event", "account": event.account, "event": "registration_state", "data": data}
 
+    _encode_RegistrationStateShown = _encode_RegistrationStateChanged
+
     def _encode_SessionStateChanged(self, event: model.SessionStateChanged) -> dict[str, Any] | None:
         if event.state not in _SYLKRTC_1_STATES:
             return None  # sylkRTC-1 had no ringing, proceeding or early media; the early answer comes with accepted
@@ -140,7 +142,12 @@ class SylkRTC2(Dialect):
     def _encode_Resumed(self, event: model.Resumed) -> dict[str, Any]:
         return {"sylkrtc": "resumed-event", "missed": event.missed}
 
-    def _encode_RegistrationStateChanged(self, event: model.RegistrationStateChanged) -> dict[str, Any]:
+    def _encode_RegistrationStateChanged(self, event: model.RegistrationStateChanged) -> dict[str, Any] | None:
+        if event.state == model.RegistrationState.UNREGISTERED:
+            return None  # as SylkServer: sylkrtc.js ends the registration at the ack (and resets it to null)
+        return self._encode_RegistrationStateShown(event)
+
+    def _encode_RegistrationStateShown(self, event: model.RegistrationStateChanged) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "registration-state",
                 **_present(state=event.state, reason=event.reason)}
 

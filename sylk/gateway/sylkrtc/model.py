@@ -215,6 +215,11 @@ class RegistrationStateChanged(Event):
     reason = Field(optional=True)  # "<code> <phrase>" (or a plain explanation) with FAILED
 
 
+class RegistrationStateShown(RegistrationStateChanged):
+    """An account's current registration state in a connection-resume snapshot (sylkRTC-2 reports `unregistered`
+    only there: SylkServer never sends it, and its clients take the unregister's ack as the end)."""
+
+
 class SessionState:
     CONNECTING = "connecting"  # internal: before the first state the browser hears of
     PROGRESS = "progress"  # outgoing: the INVITE is on its way

@@ -235,7 +235,13 @@ class SIPAccount:
 
     def send_message(self, request: AccountMessage) -> None:
         """Send an instant message, registered or not; its outcome comes as a disposition notification."""
-        self._send_message(request.uri, request.content_type, request.content).addCallbacks(
+        content_type, content = request.content_type, request.content
+        if self._settings.message_format == "cpim":
+            sender = Originator(self.aor, self.identity.display_name)
+            content = messages.envelope(sender, request.uri, request.message_id, request.timestamp, content_type,
+                                        content, notifications=("positive-delivery", "display"))
+            content_type = messages.CPIM_TYPE
+        self._send_message(request.uri, content_type, content).addCallbacks(
             lambda answer: self._event(messages.outcome_event(self.aor, None, request.message_id, request.timestamp,
                                                               *answer)),
             lambda failure: self._event(messages.outcome_event(self.aor, None, request.message_id,

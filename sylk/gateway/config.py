@@ -107,6 +107,7 @@ class WebRTCGatewayConfig:
     keep_grace: float = 120.0  # how long a kept connection (connection-keep) outlives its socket, for a resume
     sip_srtp: str = "no"  # SDES-SRTP towards SIP: no, optional (offered, RTP accepted) or mandatory
     push_parameters: str = "sylk"  # REGISTER Contact push parameters: sylk (pn-app, pn-tok, ...) or rfc8599
+    message_format: str = "cpim"  # account-message as SIP MESSAGE: cpim (IMDN envelope, as SylkServer) or plain
     register_ttl: int = 600
     register_timeout: float = 45.0
     user_agent: str = f"sylkgateway {__version__}"
@@ -296,6 +297,7 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "keep_grace": _seconds(0, 3600),
         "sip_srtp": _choice("no", "optional", "mandatory"),
         "push_parameters": _choice("sylk", "rfc8599"),
+        "message_format": _choice("cpim", "plain"),
         "register_ttl": _integer(60, 86400),
         "register_timeout": _seconds(1, 3600),
         "user_agent": _user_agent,

@@ -1,9 +1,11 @@
 """Instant messages as SylkServer's clients exchange them: CPIM envelopes (RFC 3862) around the content, and
 IMDN disposition notifications (RFC 5438). Pure functions: no I/O (what they drop, they log).
 
-Messages the gateway sends for the browser go out as they are (a SIP phone shows a text/plain MESSAGE; it would
-not unwrap CPIM). Incoming CPIM is unwrapped, so senders that wrap (Sylk clients, SylkServer) are understood, and
-an IMDN inside one becomes a disposition notification. IMDNs the browser sends are wrapped, as RFC 5438 requires.
+The browser's messages go out in a CPIM envelope with the IMDN headers that ask for delivery and display
+notifications (as SylkServer sends them, so the Sylk apps' ticks work), or, for deployments of plain SIP phones
+that would show the envelope as text, as they are (`[WebRTCGateway] message_format`). Incoming CPIM is
+unwrapped, so senders that wrap are understood, and an IMDN inside one becomes a disposition notification. IMDNs
+the browser sends are always wrapped, as RFC 5438 requires.
 
 Any far end can send anything, so what is read from an incoming MESSAGE is bounded and checked: an envelope that
 is too large or malformed is passed on as what it is (plain content of type message/cpim), an IMDN is parsed only
@@ -48,6 +50,7 @@ _NOTIFICATION_OF = {state: "display-notification" if state == "displayed" else "
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}(?: *;[^\x00-\x1f\x7f]*)?")
 _NOTIFICATION = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
+_BLANK_LINE = re.compile(r"\r?\n\r?\n")  # the end of a header block, whichever line ends the sender uses
 _DTD = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 
 log = Logger()
@@ -161,10 +164,22 @@ def imdn(sender: str, recipient: str, message_id: str, state: str, message_times
            f"  <datetime>{_escape(message_timestamp or now())}</datetime>\n"
            f"  <{notification}><status><{state}/></status></{notification}>\n"
            "</imdn>\n")
-    return (f"From: <sip:{sender}>\r\nTo: <sip:{recipient}>\r\nNS: imdn <urn:ietf:params:imdn>\r\n"
-            f"imdn.Message-ID: {uuid.uuid4()}\r\nDateTime: {now()}\r\n\r\n"
-            f"Content-Type: {IMDN_TYPE}\r\nContent-Disposition: notification\r\n"
-            f"Content-Length: {len(xml.encode())}\r\n\r\n{xml}")
+    return envelope(Originator(sender), recipient, str(uuid.uuid4()), None, IMDN_TYPE, xml,
+                    content_headers="Content-Disposition: notification\r\n")
+
+
+def envelope(sender: Originator, recipient: str, message_id: str, timestamp: str | None, content_type: str,
+             content: str, notifications: tuple[str, ...] = (), content_headers: str = "") -> str:
+    """A CPIM message (RFC 3862) from `sender` to `recipient` (user@domain) carrying `content`, with its IMDN
+    Message-ID and the notifications it asks for (RFC 5438: positive-delivery, display, ...). The content type
+    stays as the browser gave it: the receiving app compares it (text/plain), and the body is UTF-8 as all SIP."""
+    name = f'"{_quoted(sender.display_name)}" ' if sender.display_name else ""
+    headers = [f"From: {name}<sip:{sender.uri}>", f"To: <sip:{recipient}>", "NS: imdn <urn:ietf:params:imdn>",
+               f"imdn.Message-ID: {message_id}", f"DateTime: {timestamp or now()}"]
+    if notifications:
+        headers.append(f"imdn.Disposition-Notification: {', '.join(notifications)}")
+    return ("\r\n".join(headers) + "\r\n\r\n" + f"Content-Type: {content_type}\r\n{content_headers}"
+            f"Content-Length: {len(content.encode())}\r\n\r\n{content}")
 
 
 def _plain(sender: Originator, content_type: str, content: str) -> Message:
@@ -178,11 +193,12 @@ def _parse_cpim(content: str) -> tuple[dict[str, str], str, str] | None:
     type."""
     if len(content) > MAX_CPIM:
         return None
-    text = content.replace("\r\n", "\n")
-    envelope, blank, rest = text.partition("\n\n")
-    mime, mime_blank, body = rest.partition("\n\n")
-    if not blank or not mime_blank:
+    first = _BLANK_LINE.search(content)
+    second = _BLANK_LINE.search(content, first.end()) if first else None
+    if first is None or second is None:
         return None
+    # the header blocks' line ends are normalised; the body stays exactly as sent
+    envelope, mime, body = content[:first.start()], content[first.end():second.start()], content[second.end():]
     headers, mime_headers = _header_block(envelope), _header_block(mime)
     if headers is None or mime_headers is None:
         return None
@@ -234,6 +250,11 @@ def _is_content_type(value: str) -> bool:
 
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
+
+
+def _quoted(text: str) -> str:
+    """A display name as a quoted string: no line breaks, quotes and backslashes escaped."""
+    return " ".join(text.split()).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _escape(text: str) -> str:

@@ -484,7 +484,11 @@ class TestMessages:
                                "state": "accepted", "code": 200, "reason": "OK"}
             assert bob.wait() == 0
             (text,) = bob.received("MESSAGE ")
-            assert "Content-Type: text/plain" in text and text.endswith("hello bob")
+            assert re.search(r"^Content-Type: message/cpim", text, re.MULTILINE | re.IGNORECASE), text
+            for line in ("imdn.Message-ID: m1", "DateTime: 2026-11-26T07:00:00Z",
+                         "imdn.Disposition-Notification: positive-delivery, display", "Content-Type: text/plain"):
+                assert re.search(f"^{re.escape(line)}\r?$", text, re.MULTILINE), (line, text)
+            assert re.search(r"\r?\n\r?\nhello bob$", text), text
             # from the address of record, not Janus's contact address (its default for out-of-dialog requests)
             assert re.search(r"^From: <sip:alice@sylk\.test>;tag=", text, re.MULTILINE), text
         with phone(kamailio, tmp_path / "imdn", "uas_message.xml") as bob:

@@ -1025,8 +1025,10 @@ class MessageTests(CallTestCase):
         self.add(connection)
         self.assertIsNone(self.send(connection, timestamp="2026-11-26T07:00:00Z"))
         (body,) = self.sent()
-        self.assertEqual({k: body[k] for k in ("request", "uri", "content_type", "content")},
-                         {"request": "message", "uri": f"sip:{BOB}", "content_type": "text/plain", "content": "hi"})
+        self.assertEqual({k: body[k] for k in ("request", "uri", "content_type")},
+                         {"request": "message", "uri": f"sip:{BOB}", "content_type": "message/cpim"})
+        self.assertIn("\r\nimdn.Message-ID: m1\r\n", body["content"])  # (the envelope: test_messages.py)
+        self.assertTrue(body["content"].endswith("\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"))
         (event,) = [e for e in peer.events if isinstance(e, model.DispositionNotification)]
         self.assertEqual((event.message_id, event.message_timestamp, event.state, event.code, event.reason),
                          ("m1", "2026-11-26T07:00:00Z", "accepted", 200, "OK"))

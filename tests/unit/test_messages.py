@@ -1,15 +1,18 @@
 """CPIM and IMDN (sylk.gateway.messages), and how message events look in both dialects."""
 
 import time
+from typing import Any
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from sylk.gateway import messages
+from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.sip import Originator
 from sylk.gateway.sylkrtc import model
 from sylk.gateway.sylkrtc.dialects import SylkRTC1, SylkRTC2
 from tests.unit import any_character
+from tests.unit.test_connection import ALICE, HA1, ConnectionTestCase
 
 BOB = Originator("bob@example.com", "Bob")
 
@@ -220,3 +223,43 @@ class EncodingTests(SynchronousTestCase):
             "sylkrtc": "account-disposition-notification", "transaction": "t", "account": "a@b.c", "uri": "b@b.c",
             "message_id": "m", "state": "read"})
         self.assertIn("must be one of delivered, displayed", str(error))
+
+
+class EnvelopeTests(SynchronousTestCase):
+    def test_what_it_wraps_reads_back(self) -> None:
+        wrapped = messages.envelope(Originator("alice@example.com", 'Al "the" \\ Great\r\nX'), "bob@example.com",
+                                    "m1", "2026-12-08T03:00:00Z", "text/plain", "héllo\r\n\r\nthere",
+                                    notifications=("positive-delivery", "display"))
+        self.assertIn('From: "Al \\"the\\" \\\\ Great X" <sip:alice@example.com>\r\n', wrapped)  # one line
+        self.assertIn("\r\nContent-Length: 15\r\n\r\n", wrapped)  # bytes, not characters
+        message = messages.received("message/cpim", wrapped, Originator("alice@example.com"))
+        assert isinstance(message, messages.Message)
+        self.assertEqual((message.content_type, message.content, message.message_id, message.timestamp,
+                          message.disposition_notification),
+                         ("text/plain", "héllo\r\n\r\nthere", "m1", "2026-12-08T03:00:00Z",
+                          ("positive-delivery", "display")))
+
+
+class OutgoingMessageTests(ConnectionTestCase):
+    def send(self, settings: WebRTCGatewayConfig) -> dict[str, Any]:
+        connection, _ = self.connect(settings)
+        self.assertIsNone(self.request(connection, model.AccountAdd, account=ALICE, password=HA1,
+                                       display_name="Alice"))
+        self.assertIsNone(self.request(connection, model.AccountMessage, account=ALICE, uri="bob@example.com",
+                                       message_id="m1", content="hi", content_type="text/plain",
+                                       timestamp="2026-12-08T03:00:00Z"))
+        ((_, body),) = self.janus.messages
+        return body
+
+    def test_in_a_cpim_envelope_asking_for_delivery_and_display_notifications(self) -> None:
+        body = self.send(WebRTCGatewayConfig())
+        self.assertEqual(body["content_type"], "message/cpim")
+        self.assertEqual(body["content"], (
+            'From: "Alice" <sip:alice@example.com>\r\nTo: <sip:bob@example.com>\r\nNS: imdn <urn:ietf:params:imdn>\r\n'
+            "imdn.Message-ID: m1\r\nDateTime: 2026-12-08T03:00:00Z\r\n"
+            "imdn.Disposition-Notification: positive-delivery, display\r\n\r\n"
+            "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"))
+
+    def test_plain_for_sip_phones_that_would_show_the_envelope(self) -> None:
+        body = self.send(WebRTCGatewayConfig(message_format="plain"))
+        self.assertEqual((body["content_type"], body["content"]), ("text/plain", "hi"))

@@ -112,6 +112,9 @@ class WebRTCGatewayConfig:
     register_timeout: float = 45.0
     user_agent: str = f"sylkgateway {__version__}"
     addressbook_dir: Path | None = None  # <dir>/<user@domain>.json: what account-fetch-addressbook answers
+    message_store: str = "sqlite"  # the accounts' message history: sqlite, or none (messages only relayed)
+    message_store_path: Path | None = None  # the SQLite file; default: messages.sqlite in the state directory
+    message_retention_days: int = 365  # history entries older than this are deleted (checked daily)
 
     def domain_allowed(self, domain: str) -> bool:
         return any(fnmatch.fnmatchcase(domain.lower(), pattern) for pattern in self.sip_domains)
@@ -302,6 +305,9 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "register_timeout": _seconds(1, 3600),
         "user_agent": _user_agent,
         "addressbook_dir": _optional(_existing_dir),
+        "message_store": _choice("sqlite", "none"),
+        "message_store_path": _optional(lambda text: Path(text.strip())),
+        "message_retention_days": _integer(1, 36500),
     }),
     "Janus": (JanusConfig, {
         "spawn": _boolean,

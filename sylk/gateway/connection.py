@@ -32,6 +32,8 @@ from sylk.gateway.call import Call, CallMetrics
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.errors import APIError, BackendUnavailable
 from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend, ISIPSession, ISIPSessionObserver
+from sylk.gateway.messaging.hub import MessagingHub
+from sylk.gateway.messaging.store import InvalidEntry
 from sylk.gateway.sip import SIPIdentity
 from sylk.gateway.sylkrtc import model
 from sylk.gateway.targets import check_target
@@ -58,7 +60,7 @@ class Connection:
 
     def __init__(self, name: str, backend: ISIPBackend, settings: WebRTCGatewayConfig, peer: IConnectionPeer,
                  clock: IReactorTime, answers_reinvites: bool = True, client: str | None = None,
-                 metrics: CallMetrics | None = None) -> None:
+                 metrics: CallMetrics | None = None, messaging: MessagingHub | None = None) -> None:
         self.name = name
         self.client = client  # the browser's address: connections from one address share its turns in the backend
         self.answers_reinvites = answers_reinvites  # the browser answers the far end's re-INVITEs (its dialect)
@@ -71,6 +73,7 @@ class Connection:
         self._peer = peer
         self._clock = clock
         self._metrics = metrics  # for its accounts' calls
+        self._messaging = messaging  # the accounts' messages beyond this connection (history, other devices)
         self._session: ISIPSession | None = None
         self._queued: list[tuple[model.Request, Deferred[None]]] = []  # requests that arrived before `ready`
         self._releasing: dict[SIPAccount, Deferred[None]] = {}  # removed accounts still un-REGISTERing
@@ -100,6 +103,9 @@ class Connection:
 
     def close(self) -> Deferred[None]:
         """Unregister every account and destroy the backend session (bounded by CLOSE_TIMEOUT)."""
+        if self._messaging is not None:  # nothing of the accounts' other connections reaches a closing one
+            for aor in self.accounts:
+                self._messaging.leave(aor, self)
         if self.state == "recovering":  # nothing is left in the backend to end or unregister
             self._fail_queued("Connection closed")
             self._abandon_accounts()
@@ -180,6 +186,8 @@ class Connection:
     def _RH_account_remove(self, request: model.AccountRemove) -> None:
         account = self._account(request, "remove")
         del self.accounts[account.aor]
+        if self._messaging is not None:
+            self._messaging.leave(account.aor, self)
         released = maybeDeferred(account.shutdown)
         self._releasing[account] = released
         released.addBoth(self._released, account)
@@ -203,6 +211,25 @@ class Connection:
         account = self._account(request, "message")
         check_target(request.uri, self._settings)
         account.send_message(request)
+        if self._messaging is not None:
+            self._messaging.sent(self, request)
+
+    def _RH_account_sync_conversations(self, request: model.AccountSyncConversations) -> Deferred[None]:
+        account = self._account(request, "sync")
+        if not account.authenticated:
+            raise APIError(f"Account {account.aor} must register before its conversations can be synced")
+        if self._messaging is None or self._messaging.store is None:
+            raise APIError("This gateway keeps no message history")
+
+        def answer(items: list[dict[str, Any]]) -> None:  # the event follows the ack, sent once this returns
+            event = model.SyncConversations(account=account.aor, messages=items)
+            self._clock.callLater(0, lambda: self._peer.send_event(event))
+
+        def refused(failure: Failure) -> None:
+            failure.trap(InvalidEntry)
+            raise APIError(str(failure.value))
+        journal = self._messaging.journal(account.aor, request.message_id, request.since, request.limit)
+        return journal.addCallbacks(answer, refused)
 
     def _RH_account_disposition_notification(self, request: model.AccountDispositionNotification) -> None:
         account = self._account(request, "disposition notification")
@@ -252,6 +279,14 @@ class Connection:
     # --- AccountOwner ---
 
     def account_event(self, event: model.Event) -> None:
+        if self._messaging is not None:
+            if isinstance(event, model.RegistrationStateChanged) and event.state == model.RegistrationState.REGISTERED:
+                self._messaging.join(event.account, self)
+            event = self._messaging.account_event(self, event)
+        self._peer.send_event(event)
+
+    def deliver(self, event: model.Event) -> None:
+        """An event of another connection of the same account (MessagingHub): to the browser as it is."""
         self._peer.send_event(event)
 
     def session_exists(self, session_id: str) -> bool:

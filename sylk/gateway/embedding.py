@@ -104,7 +104,7 @@ class EmbeddedGateway:
 
     def _start(self, reactor: Any) -> None:
         from sylk.gateway.config import ConfigError, load_config
-        from sylk.gateway.service import GatewayService
+        from sylk.gateway.service import GatewayService, open_message_store
 
         config_file, requested = sylkserver_settings()
         server = sylkserver_web_server()
@@ -114,7 +114,7 @@ class EmbeddedGateway:
         except ConfigError as e:
             raise ConfigError(f"sylkgateway: {e}") from None
         self._divert_logs()
-        self.service = GatewayService(config, reactor, listen=False)
+        self.service = GatewayService(config, reactor, listen=False, message_store=open_message_store(config, reactor))
         self.service.startService()
         server.register_resource(path.encode(), self.service.resource)
         self.path = path

@@ -64,6 +64,7 @@ class Message:
     message_id: str
     timestamp: str
     disposition_notification: tuple[str, ...] = ()
+    named_here: bool = False  # the sender gave no id (no CPIM envelope): `message_id` is the gateway's
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ def incoming_event(account: str, session: str | None, sender: Originator, conten
                                        reason="OK")
     return MessageReceived(account=account, session=session, sender=found.sender, message_id=found.message_id,
                            timestamp=found.timestamp, content_type=found.content_type, content=found.content,
-                           disposition_notification=found.disposition_notification or None)
+                           disposition_notification=found.disposition_notification or None,
+                           named_here=found.named_here)
 
 
 def outcome_event(account: str, session: str | None, message_id: str, timestamp: str | None,
@@ -184,7 +186,7 @@ def envelope(sender: Originator, recipient: str, message_id: str, timestamp: str
 
 def _plain(sender: Originator, content_type: str, content: str) -> Message:
     """A message taken as it is: the gateway names it and dates it."""
-    return Message(sender, content_type, content, str(uuid.uuid4()), now())
+    return Message(sender, content_type, content, str(uuid.uuid4()), now(), named_here=True)
 
 
 def _parse_cpim(content: str) -> tuple[dict[str, str], str, str] | None:

@@ -28,7 +28,9 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import ForbiddenResource, Resource
 from twisted.web.server import Site
 from twisted.web.static import File
@@ -41,6 +43,9 @@ from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
 from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
+from sylk.gateway.messaging.hub import MessagingHub
+from sylk.gateway.messaging.sqlite import SQLiteMessageStore
+from sylk.gateway.messaging.store import IMessageStore
 from sylk.gateway.metrics import GatewayMetrics, metrics_root
 from sylk.gateway.tls import ReloadableCertificate
 from sylk.gateway.websocket import GatewayWebSocketFactory
@@ -49,10 +54,12 @@ from sylk.gateway.websocket import GatewayWebSocketFactory
 class GatewayService(MultiService):
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any = None, listen: bool = True) -> None:
+    def __init__(self, config: Config, reactor: Any = None, listen: bool = True,
+                 message_store: IMessageStore | None = None) -> None:
         """`listen=False`: no web listener of our own (`[WebServer] local_ip/local_port/certificate` unused) and no
         SIGHUP handler; the host web server mounts `self.resource`. The metrics listener is still started when
-        `[WebServer] metrics_port` asks for it."""
+        `[WebServer] metrics_port` asks for it. `message_store`: where the accounts' message history is kept
+        (`open_message_store(config)` makes the configured one); None keeps none."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -68,9 +75,12 @@ class GatewayService(MultiService):
         for link in self.janus_links:
             link.setServiceParent(self)
         backend = JanusSIPBackend(self.janus_links, line_settings(config), reactor)
+        self.messaging = MessagingHub(message_store, reactor)
+        self._purging = LoopingCall(self._purge_history)
+        self._purging.clock = reactor
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor,
                                                          trusted_proxy_hops=config.web_server.trusted_proxy_hops,
-                                                         metrics=self.metrics)
+                                                         metrics=self.metrics, messaging=self.messaging)
         self.metrics.watch(self.websocket_factory, self.janus_links, backend)
         self.resource = gateway_resource(self.websocket_factory)
         root = Resource()
@@ -111,7 +121,27 @@ class GatewayService(MultiService):
         if self.listen:
             # handled even without a certificate: SIGHUP's default action (`systemctl reload`) would kill the gateway
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        if self.messaging.store is not None:
+            self.messaging.store.open().addCallbacks(self._history_opened, self._history_unusable)
         super().startService()
+
+    def _history_opened(self, _: object) -> None:
+        self.log.info("Message history kept in {store}", store=self.messaging.store)
+        self._purging.start(HISTORY_PURGE_INTERVAL, now=True).addErrback(
+            lambda f: self.log.failure("Message history: purging stopped", f))
+
+    def _history_unusable(self, failure: Failure) -> None:
+        # Messages are still relayed; only their history is lost, which must not cost anybody a call.
+        self.log.critical("Message history is off: the message store cannot be used ({error})", error=failure.value)
+        self.messaging.store = None
+
+    def _purge_history(self) -> None:
+        store = self.messaging.store
+        if store is not None:
+            store.purge(self.config.gateway.message_retention_days).addCallbacks(
+                lambda count: self.log.info("Message history: {count} entries past retention deleted", count=count)
+                if count else None,
+                lambda f: self.log.failure("Message history: purging failed", f))
 
     def _sighup(self, signum: int, frame: Any) -> None:
         # a signal handler may interrupt the reactor anywhere: reload from the reactor's own loop
@@ -135,6 +165,7 @@ class GatewayService(MultiService):
             self._previous_sighup = None
         steps = [("stop listening", lambda: DeferredList([listener.stopService() for listener in self._listeners()])),
                  ("close browser connections", lambda: self.websocket_factory.close_all("sylkgateway is shutting down")),
+                 ("close the message store", self._close_history),
                  ("disconnect from Janus", lambda: DeferredList([link.stopService() for link in self.janus_links])),
                  ("stop Janus", lambda: DeferredList([process.stopService() for process in self.janus_processes]))]
         for what, step in steps:
@@ -142,6 +173,12 @@ class GatewayService(MultiService):
                 await maybeDeferred(step)
             except Exception:
                 self.log.failure("Shutdown: cannot {what}", what=what)
+
+    def _close_history(self) -> Deferred[None] | None:
+        if self._purging.running:
+            self._purging.stop()
+        store, self.messaging.store = self.messaging.store, None
+        return store.close() if store is not None else None
 
     def _listeners(self) -> list[StreamServerEndpointService]:
         return [listener for listener in (self.web, self.metrics_listener) if listener is not None]
@@ -165,6 +202,9 @@ def exposure_warnings(config: Config, listen: bool = True) -> list[str]:
     return warnings
 
 
+# How often history past `message_retention_days` is deleted (and once at start).
+HISTORY_PURGE_INTERVAL = 24 * 3600.0
+
 # Janus children started by default, per CPU core and at most. A member starts ~10 SIP stacks (registrations) a
 # second whatever the CPU, because its SIP plugin sleeps while each one starts, so the rate wants more members than
 # cores: 8 per core give ~160 registrations/s on 2 cores, so a burst of 5,000 (a gateway restart) is through in ~32 s,
@@ -172,6 +212,20 @@ def exposure_warnings(config: Config, listen: bool = True) -> list[str]:
 # no CPU.
 AUTO_INSTANCES_PER_CORE = 8
 MAX_AUTO_INSTANCES = 16
+
+
+def open_message_store(config: Config, reactor: Any = None) -> IMessageStore | None:
+    """The message store `[WebRTCGateway] message_store` asks for (not opened yet): the SQLite file at
+    `message_store_path`, by default messages.sqlite in the service's state directory (systemd's StateDirectory=,
+    else the directory the gateway runs in, where twistd writes its own files), or None."""
+    gateway = config.gateway
+    if gateway.message_store == "none":
+        return None
+    path = gateway.message_store_path
+    if path is None:
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        path = Path(state or ".") / "messages.sqlite"
+    return SQLiteMessageStore(path.absolute(), reactor)
 
 
 def janus_instances(config: Config) -> int:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from txaio._common import _BatchedTimer
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.logger import Logger
@@ -31,6 +32,7 @@ from sylk.gateway.sylkrtc.channel import RequestChannel, TokenBucket
 from sylk.gateway.sylkrtc.dialects import DIALECTS
 from sylk.gateway.errors import APIError
 from sylk.gateway.keep import DetachedPeer, Keeper
+from sylk.gateway.messaging.hub import MessagingHub
 from sylk.gateway.metrics import GatewayMetrics
 from sylk.gateway.sylkrtc.model import ConnectionKeep, ConnectionResume, Event, Request, Resumed
 from sylk.gateway.util import Timer
@@ -107,7 +109,7 @@ class GatewayWebSocketProtocol(WebSocketServerProtocol):
         settings = factory.settings
         self.connection = Connection(name, factory.backend, settings, self, factory.reactor,
                                      answers_reinvites=self.dialect.answers_reinvites, client=self.address,
-                                     metrics=factory.metrics)
+                                     metrics=factory.metrics, messaging=factory.messaging)
         bucket = TokenBucket(settings.request_rate, settings.request_burst, factory.reactor)
         self.channel = RequestChannel(name, self.dialect, self._send_frame, self._handle_request,
                                       settings.max_message_size, settings.trace_client, bucket=bucket,
@@ -329,9 +331,15 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
     protocol = GatewayWebSocketProtocol  # type: ignore[assignment]  # a protocol class is what autobahn wants here
 
     def __init__(self, backend: ISIPBackend, settings: WebRTCGatewayConfig, reactor: Any,
-                 trusted_proxy_hops: int = 0, metrics: GatewayMetrics | None = None) -> None:
+                 trusted_proxy_hops: int = 0, metrics: GatewayMetrics | None = None,
+                 messaging: MessagingHub | None = None) -> None:
         super().__init__(protocols=list(DIALECTS), server="sylkgateway")
+        # autobahn's handshake, ping and close timers on the reactor given, as everything else (txaio's own would
+        # take the global reactor, where a test's fake clock never runs them); batched as autobahn does
+        self._batched_timer = _BatchedTimer(200.0, 1000, seconds_provider=reactor.seconds,
+                                            delayed_call_creator=reactor.callLater)
         self.metrics = metrics
+        self.messaging = messaging
         self.backend = backend
         self.settings = settings
         self.reactor = reactor

@@ -498,6 +498,40 @@ class TestMessages:
             (imdn,) = bob.received("MESSAGE ")
             assert "Content-Type: message/cpim" in imdn and "<message-id>their-7</message-id>" in imdn
 
+    def test_an_accounts_devices_share_its_history(self, gateway: Gateway, kamailio: Kamailio,
+                                                   tmp_path: Path) -> None:
+        laptop, phone_ = gateway.connect(subprotocols=("sylkRTC-2",)), gateway.connect(subprotocols=("sylkRTC-2",))
+        for device in (laptop, phone_):
+            assert device.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+            device.request("account-register", account=ALICE)
+            device.event(lambda m: m.get("state") == "registered", 15, "registered")
+        with phone(kamailio, tmp_path, "uas_message.xml") as bob:
+            laptop.request("account-message", account=ALICE, uri="bob@sylk.test", message_id="m1",
+                           content="hello bob", timestamp="2026-12-08T03:00:00Z")
+            sync = phone_.event(lambda m: m.get("event") == "sync", 10, "the other device told")
+            assert (sync["type"], sync["action"], sync["content"]["message_id"], sync["content"]["uri"]) == \
+                ("message", "add", "m1", "bob@sylk.test")
+            outcome = phone_.event(lambda m: m.get("event") == "disposition-notification", 10, "its outcome")
+            assert (outcome["message_id"], outcome["state"], outcome["code"]) == ("m1", "accepted", 200)
+            assert bob.wait() == 0
+        with Sipp(tmp_path / "sipp-in", "uac_message.xml", BOB_PORT, "alice", {"caller": "bob"},
+                  auth=("bob", "bobpw")) as bob:  # a plain MESSAGE, forked by the proxy to both devices
+            copies = [device.event(lambda m: m.get("event") == "message", 10, "bob's message")
+                      for device in (laptop, phone_)]
+            assert bob.wait() == 0
+        assert copies[0]["message_id"] == copies[1]["message_id"]  # one message, though it came without an id
+        tablet = gateway.connect(subprotocols=("sylkRTC-2",))
+        assert tablet.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+        tablet.request("account-register", account=ALICE)
+        tablet.event(lambda m: m.get("state") == "registered", 15, "registered")
+        assert tablet.request("account-sync-conversations", account=ALICE)["sylkrtc"] == "ack"
+        history = tablet.event(lambda m: m.get("event") == "sync-conversations", 10, "the history")["messages"]
+        assert [(entry["direction"], entry["contact"], entry["content"].strip(), entry["state"])
+                for entry in history] == [("outgoing", "bob@sylk.test", "hello bob", "accepted"),
+                                          ("incoming", "bob@sylk.test", "hello alice", "received")]
+        assert history[0]["disposition"] == ["positive-delivery", "display"]
+        assert history[1]["message_id"] == copies[0]["message_id"]
+
     def test_messages_inside_a_call(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
         with phone(kamailio, tmp_path, "uas_answer_message.xml") as bob:
             client.request("session-create", account=ALICE, session="s1", uri="bob@sylk.test", sdp=OFFER)

@@ -40,10 +40,11 @@ class GatewayServiceMaker:
 
     def makeService(self, options):
         from sylk.gateway.config import ConfigError, load_config
-        from sylk.gateway.service import GatewayService
+        from sylk.gateway.service import GatewayService, open_message_store
 
         try:
-            return GatewayService(load_config(options["config"]))
+            config = load_config(options["config"])
+            return GatewayService(config, message_store=open_message_store(config))
         except ConfigError as e:
             raise SystemExit(f"sylkgateway: {e}") from None
 

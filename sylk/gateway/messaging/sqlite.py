@@ -107,6 +107,9 @@ class SQLiteMessageStore:
                                       cp_min=1, cp_max=1, cp_openfun=self._prepare, cp_reactor=reactor,
                                       cp_noisy=False)
 
+    def __repr__(self) -> str:
+        return f"the SQLite file {self.path}"
+
     def open(self) -> Deferred[None]:
         return self._run(self._take_migration).addCallback(self._opened)
 

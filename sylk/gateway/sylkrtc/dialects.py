@@ -20,7 +20,7 @@ from sylk.gateway.sylkrtc.fields import ValidationError
 # The requests every dialect accepts under their canonical (dash) names.
 _CANONICAL = (model.Ping, model.ConnectionKeep, model.ConnectionResume, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
               model.AccountMessage, model.AccountDispositionNotification, model.SessionMessage,
-              model.AccountDeviceToken, model.AccountFetchAddressBook,
+              model.AccountDeviceToken, model.AccountFetchAddressBook, model.AccountSyncConversations,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
               model.SessionDtmfInfo, model.SessionUpdate, model.SessionHold, model.SessionUnhold,
               model.SessionTransfer, model.SessionTransferReject)
@@ -117,6 +117,14 @@ class SylkRTC1(Dialect):
         return {"sylkrtc": "account_event", "account": event.account, "event": "addressbook_fetched",
                 "data": {"addressbook": event.addressbook}}
 
+    def _encode_SyncConversations(self, event: model.SyncConversations) -> dict[str, Any]:
+        return {"sylkrtc": "account_event", "account": event.account, "event": "sync_conversations",
+                "data": {"messages": event.messages}}
+
+    def _encode_AccountSync(self, event: model.AccountSync) -> dict[str, Any]:
+        return {"sylkrtc": "account_event", "account": event.account, "event": "sync",
+                "data": {"type": event.type, "action": event.action, "content": event.content}}
+
     def _encode_DispositionNotification(self, event: model.DispositionNotification) -> dict[str, Any]:
         return _about(event, "session_event", "account_event", "disposition_notification",
                       {"data": _disposition(event)})
@@ -182,6 +190,14 @@ class SylkRTC2(Dialect):
     def _encode_AddressBookFetched(self, event: model.AddressBookFetched) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "addressbook-fetched",
                 "addressbook": event.addressbook}
+
+    def _encode_SyncConversations(self, event: model.SyncConversations) -> dict[str, Any]:
+        return {"sylkrtc": "account-event", "account": event.account, "event": "sync-conversations",
+                "messages": event.messages}
+
+    def _encode_AccountSync(self, event: model.AccountSync) -> dict[str, Any]:
+        return {"sylkrtc": "account-event", "account": event.account, "event": "sync", "type": event.type,
+                "action": event.action, "content": event.content}
 
     def _encode_DispositionNotification(self, event: model.DispositionNotification) -> dict[str, Any]:
         return _about(event, "session-event", "account-event", "disposition-notification", _disposition(event))

@@ -106,6 +106,16 @@ class AccountDispositionNotification(AccountRequest):
     timestamp = String(max_length=64, optional=True)  # when their message was sent
 
 
+class AccountSyncConversations(AccountRequest):
+    """The account's stored messages (and read marks and removals) after `message_id`, or stored after `since`,
+    or all that are kept: at most `limit`, oldest first, in a sync-conversations event after the ack."""
+
+    name = "account-sync-conversations"
+    message_id = String(max_length=256, optional=True)
+    since = String(max_length=64, optional=True)  # ISO 8601
+    limit = Integer(low=1, high=5000, optional=True, default=5000)
+
+
 class SessionRequest(Request):
     session = String(max_length=128)
 
@@ -308,6 +318,7 @@ class MessageReceived(Event):
     content_type = Field()
     content = Field()
     disposition_notification = Field(optional=True)  # what the sender wants to hear back: ["positive-delivery", ...]
+    named_here = Field(optional=True, default=False)  # internal: message_id is the gateway's (the sender gave none)
 
 
 class DispositionNotification(Event):
@@ -326,6 +337,23 @@ class DispositionNotification(Event):
 class AddressBookFetched(Event):
     account = Field()
     addressbook = Field()  # a JSON object
+
+
+class SyncConversations(Event):
+    """The answer to account-sync-conversations: stored entries as SylkServer's sync items (JournalEntry)."""
+
+    account = Field()
+    messages = Field()  # [{contact, timestamp, disposition, message_id, content_type, content, direction, state}]
+
+
+class AccountSync(Event):
+    """What another connection of the account did, so that this one follows (SylkServer's `sync`): `type`
+    message or conversation, `action` add, remove or read, `content` what it concerns (a JSON object)."""
+
+    account = Field()
+    type = Field()
+    action = Field()
+    content = Field()
 
 
 class IncomingSession(Event):

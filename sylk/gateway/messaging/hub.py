@@ -1,0 +1,166 @@
+"""MessagingHub: an account's messages beyond one connection — kept in the message store, and followed by the
+account's other connections.
+
+One per gateway. Each connection tells it what its accounts send (`sent`) and every account event it passes to
+its browser (`account_event`); the hub keeps messages and their news in the store (IMessageStore), and forks
+what only one connection can know to the account's other connections, as SylkServer does: a `sync` event for a
+message one of them sent, and the outcome of that message's SIP transaction (`accepted`/`failed`). What the far
+end sends (messages, IMDNs) is not forked: the proxy forks it to every registered connection already, and the
+store keeps one copy (a message is stored once per message_id). A message without an id of its own (no CPIM
+envelope: a SIP phone's) would be named anew by each connection it reaches; the hub gives the copies that other
+connections of the account receive within FORK_WINDOW the first copy's id and timestamp, so that the account's
+devices and its history agree on one message.
+
+Only connections on which the account proved its credentials, by a registration the registrar accepted (`join`),
+take part: their events are kept and forked, and they get the account's forked events. `account-add` takes any
+well-formed HA1, so a connection that merely added somebody's account learns nothing of it and can put nothing in
+its history or on its other devices (an account may still send without registering: the proxy authenticates the
+MESSAGE, but it is neither kept nor forked). A connection leaves when it removes the account or closes; one kept
+without a socket (`connection-keep`) stays, and gets what it missed when it resumes.
+
+The store is called off the reactor (its Deferreds); a store failure is logged and loses only the history entry,
+never the message (it was sent, or delivered to the browser, already).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sylk.gateway import messages
+from sylk.gateway.messaging.store import INCOMING, OUTGOING, IMessageStore, InvalidEntry, NewMessage
+from sylk.gateway.sylkrtc.model import (AccountMessage, AccountSync, DispositionNotification, Event,
+                                        MessageReceived)
+
+# The disposition states that come from the SIP answer to a connection's own MESSAGE: only it knows them.
+_OUTCOMES = ("accepted", "failed")
+# What the browser's MESSAGEs ask the recipient to report (messages.envelope sends the same).
+ASKED_NOTIFICATIONS = ("positive-delivery", "display")
+# The copies of one id-less message that the proxy forks to an account's connections arrive within milliseconds;
+# the same text again from the same sender on a connection that already has it is a new message.
+FORK_WINDOW = 30.0
+MAX_RECENT = 10000  # id-less messages remembered for that (the oldest are forgotten first)
+
+
+@dataclass
+class _Named:
+    message_id: str
+    timestamp: str
+    at: float
+    seen_by: set[int] = field(default_factory=set)  # id() of the connections that received a copy
+
+
+class MessagingPeer(Protocol):
+    """A connection, as the hub sees it."""
+
+    name: str
+
+    def deliver(self, event: Event) -> None:
+        """Pass an event of another connection's making to the browser as it is (no hooks run again)."""
+
+
+class MessagingHub:
+    log = Logger()
+
+    def __init__(self, store: IMessageStore | None, clock: IReactorTime) -> None:
+        """`store`: None keeps no history (messages are only relayed; account-sync-conversations is refused)."""
+        self.store = store
+        self._clock = clock
+        self._holders: dict[str, dict[MessagingPeer, None]] = {}  # account -> connections, in the order they joined
+        # id-less messages lately received, by (account, sender, content type, content)
+        self._recent: OrderedDict[tuple[str, str, str, str], _Named] = OrderedDict()
+
+    def join(self, account: str, connection: MessagingPeer) -> None:
+        """`account` proved its credentials on `connection`: it gets the account's forked events from now on."""
+        self._holders.setdefault(account, {})[connection] = None
+
+    def leave(self, account: str, connection: MessagingPeer) -> None:
+        holders = self._holders.get(account)
+        if holders is not None:
+            holders.pop(connection, None)
+            if not holders:
+                del self._holders[account]
+
+    def holders(self, account: str) -> list[MessagingPeer]:
+        return list(self._holders.get(account, ()))
+
+    def holds(self, account: str, connection: MessagingPeer) -> bool:
+        return connection in self._holders.get(account, {})
+
+    def sent(self, origin: MessagingPeer, request: AccountMessage) -> None:
+        """`origin`'s browser sent a message: kept as pending, and its other connections are told (`sync`)."""
+        if not self.holds(request.account, origin):
+            return
+        timestamp = request.timestamp or messages.now()
+        self._keep(request.account, NewMessage(request.uri, OUTGOING, request.message_id, timestamp,
+                                               request.content_type, request.content, ASKED_NOTIFICATIONS, "pending"))
+        content = {"sylkrtc": request.name, "account": request.account, "uri": request.uri,
+                   "message_id": request.message_id, "content": request.content,
+                   "content_type": request.content_type, "timestamp": timestamp}
+        self._fork(origin, request.account, AccountSync(account=request.account, type="message", action="add",
+                                                         content=content))
+
+    def account_event(self, origin: MessagingPeer, event: Event) -> Event:
+        """An event `origin` is about to pass to its browser, as it is to pass it: messages and their news are
+        kept; the outcome of its own MESSAGE is forked to the account's other connections."""
+        if not isinstance(event, MessageReceived | DispositionNotification) or event.session is not None or \
+                not self.holds(event.account, origin):
+            return event
+        if isinstance(event, MessageReceived):
+            if event.named_here:
+                event = self._one_name(origin, event)
+            self._keep(event.account, NewMessage(event.sender.uri, INCOMING, event.message_id, event.timestamp,
+                                                 event.content_type, event.content,
+                                                 tuple(event.disposition_notification or ()), "received"))
+        else:
+            if self.store is not None:
+                self._stored(self.store.update_state(event.account, event.message_id, event.state), event.account)
+            if event.state in _OUTCOMES:
+                self._fork(origin, event.account, event)
+        return event
+
+    def _one_name(self, origin: MessagingPeer, event: MessageReceived) -> MessageReceived:
+        """The first copy's id and timestamp for another connection's copy of an id-less message."""
+        now = self._clock.seconds()
+        while self._recent and (len(self._recent) >= MAX_RECENT or
+                                now - next(iter(self._recent.values())).at > FORK_WINDOW):
+            self._recent.popitem(last=False)
+        key = (event.account, event.sender.uri, event.content_type, event.content)
+        named = self._recent.get(key)
+        if named is None or id(origin) in named.seen_by:
+            self._recent.pop(key, None)
+            self._recent[key] = _Named(event.message_id, event.timestamp, now, {id(origin)})
+            return event
+        named.seen_by.add(id(origin))
+        return MessageReceived(**{**event.values(), "message_id": named.message_id, "timestamp": named.timestamp})
+
+    def journal(self, account: str, message_id: str | None, since: str | None,
+                limit: int) -> Deferred[list[dict[str, Any]]]:
+        """The account's stored entries as sync-conversations items; fails with InvalidEntry for a bad `since`."""
+        assert self.store is not None
+        return self.store.journal(account, message_id, since, limit).addCallback(
+            lambda entries: [entry.to_sync_item() for entry in entries])
+
+    def _keep(self, account: str, message: NewMessage) -> None:
+        if self.store is not None:
+            self._stored(self.store.add_message(account, message), account)
+
+    def _stored(self, storing: Deferred[Any], account: str) -> None:
+        storing.addErrback(self._not_stored, account)
+
+    def _not_stored(self, failure: Failure, account: str) -> None:
+        if failure.check(InvalidEntry):
+            self.log.warn("Not kept in the history of {account}: {error}", account=account, error=failure.value)
+        else:
+            self.log.failure("The message store failed for {account}", failure, account=account)
+
+    def _fork(self, origin: MessagingPeer, account: str, event: Event) -> None:
+        for connection in self.holders(account):
+            if connection is not origin:
+                connection.deliver(event)

@@ -1,0 +1,178 @@
+"""MessagingHub with connections over the fake Janus: what is kept in the store, what an account's other
+connections are told (`sync`, the outcome of a MESSAGE), who takes part (only connections on which the account
+registered), and account-sync-conversations. The store is a recording stand-in here; the SQLite store itself is
+tested by its contract in test_message_store.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+from sylk.gateway.config import WebRTCGatewayConfig
+from sylk.gateway.connection import Connection
+from sylk.gateway.messaging.hub import FORK_WINDOW, MessagingHub
+from sylk.gateway.messaging.store import InvalidEntry, JournalEntry, NewMessage
+from sylk.gateway.sylkrtc import model
+from tests.fakes import FakePeer
+from tests.unit.test_connection import ALICE, ConnectionTestCase
+
+BOB = "bob@example.com"
+ENTRY = JournalEntry(BOB, "2026-12-08T03:00:00Z", ("display",), "m0", "text/plain", "earlier", "incoming", "received")
+
+
+class RecordingStore:
+    """What the hub asks of the store; the journal it answers with (or the error) is set by the test."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, NewMessage]] = []
+        self.updates: list[tuple[str, str, str]] = []
+        self.journal_asked: list[tuple[Any, ...]] = []
+        self.entries: tuple[JournalEntry, ...] = (ENTRY,)
+        self.journal_error: Exception | None = None
+
+    def add_message(self, account: str, message: NewMessage) -> Deferred[bool]:
+        self.added.append((account, message))
+        return succeed(True)
+
+    def update_state(self, account: str, message_id: str, state: str) -> Deferred[bool]:
+        self.updates.append((account, message_id, state))
+        return succeed(True)
+
+    def journal(self, account: str, message_id: str | None = None, since: str | None = None,
+                limit: int = 5000) -> Deferred[tuple[JournalEntry, ...]]:
+        self.journal_asked.append((account, message_id, since, limit))
+        return fail(self.journal_error) if self.journal_error is not None else succeed(self.entries)
+
+
+class MessagingTestCase(ConnectionTestCase):
+    settings = WebRTCGatewayConfig(websocket_ping_interval=0)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = RecordingStore()
+        self.hub = MessagingHub(self.store, self.janus.clock)  # type: ignore[arg-type]  # (the part it uses)
+
+    def device(self, name: str, register: bool = True) -> tuple[Connection, FakePeer]:
+        peer = FakePeer()
+        connection = Connection(name, self.backend, self.settings, peer, self.janus.clock, messaging=self.hub)
+        connection.open()
+        self.janus.flush()
+        self.add(connection)
+        if register:
+            self.assertIsNone(self.request(connection, model.AccountRegister, account=ALICE))
+        return connection, peer
+
+    def send(self, connection: Connection, message_id: str = "m1") -> str | None:
+        return self.request(connection, model.AccountMessage, account=ALICE, uri=BOB, message_id=message_id,
+                            content="hi", timestamp="2026-12-08T03:01:00Z")
+
+    @staticmethod
+    def of(peer: FakePeer, kind: type[model.Event]) -> list[Any]:
+        return [event for event in peer.events if isinstance(event, kind)]
+
+
+class ForkTests(MessagingTestCase):
+    def test_a_message_is_kept_and_the_other_device_follows(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        self.assertIsNone(self.send(laptop))
+        self.assertEqual(self.store.added, [(ALICE, NewMessage(BOB, "outgoing", "m1", "2026-12-08T03:01:00Z",
+                                                                "text/plain", "hi", ("positive-delivery", "display"),
+                                                                "pending"))])
+        (sync,) = self.of(phone_peer, model.AccountSync)
+        self.assertEqual((sync.account, sync.type, sync.action), (ALICE, "message", "add"))
+        self.assertEqual(sync.content, {"sylkrtc": "account-message", "account": ALICE, "uri": BOB,
+                                        "message_id": "m1", "content": "hi", "content_type": "text/plain",
+                                        "timestamp": "2026-12-08T03:01:00Z"})
+        self.assertEqual(self.of(laptop_peer, model.AccountSync), [])  # not to itself
+        # the SIP answer: the sender and the other device hear it, the store records it
+        (outcome,) = self.of(laptop_peer, model.DispositionNotification)
+        self.assertEqual(self.of(phone_peer, model.DispositionNotification), [outcome])
+        self.assertEqual(self.store.updates, [(ALICE, "m1", "accepted")])
+
+    def test_what_the_far_end_sends_is_kept_once_and_not_forked(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        session = next(iter(self.janus.sessions))
+        _, master = self.master_of(session)
+        self.janus.incoming_message(session, master, content="hello")
+        (received,) = self.of(laptop_peer, model.MessageReceived)
+        self.assertEqual(self.of(phone_peer, model.MessageReceived), [])  # the proxy forks to its own binding
+        ((account, stored),) = self.store.added
+        self.assertEqual((account, stored.direction, stored.contact, stored.message_id, stored.content,
+                          stored.state), (ALICE, "incoming", received.sender.uri, received.message_id, "hello",
+                                          "received"))
+
+    def test_the_copies_of_an_id_less_message_are_one_message(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        laptop_session, phone_session = list(self.janus.sessions)
+        self.janus.incoming_message(*self.master_of(laptop_session), content="hello")  # a SIP phone's: no CPIM
+        self.janus.clock.advance(0.05)
+        self.janus.incoming_message(*self.master_of(phone_session), content="hello")
+        (first,) = self.of(laptop_peer, model.MessageReceived)
+        (copy,) = self.of(phone_peer, model.MessageReceived)
+        self.assertEqual((copy.message_id, copy.timestamp), (first.message_id, first.timestamp))
+        self.assertEqual({message.message_id for _, message in self.store.added}, {first.message_id})
+        # the same text again is a new message: on a connection that has the first, or after FORK_WINDOW
+        self.janus.incoming_message(*self.master_of(laptop_session), content="hello")
+        self.janus.clock.advance(FORK_WINDOW + 1)
+        self.janus.incoming_message(*self.master_of(phone_session), content="hello")
+        ids = [event.message_id for event in self.of(laptop_peer, model.MessageReceived) +
+               self.of(phone_peer, model.MessageReceived)]
+        self.assertEqual(len(set(ids)), 3, ids)
+
+    def master_of(self, session: int) -> tuple[int, int]:
+        (handle,) = [h for h in self.janus.sessions[session] if h not in self.janus.helpers]
+        return session, handle
+
+    def test_a_connection_that_did_not_register_takes_no_part(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        intruder, intruder_peer = self.device("intruder", register=False)  # any well-formed HA1 is taken by add
+        self.assertIsNone(self.send(intruder))  # sent (the proxy authenticates it), but neither kept nor forked
+        self.assertEqual((self.store.added, self.store.updates), ([], []))
+        self.assertEqual(self.of(laptop_peer, model.AccountSync), [])
+        self.assertIsNone(self.send(laptop, "m2"))
+        self.assertEqual(self.of(intruder_peer, model.AccountSync), [])  # and hears nothing of the account
+
+    def test_a_removed_account_or_a_closed_connection_leaves(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        tablet, tablet_peer = self.device("tablet")
+        self.assertIsNone(self.request(phone, model.AccountRemove, account=ALICE))
+        tablet.close()
+        self.janus.flush()
+        self.assertIsNone(self.send(laptop))
+        self.assertEqual(self.of(phone_peer, model.AccountSync) + self.of(tablet_peer, model.AccountSync), [])
+        self.assertEqual(self.hub.holders(ALICE), [laptop])
+
+
+class SyncConversationsTests(MessagingTestCase):
+    def sync(self, connection: Connection, **fields: Any) -> str | None:
+        return self.request(connection, model.AccountSyncConversations, account=ALICE, **fields)
+
+    def test_the_journal_follows_the_ack(self) -> None:
+        laptop, peer = self.device("laptop")
+        before = len(peer.events)
+        self.assertIsNone(self.sync(laptop, message_id="m0", limit=10))
+        self.assertEqual(self.store.journal_asked, [(ALICE, "m0", None, 10)])
+        self.assertEqual(peer.events[before:], [])  # the event comes after the ack, on the next reactor turn
+        self.janus.clock.advance(0)
+        (event,) = peer.events[before:]
+        self.assertEqual(event, model.SyncConversations(account=ALICE, messages=[ENTRY.to_sync_item()]))
+
+    def test_only_after_a_registration(self) -> None:
+        laptop, _ = self.device("laptop", register=False)
+        self.assertEqual(self.sync(laptop), f"Account {ALICE} must register before its conversations can be synced")
+        self.assertEqual(self.store.journal_asked, [])
+
+    def test_a_bad_since_is_the_request_error(self) -> None:
+        laptop, _ = self.device("laptop")
+        self.store.journal_error = InvalidEntry("since must be an ISO 8601 date and time")
+        self.assertEqual(self.sync(laptop, since="yesterday"), "since must be an ISO 8601 date and time")
+
+    def test_without_a_store(self) -> None:
+        self.hub.store = None
+        laptop, _ = self.device("laptop")
+        self.assertEqual(self.sync(laptop), "This gateway keeps no message history")

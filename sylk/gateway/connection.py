@@ -165,6 +165,15 @@ class Connection:
     def _RH_ping(self, request: model.Ping) -> None:
         pass  # the ack is the answer
 
+    def _RH_lookup_public_key(self, request: model.LookupPublicKey) -> Deferred[None]:
+        if self._messaging is None or self._messaging.store is None:
+            raise APIError("This gateway keeps no public keys")
+
+        def answer(public_key: str | None) -> None:  # the event follows the ack, sent once this returns
+            event = model.PublicKeyFound(uri=request.uri, public_key=public_key)
+            self._clock.callLater(0, lambda: self._peer.send_event(event))
+        return self._messaging.public_key(request.uri).addCallback(answer)
+
     def _RH_account_add(self, request: model.AccountAdd) -> None:
         if request.account in self.accounts:
             raise APIError(f"Account {request.account} already added")

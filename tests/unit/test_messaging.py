@@ -30,6 +30,7 @@ class RecordingStore:
         self.journal_asked: list[tuple[Any, ...]] = []
         self.entries: tuple[JournalEntry, ...] = (ENTRY,)
         self.journal_error: Exception | None = None
+        self.public_keys: dict[str, str] = {}
 
     def add_message(self, account: str, message: NewMessage) -> Deferred[bool]:
         self.added.append((account, message))
@@ -38,6 +39,13 @@ class RecordingStore:
     def update_state(self, account: str, message_id: str, state: str) -> Deferred[bool]:
         self.updates.append((account, message_id, state))
         return succeed(True)
+
+    def set_public_key(self, account: str, public_key: str) -> Deferred[None]:
+        self.public_keys[account] = public_key
+        return succeed(None)
+
+    def public_key(self, account: str) -> Deferred[str | None]:
+        return succeed(self.public_keys.get(account))
 
     def journal(self, account: str, message_id: str | None = None, since: str | None = None,
                 limit: int = 5000) -> Deferred[tuple[JournalEntry, ...]]:
@@ -176,3 +184,37 @@ class SyncConversationsTests(MessagingTestCase):
         self.hub.store = None
         laptop, _ = self.device("laptop")
         self.assertEqual(self.sync(laptop), "This gateway keeps no message history")
+
+
+class PublicKeyTests(MessagingTestCase):
+    KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n...\n-----END PGP PUBLIC KEY BLOCK-----"
+
+    def publish(self, connection: Connection, content_type: str = "text/pgp-public-key") -> None:
+        self.assertIsNone(self.request(connection, model.AccountMessage, account=ALICE, uri=ALICE, message_id="k1",
+                                       content=self.KEY, content_type=content_type))
+
+    def lookup(self, connection: Connection, peer: FakePeer, uri: str = ALICE) -> model.PublicKeyFound:
+        before = len(peer.events)
+        self.assertIsNone(self.request(connection, model.LookupPublicKey, uri=uri))
+        self.janus.clock.advance(0)  # after the ack
+        (found,) = peer.events[before:]
+        return found
+
+    def test_a_published_key_is_what_lookup_finds(self) -> None:
+        laptop, peer = self.device("laptop")
+        self.assertEqual(self.lookup(laptop, peer), model.PublicKeyFound(uri=ALICE, public_key=None))
+        self.publish(laptop)
+        self.assertEqual(self.lookup(laptop, peer), model.PublicKeyFound(uri=ALICE, public_key=self.KEY))
+        self.assertEqual(self.store.added, [])  # a key is no message of the conversation
+
+    def test_only_a_registered_account_publishes_and_private_keys_are_never_kept(self) -> None:
+        intruder, _ = self.device("intruder", register=False)
+        self.publish(intruder)
+        laptop, _ = self.device("laptop")
+        self.publish(laptop, "text/pgp-private-key")  # to the account's own devices only
+        self.assertEqual((self.store.public_keys, self.store.added), ({}, []))
+
+    def test_without_a_store(self) -> None:
+        self.hub.store = None
+        laptop, _ = self.device("laptop")
+        self.assertEqual(self.request(laptop, model.LookupPublicKey, uri=BOB), "This gateway keeps no public keys")

@@ -424,7 +424,7 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
 
     def test_request_table_holds_exactly_these_names(self) -> None:
         self.assertEqual(set(SylkRTC1.requests), {
-            "ping", "connection-keep", "connection-resume", "add_account", "remove_account", "register", "unregister",
+            "ping", "lookup-public-key", "connection-keep", "connection-resume", "add_account", "remove_account", "register", "unregister",
             "account-add", "account-remove", "account-register", "account-unregister",
             "call", "answer", "trickle", "terminate",
             "session-create", "session-answer", "session-trickle", "session-terminate", "session-dtmf-info",
@@ -491,6 +491,17 @@ class EncodeTests(SynchronousTestCase):
             self.assertEqual(self.dialect.encode(event), {
                 "sylkrtc": "account_event", "account": "saghul@sip2sip.info", "event": "registration_state",
                 "data": {"state": state}})
+
+    def test_messaging_events_carry_their_fields_in_data(self) -> None:
+        self.assertEqual(self.dialect.encode(model.SyncConversations(account="a@b.c", messages=[])),
+                         {"sylkrtc": "account_event", "account": "a@b.c", "event": "sync_conversations",
+                          "data": {"messages": []}})
+        self.assertEqual(self.dialect.encode(model.AccountSync(account="a@b.c", type="conversation", action="read",
+                                                               content={"contact": "d@b.c"})),
+                         {"sylkrtc": "account_event", "account": "a@b.c", "event": "sync",
+                          "data": {"type": "conversation", "action": "read", "content": {"contact": "d@b.c"}}})
+        self.assertEqual(self.dialect.encode(model.PublicKeyFound(uri="d@b.c", public_key="k")),
+                         {"sylkrtc": "event", "event": "lookup_public_key", "data": {"uri": "d@b.c", "public_key": "k"}})
 
     def test_unregistered_in_a_resume_snapshot_too(self) -> None:
         event = model.RegistrationStateShown(account="saghul@sip2sip.info", state="unregistered")

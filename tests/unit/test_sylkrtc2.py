@@ -46,6 +46,21 @@ class SylkRTC2Tests(SynchronousTestCase):
                          {"sylkrtc": "account-event", "account": "a@example.com", "event": "registration-state",
                           "state": "unregistered"})
 
+    def test_messaging_events_as_sylkserver_sends_them(self) -> None:
+        item = {"contact": "b@example.com", "message_id": "m1"}
+        self.assertEqual(self.dialect.encode(model.SyncConversations(account="a@example.com", messages=[item])),
+                         {"sylkrtc": "account-event", "account": "a@example.com", "event": "sync-conversations",
+                          "messages": [item]})
+        self.assertEqual(self.dialect.encode(model.AccountSync(account="a@example.com", type="message",
+                                                               action="add", content=item)),
+                         {"sylkrtc": "account-event", "account": "a@example.com", "event": "sync", "type": "message",
+                          "action": "add", "content": item})
+        self.assertEqual(self.dialect.encode(model.PublicKeyFound(uri="b@example.com", public_key=None)),
+                         {"sylkrtc": "lookup-public-key-event", "uri": "b@example.com", "public_key": None})
+        self.assertEqual(self.dialect.decode({"sylkrtc": "lookup-public-key", "transaction": "t",
+                                              "uri": "sip:B@Example.com"}),
+                         model.LookupPublicKey(transaction="t", uri="B@example.com"))
+
     def test_session_state_is_flat(self) -> None:
         event = model.SessionStateChanged(session="s", state="accepted", sdp="v=0")
         self.assertEqual(self.dialect.encode(event), {"sylkrtc": "session-event", "session": "s", "event": "state",

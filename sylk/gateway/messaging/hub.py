@@ -34,12 +34,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sylk.gateway import messages
-from sylk.gateway.messaging.store import INCOMING, OUTGOING, IMessageStore, InvalidEntry, NewMessage
+from sylk.gateway.messaging.store import (INCOMING, NOT_JOURNALLED, OUTGOING, IMessageStore, InvalidEntry,
+                                          NewMessage)
 from sylk.gateway.sylkrtc.model import (AccountMessage, AccountSync, DispositionNotification, Event,
                                         MessageReceived)
 
 # The disposition states that come from the SIP answer to a connection's own MESSAGE: only it knows them.
 _OUTCOMES = ("accepted", "failed")
+PUBLIC_KEY = "text/pgp-public-key"
 # What the browser's MESSAGEs ask the recipient to report (messages.envelope sends the same).
 ASKED_NOTIFICATIONS = ("positive-delivery", "display")
 # The copies of one id-less message that the proxy forks to an account's connections arrive within milliseconds;
@@ -98,8 +100,13 @@ class MessagingHub:
         if not self.holds(request.account, origin):
             return
         timestamp = request.timestamp or messages.now()
-        self._keep(request.account, NewMessage(request.uri, OUTGOING, request.message_id, timestamp,
-                                               request.content_type, request.content, ASKED_NOTIFICATIONS, "pending"))
+        if request.content_type.lower() == PUBLIC_KEY:
+            if self.store is not None:  # the account publishes its key (what lookup-public-key answers)
+                self._stored(self.store.set_public_key(request.account, request.content), request.account)
+        else:
+            self._keep(request.account, NewMessage(request.uri, OUTGOING, request.message_id, timestamp,
+                                                   request.content_type, request.content, ASKED_NOTIFICATIONS,
+                                                   "pending"))
         content = {"sylkrtc": request.name, "account": request.account, "uri": request.uri,
                    "message_id": request.message_id, "content": request.content,
                    "content_type": request.content_type, "timestamp": timestamp}
@@ -147,7 +154,13 @@ class MessagingHub:
         return self.store.journal(account, message_id, since, limit).addCallback(
             lambda entries: [entry.to_sync_item() for entry in entries])
 
+    def public_key(self, account: str) -> Deferred[str | None]:
+        assert self.store is not None
+        return self.store.public_key(account)
+
     def _keep(self, account: str, message: NewMessage) -> None:
+        if message.content_type.lower() in NOT_JOURNALLED:
+            return  # keys pass between an account's devices, and are no conversation
         if self.store is not None:
             self._stored(self.store.add_message(account, message), account)
 

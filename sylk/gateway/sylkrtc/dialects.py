@@ -18,7 +18,7 @@ from sylk.gateway.sylkrtc import model
 from sylk.gateway.sylkrtc.fields import ValidationError
 
 # The requests every dialect accepts under their canonical (dash) names.
-_CANONICAL = (model.Ping, model.ConnectionKeep, model.ConnectionResume, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
+_CANONICAL = (model.Ping, model.LookupPublicKey, model.ConnectionKeep, model.ConnectionResume, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
               model.AccountMessage, model.AccountDispositionNotification, model.SessionMessage,
               model.AccountDeviceToken, model.AccountFetchAddressBook, model.AccountSyncConversations,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
@@ -77,6 +77,10 @@ class SylkRTC1(Dialect):
 
     def _encode_Resumed(self, event: model.Resumed) -> dict[str, Any]:
         return {"sylkrtc": "event", "event": "resumed", "data": {"missed": event.missed}}
+
+    def _encode_PublicKeyFound(self, event: model.PublicKeyFound) -> dict[str, Any]:
+        return {"sylkrtc": "event", "event": "lookup_public_key",
+                "data": {"uri": event.uri, "public_key": event.public_key}}
 
     def _encode_RegistrationStateChanged(self, event: model.RegistrationStateChanged) -> dict[str, Any]:
         data = _present(state=event.state, reason=event.reason)
@@ -149,6 +153,9 @@ class SylkRTC2(Dialect):
 
     def _encode_Resumed(self, event: model.Resumed) -> dict[str, Any]:
         return {"sylkrtc": "resumed-event", "missed": event.missed}
+
+    def _encode_PublicKeyFound(self, event: model.PublicKeyFound) -> dict[str, Any]:
+        return {"sylkrtc": "lookup-public-key-event", "uri": event.uri, "public_key": event.public_key}
 
     def _encode_RegistrationStateChanged(self, event: model.RegistrationStateChanged) -> dict[str, Any] | None:
         if event.state == model.RegistrationState.UNREGISTERED:

@@ -28,6 +28,13 @@ class Ping(Request):
     name = "ping"
 
 
+class LookupPublicKey(Request):
+    """The PGP public key an account published (an account-message of type text/pgp-public-key), if any."""
+
+    name = "lookup-public-key"
+    uri = AOR()
+
+
 class ConnectionKeep(Request):
     """Keep this connection's accounts, registrations and calls for a while when its socket closes, for a new socket
     that presents `token` (connection-resume). A new keep replaces the previous token."""
@@ -202,6 +209,13 @@ class Event(Model):
 
 class Ready(Event):
     """The connection is usable: its SIP backend session exists."""
+
+
+class PublicKeyFound(Event):
+    """The answer to lookup-public-key: the key, or None when the account has published none."""
+
+    uri = Field()
+    public_key = Field(optional=True)
 
 
 class Resumed(Event):

@@ -247,12 +247,16 @@ class SIPAccount:
             lambda failure: self._event(messages.outcome_event(self.aor, None, request.message_id,
                                                                request.timestamp, None, str(failure.value))))
 
+    def replicate(self, content_type: str, content: str) -> None:
+        """Tell the account's devices elsewhere (any SIP client registered for it) what one of its devices did: a
+        plain MESSAGE to the account itself, as SylkServer sends them (MessagingHub keeps its echo from ours)."""
+        self._send_message(self.aor, content_type, content).addBoth(self._notice_answered, content_type, self.aor)
+
     def send_disposition(self, request: AccountDispositionNotification) -> None:
         """Tell a sender what became of their message (an IMDN, wrapped in CPIM)."""
         body = messages.imdn(self.aor, request.uri, request.message_id, request.state, request.timestamp)
-        self._send_message(request.uri, messages.CPIM_TYPE, body).addCallbacks(
-            self._disposition_answered, self._disposition_answered, callbackArgs=(request.uri,),
-            errbackArgs=(request.uri,))
+        self._send_message(request.uri, messages.CPIM_TYPE, body).addBoth(self._notice_answered,
+                                                                          "disposition notification", request.uri)
 
     def shutdown(self) -> Deferred[None]:
         """Stop reporting to the browser, end the calls, remove the binding if there is one, release the backend."""
@@ -444,10 +448,11 @@ class SIPAccount:
             self.log.failure("Reading the address book of {aor} failed", failure, aor=self.aor)
         raise APIError(f"The address book of {self.aor} is unavailable")
 
-    def _disposition_answered(self, answer: tuple[int, str] | Failure, uri: str) -> None:
+    def _notice_answered(self, answer: tuple[int, str] | Failure, what: str, uri: str) -> None:
+        """A MESSAGE the browser does not hear the outcome of (an IMDN, a replication): a failure is logged."""
         if isinstance(answer, Failure) or not 200 <= answer[0] < 300:
-            self.log.warn("A disposition notification from {aor} to {uri} was not delivered: {answer}",
-                          aor=self.aor, uri=uri, answer=answer.value if isinstance(answer, Failure) else answer)
+            self.log.warn("A {what} from {aor} to {uri} was not delivered: {answer}", what=what, aor=self.aor,
+                          uri=uri, answer=answer.value if isinstance(answer, Failure) else answer)
 
     def _start_registering(self, announce: bool = True) -> None:
         """Send a REGISTER (`announce`: report `registering`, unless the browser was told so already)."""

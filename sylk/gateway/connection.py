@@ -224,21 +224,38 @@ class Connection:
             self._messaging.sent(self, request)
 
     def _RH_account_sync_conversations(self, request: model.AccountSyncConversations) -> Deferred[None]:
-        account = self._account(request, "sync")
-        if not account.authenticated:
-            raise APIError(f"Account {account.aor} must register before its conversations can be synced")
-        if self._messaging is None or self._messaging.store is None:
-            raise APIError("This gateway keeps no message history")
+        account, messaging = self._history_of(request, "sync", "its conversations can be synced")
 
         def answer(items: list[dict[str, Any]]) -> None:  # the event follows the ack, sent once this returns
             event = model.SyncConversations(account=account.aor, messages=items)
             self._clock.callLater(0, lambda: self._peer.send_event(event))
 
-        def refused(failure: Failure) -> None:
-            failure.trap(InvalidEntry)
-            raise APIError(str(failure.value))
-        journal = self._messaging.journal(account.aor, request.message_id, request.since, request.limit)
-        return journal.addCallbacks(answer, refused)
+        journal = messaging.journal(account.aor, request.message_id, request.since, request.limit)
+        return journal.addCallbacks(answer, _refused)
+
+    def _RH_account_mark_conversation_read(self, request: model.AccountMarkConversationRead) -> Deferred[None]:
+        account, messaging = self._history_of(request, "mark-conversation-read", "its conversations can be marked")
+        return messaging.mark_read(self, account.aor, request.contact, account.replicate).addErrback(_refused)
+
+    def _RH_account_remove_message(self, request: model.AccountRemoveMessage) -> Deferred[None]:
+        account, messaging = self._history_of(request, "remove-message", "its messages can be removed")
+        return messaging.remove_message(self, account.aor, request.contact, request.message_id,
+                                        account.replicate).addErrback(_refused)
+
+    def _RH_account_remove_conversation(self, request: model.AccountRemoveConversation) -> Deferred[None]:
+        account, messaging = self._history_of(request, "remove-conversation", "its conversations can be removed")
+        return messaging.remove_conversation(self, account.aor, request.contact, account.replicate).addErrback(
+            _refused)
+
+    def _history_of(self, request: model.AccountRequest, what: str, purpose: str) -> tuple[SIPAccount, MessagingHub]:
+        """The account of a request about its message history, and the hub: only for an account that registered
+        on this connection (MessagingHub), on a gateway that keeps history."""
+        account = self._account(request, what)
+        if self._messaging is None or not self._messaging.holds(account.aor, self):
+            raise APIError(f"Account {account.aor} must register before {purpose}")
+        if self._messaging.store is None:
+            raise APIError("This gateway keeps no message history")
+        return account, self._messaging
 
     def _RH_account_disposition_notification(self, request: model.AccountDispositionNotification) -> None:
         account = self._account(request, "disposition notification")
@@ -291,7 +308,10 @@ class Connection:
         if self._messaging is not None:
             if isinstance(event, model.RegistrationStateChanged) and event.state == model.RegistrationState.REGISTERED:
                 self._messaging.join(event.account, self)
-            event = self._messaging.account_event(self, event)
+            kept = self._messaging.account_event(self, event)
+            if kept is None:
+                return  # the echo of what this gateway told the account's devices itself
+            event = kept
         self._peer.send_event(event)
 
     def deliver(self, event: model.Event) -> None:
@@ -429,3 +449,9 @@ class Connection:
     def _finish_close(self, _: object = None) -> None:
         self.state = "closed"
         self._closed.fire()
+
+
+def _refused(failure: Failure) -> None:
+    """A value the message store refused is the request's error; anything else is the gateway's."""
+    failure.trap(InvalidEntry)
+    raise APIError(str(failure.value))

@@ -8,6 +8,7 @@ a real browser in test_calls_browser.py."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -531,6 +532,36 @@ class TestMessages:
                                           ("incoming", "bob@sylk.test", "hello alice", "received")]
         assert history[0]["disposition"] == ["positive-delivery", "display"]
         assert history[1]["message_id"] == copies[0]["message_id"]
+
+    def test_a_read_mark_reaches_the_accounts_other_devices(self, gateway: Gateway, kamailio: Kamailio,
+                                                            tmp_path: Path) -> None:
+        laptop, tablet = gateway.connect(subprotocols=("sylkRTC-2",)), gateway.connect(subprotocols=("sylkRTC-2",))
+        for device in (laptop, tablet):
+            assert device.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+            device.request("account-register", account=ALICE)
+            device.event(lambda m: m.get("state") == "registered", 15, "registered")
+        # alice's SIP phone: another binding of hers, which gets what her devices replicate
+        with registered_phone(tmp_path / "sipp", "uas_message.xml", "alice", kamailio.users["alice"],
+                              CAROL_PORT) as sip_phone:
+            answer = laptop.request("account-mark-conversation-read", account=ALICE, contact="bob@sylk.test")
+            assert answer["sylkrtc"] == "ack", answer
+            sync = tablet.event(lambda m: m.get("event") == "sync", 10, "the other browser told")
+            assert (sync["type"], sync["action"], sync["content"]) == ("conversation", "read",
+                                                                      {"contact": "bob@sylk.test"})
+            assert sip_phone.wait() == 0
+            (replication,) = sip_phone.received("MESSAGE ")
+            assert re.search(r"^Content-Type: application/sylk-conversation-read\r?$", replication,
+                             re.MULTILINE | re.IGNORECASE), replication
+            assert replication.rstrip().endswith('{"contact": "bob@sylk.test"}'), replication
+            assert re.search(r"^From: <sip:alice@sylk\.test>", replication, re.MULTILINE), replication
+        time.sleep(0.5)  # the proxy's copies to the two browsers' bindings: dropped as the echo of their own
+        for device in (laptop, tablet):
+            assert device.request("ping")["sylkrtc"] == "ack"  # what came before it is in device.events
+            assert not [m for m in device.events if m.get("event") == "message"], device.events
+        assert tablet.request("account-sync-conversations", account=ALICE)["sylkrtc"] == "ack"
+        history = tablet.event(lambda m: m.get("event") == "sync-conversations", 10, "the history")["messages"]
+        assert [(entry["content_type"], entry["content"]) for entry in history] == \
+            [("application/sylk-conversation-read", "bob@sylk.test")]
 
     def test_messages_inside_a_call(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
         with phone(kamailio, tmp_path, "uas_answer_message.xml") as bob:

@@ -85,8 +85,8 @@ class MessageStoreContract:
         [entry] = yield self.store.journal(ALICE)
         self.assertEqual(entry.to_sync_item(), {
             "contact": BOB, "timestamp": "2026-03-01T10:00:00.000+01:00",
-            "disposition": ["positive-delivery", "display"], "message_id": "m1", "content_type": "text/plain", "content": "hello", "direction": "outgoing",
-            "state": "pending"})
+            "disposition": ["positive-delivery", "display"], "message_id": "m1", "content_type": "text/plain",
+            "content": "hello", "direction": "outgoing", "state": "pending"})
 
     @inlineCallbacks
     def test_a_duplicate_message_id_is_ignored_within_an_account_only(self) -> Any:

@@ -5,6 +5,7 @@ tested by its contract in test_message_store.py."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -12,7 +13,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.connection import Connection
 from sylk.gateway.messaging.hub import FORK_WINDOW, MessagingHub
-from sylk.gateway.messaging.store import InvalidEntry, JournalEntry, NewMessage
+from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MESSAGE_REMOVE, InvalidEntry,
+                                          JournalEntry, NewMessage, Removal)
 from sylk.gateway.sylkrtc import model
 from tests.fakes import FakePeer
 from tests.unit.test_connection import ALICE, ConnectionTestCase
@@ -31,6 +33,7 @@ class RecordingStore:
         self.entries: tuple[JournalEntry, ...] = (ENTRY,)
         self.journal_error: Exception | None = None
         self.public_keys: dict[str, str] = {}
+        self.changes: list[tuple[str, ...]] = []
 
     def add_message(self, account: str, message: NewMessage) -> Deferred[bool]:
         self.added.append((account, message))
@@ -39,6 +42,20 @@ class RecordingStore:
     def update_state(self, account: str, message_id: str, state: str) -> Deferred[bool]:
         self.updates.append((account, message_id, state))
         return succeed(True)
+
+    def mark_conversation_read(self, account: str, contact: str) -> Deferred[JournalEntry]:
+        self.changes.append(("read", account, contact))
+        return succeed(JournalEntry(contact, "2026-12-08T03:05:00+00:00", (), "r1", CONVERSATION_READ, contact, "",
+                                    None))
+
+    def remove_message(self, account: str, contact: str, message_id: str, direction: str) -> Deferred[Removal]:
+        self.changes.append(("remove", account, contact, message_id, direction))
+        return succeed(Removal(1, ENTRY))
+
+    def remove_conversation(self, account: str, contact: str, timestamp: str | None = None) -> Deferred[Removal]:
+        self.changes.append(("remove conversation", account, contact))
+        return succeed(Removal(2, JournalEntry(contact, "2026-12-08T03:06:00+00:00", (), "r2", CONVERSATION_REMOVE,
+                                               contact, "", None)))
 
     def set_public_key(self, account: str, public_key: str) -> Deferred[None]:
         self.public_keys[account] = public_key
@@ -74,6 +91,11 @@ class MessagingTestCase(ConnectionTestCase):
     def send(self, connection: Connection, message_id: str = "m1") -> str | None:
         return self.request(connection, model.AccountMessage, account=ALICE, uri=BOB, message_id=message_id,
                             content="hi", timestamp="2026-12-08T03:01:00Z")
+
+    def master_of(self, session: int) -> tuple[int, int]:
+        """(session, handle) of the account's master line on that connection's Janus session."""
+        (handle,) = [h for h in self.janus.sessions[session] if h not in self.janus.helpers]
+        return session, handle
 
     @staticmethod
     def of(peer: FakePeer, kind: type[model.Event]) -> list[Any]:
@@ -131,9 +153,6 @@ class ForkTests(MessagingTestCase):
                self.of(phone_peer, model.MessageReceived)]
         self.assertEqual(len(set(ids)), 3, ids)
 
-    def master_of(self, session: int) -> tuple[int, int]:
-        (handle,) = [h for h in self.janus.sessions[session] if h not in self.janus.helpers]
-        return session, handle
 
     def test_a_connection_that_did_not_register_takes_no_part(self) -> None:
         laptop, laptop_peer = self.device("laptop")
@@ -218,3 +237,63 @@ class PublicKeyTests(MessagingTestCase):
         self.hub.store = None
         laptop, _ = self.device("laptop")
         self.assertEqual(self.request(laptop, model.LookupPublicKey, uri=BOB), "This gateway keeps no public keys")
+
+
+class ReadMarkAndRemovalTests(MessagingTestCase):
+    """What one device does to the history, the account's other devices follow: here as `sync`, elsewhere through
+    the replication MESSAGE to the account itself (whose echo here is dropped)."""
+
+    def replications(self) -> list[tuple[str, str, Any]]:
+        return [(body["uri"], body["content_type"], json.loads(body["content"])) for _, body in self.janus.messages
+                if body["content_type"].startswith("application/sylk-")]
+
+    def test_a_read_mark(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        self.assertIsNone(self.request(laptop, model.AccountMarkConversationRead, account=ALICE, contact=BOB))
+        self.assertEqual(self.store.changes, [("read", ALICE, BOB)])
+        self.assertEqual(self.of(phone_peer, model.AccountSync),
+                         [model.AccountSync(account=ALICE, type="conversation", action="read",
+                                            content={"contact": BOB})])
+        self.assertEqual(self.of(laptop_peer, model.AccountSync), [])
+        self.assertEqual(self.replications(), [(f"sip:{ALICE}", CONVERSATION_READ, {"contact": BOB})])
+        # the proxy brings the replication back to both connections here: neither shows it again
+        for session in self.janus.sessions:
+            self.janus.incoming_message(*self.master_of(session), content=json.dumps({"contact": BOB}),
+                                        content_type=CONVERSATION_READ, sender=f"sip:{ALICE}", displayname=None)
+        self.assertEqual(self.of(laptop_peer, model.MessageReceived) + self.of(phone_peer, model.MessageReceived), [])
+        self.assertEqual(self.store.added, [])
+
+    def test_a_replication_from_a_device_elsewhere_is_a_message(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        self.janus.incoming_message(*self.master_of(next(iter(self.janus.sessions))),
+                                    content=json.dumps({"contact": BOB}), content_type=CONVERSATION_READ,
+                                    sender=f"sip:{ALICE}", displayname=None)
+        (message,) = self.of(laptop_peer, model.MessageReceived)
+        self.assertEqual((message.content_type, json.loads(message.content)), (CONVERSATION_READ, {"contact": BOB}))
+
+    def test_removals(self) -> None:
+        laptop, _ = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        self.assertIsNone(self.request(laptop, model.AccountRemoveMessage, account=ALICE, contact=BOB,
+                                       message_id="m1"))
+        self.assertIsNone(self.request(laptop, model.AccountRemoveConversation, account=ALICE, contact=BOB))
+        self.assertEqual(self.store.changes, [("remove", ALICE, BOB, "m1", "outgoing"),
+                                              ("remove conversation", ALICE, BOB)])
+        self.assertEqual([(sync.type, sync.action, sync.content) for sync in self.of(phone_peer, model.AccountSync)],
+                         [("message", "remove", {"contact": BOB, "message_id": "m1", "direction": "outgoing"}),
+                          ("conversation", "remove", {"contact": BOB, "timestamp": "2026-12-08T03:06:00+00:00"})])
+        self.assertEqual([(kind, content) for _, kind, content in self.replications()],
+                         [(MESSAGE_REMOVE, {"contact": BOB, "message_id": "m1", "direction": "outgoing"}),
+                          (CONVERSATION_REMOVE, {"contact": BOB, "timestamp": "2026-12-08T03:06:00+00:00"})])
+
+    def test_only_for_an_account_registered_here_on_a_gateway_that_keeps_history(self) -> None:
+        intruder, _ = self.device("intruder", register=False)
+        self.assertEqual(self.request(intruder, model.AccountMarkConversationRead, account=ALICE, contact=BOB),
+                         f"Account {ALICE} must register before its conversations can be marked")
+        self.assertEqual((self.store.changes, self.replications()), ([], []))
+        self.hub.store = None
+        laptop, _ = self.device("laptop")
+        self.assertEqual(self.request(laptop, model.AccountRemoveConversation, account=ALICE, contact=BOB),
+                         "This gateway keeps no message history")
+

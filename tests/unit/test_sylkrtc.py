@@ -430,7 +430,8 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
             "session-create", "session-answer", "session-trickle", "session-terminate", "session-dtmf-info",
             "session-update", "session-hold", "session-unhold", "session-transfer", "session-transfer-reject",
             "account-message", "account-disposition-notification", "session-message", "account-devicetoken",
-            "account-fetch-addressbook", "account-sync-conversations"})
+            "account-fetch-addressbook", "account-sync-conversations", "account-mark-conversation-read",
+            "account-remove-message", "account-remove-conversation"})
 
     def test_decoded_request_is_normalised(self) -> None:
         request = self.dialect.decode({"sylkrtc": "register", "transaction": "t", "account": "sip:alice@EXAMPLE.com"})

@@ -11,6 +11,13 @@ envelope: a SIP phone's) would be named anew by each connection it reaches; the 
 connections of the account receive within FORK_WINDOW the first copy's id and timestamp, so that the account's
 devices and its history agree on one message.
 
+Read marks and removals (`mark_read`, `remove_message`, `remove_conversation`) change the store, go to the
+account's other connections here as `sync`, and to its devices elsewhere as SylkServer's replication MESSAGEs:
+plain MESSAGEs from the account to itself, of types application/sylk-conversation-read, -message-remove and
+-conversation-remove with JSON content. The proxy brings those back to this gateway's connections too, which
+were told already: the hub drops that echo (the same replication from the account within FORK_WINDOW).
+A replication from a device elsewhere is a message like any other, as SylkServer treats it: kept, and shown.
+
 Only connections on which the account proved its credentials, by a registration the registrar accepted (`join`),
 take part: their events are kept and forked, and they get the account's forked events. `account-add` takes any
 well-formed HA1, so a connection that merely added somebody's account learns nothing of it and can put nothing in
@@ -24,9 +31,10 @@ never the message (it was sent, or delivered to the browser, already).
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -34,8 +42,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sylk.gateway import messages
-from sylk.gateway.messaging.store import (INCOMING, NOT_JOURNALLED, OUTGOING, IMessageStore, InvalidEntry,
-                                          NewMessage)
+from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, INCOMING, MESSAGE_REMOVE,
+                                          NOT_JOURNALLED, OUTGOING, IMessageStore, InvalidEntry, JournalEntry,
+                                          NewMessage, Removal)
 from sylk.gateway.sylkrtc.model import (AccountMessage, AccountSync, DispositionNotification, Event,
                                         MessageReceived)
 
@@ -44,10 +53,14 @@ _OUTCOMES = ("accepted", "failed")
 PUBLIC_KEY = "text/pgp-public-key"
 # What the browser's MESSAGEs ask the recipient to report (messages.envelope sends the same).
 ASKED_NOTIFICATIONS = ("positive-delivery", "display")
-# The copies of one id-less message that the proxy forks to an account's connections arrive within milliseconds;
-# the same text again from the same sender on a connection that already has it is a new message.
+# The copies of one id-less message that the proxy forks to an account's connections, and the echo of a
+# replication, arrive within milliseconds; the same text again from the same sender on a connection that already
+# has it is a new message.
 FORK_WINDOW = 30.0
-MAX_RECENT = 10000  # id-less messages remembered for that (the oldest are forgotten first)
+MAX_RECENT = 10000  # id-less messages (and replications) remembered for that; the oldest are forgotten first
+
+# Sends a replication MESSAGE (content type, content) to the account itself: SIPAccount.replicate.
+Replicate = Callable[[str, str], None]
 
 
 @dataclass
@@ -77,6 +90,8 @@ class MessagingHub:
         self._holders: dict[str, dict[MessagingPeer, None]] = {}  # account -> connections, in the order they joined
         # id-less messages lately received, by (account, sender, content type, content)
         self._recent: OrderedDict[tuple[str, str, str, str], _Named] = OrderedDict()
+        # replications lately sent, by (account, content type, content): when sent
+        self._replications: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
     def join(self, account: str, connection: MessagingPeer) -> None:
         """`account` proved its credentials on `connection`: it gets the account's forked events from now on."""
@@ -113,13 +128,15 @@ class MessagingHub:
         self._fork(origin, request.account, AccountSync(account=request.account, type="message", action="add",
                                                          content=content))
 
-    def account_event(self, origin: MessagingPeer, event: Event) -> Event:
-        """An event `origin` is about to pass to its browser, as it is to pass it: messages and their news are
-        kept; the outcome of its own MESSAGE is forked to the account's other connections."""
+    def account_event(self, origin: MessagingPeer, event: Event) -> Event | None:
+        """An event `origin` is about to pass to its browser, as it is to pass it (None: not at all): messages
+        and their news are kept; the outcome of its own MESSAGE is forked to the account's other connections."""
         if not isinstance(event, MessageReceived | DispositionNotification) or event.session is not None or \
                 not self.holds(event.account, origin):
             return event
         if isinstance(event, MessageReceived):
+            if self._is_echo(event):
+                return None
             if event.named_here:
                 event = self._one_name(origin, event)
             self._keep(event.account, NewMessage(event.sender.uri, INCOMING, event.message_id, event.timestamp,
@@ -135,9 +152,7 @@ class MessagingHub:
     def _one_name(self, origin: MessagingPeer, event: MessageReceived) -> MessageReceived:
         """The first copy's id and timestamp for another connection's copy of an id-less message."""
         now = self._clock.seconds()
-        while self._recent and (len(self._recent) >= MAX_RECENT or
-                                now - next(iter(self._recent.values())).at > FORK_WINDOW):
-            self._recent.popitem(last=False)
+        self._forget_old(self._recent, lambda named: named.at)
         key = (event.account, event.sender.uri, event.content_type, event.content)
         named = self._recent.get(key)
         if named is None or id(origin) in named.seen_by:
@@ -153,6 +168,54 @@ class MessagingHub:
         assert self.store is not None
         return self.store.journal(account, message_id, since, limit).addCallback(
             lambda entries: [entry.to_sync_item() for entry in entries])
+
+    def mark_read(self, origin: MessagingPeer, account: str, contact: str, replicate: Replicate) -> Deferred[None]:
+        """The conversation with `contact` is read: on the account's other connections and devices too."""
+        assert self.store is not None
+
+        def done(_: JournalEntry) -> None:
+            self._tell_devices(origin, account, "conversation", "read", {"contact": contact}, CONVERSATION_READ,
+                               replicate)
+        return self.store.mark_conversation_read(account, contact).addCallback(done)
+
+    def remove_message(self, origin: MessagingPeer, account: str, contact: str, message_id: str,
+                       replicate: Replicate) -> Deferred[None]:
+        assert self.store is not None
+
+        def done(_: Removal) -> None:
+            content = {"contact": contact, "message_id": message_id, "direction": OUTGOING}
+            self._tell_devices(origin, account, "message", "remove", content, MESSAGE_REMOVE, replicate)
+        return self.store.remove_message(account, contact, message_id, OUTGOING).addCallback(done)
+
+    def remove_conversation(self, origin: MessagingPeer, account: str, contact: str,
+                            replicate: Replicate) -> Deferred[None]:
+        assert self.store is not None
+
+        def done(removal: Removal) -> None:
+            content = {"contact": contact, "timestamp": removal.entry.timestamp}
+            self._tell_devices(origin, account, "conversation", "remove", content, CONVERSATION_REMOVE, replicate)
+        return self.store.remove_conversation(account, contact).addCallback(done)
+
+    def _tell_devices(self, origin: MessagingPeer, account: str, kind: str, action: str, content: dict[str, str],
+                      content_type: str, replicate: Replicate) -> None:
+        self._fork(origin, account, AccountSync(account=account, type=kind, action=action, content=content))
+        text = json.dumps(content)
+        self._forget_old(self._replications, lambda sent_at: sent_at)
+        self._replications[(account, content_type, text)] = self._clock.seconds()
+        replicate(content_type, text)
+
+    def _is_echo(self, event: MessageReceived) -> bool:
+        """Whether a message is a replication this gateway sent, brought back by the proxy."""
+        if event.sender.uri != event.account:
+            return False
+        self._forget_old(self._replications, lambda sent_at: sent_at)
+        return (event.account, event.content_type, event.content) in self._replications
+
+    def _forget_old(self, recent: OrderedDict[Any, Any], when: Callable[[Any], float]) -> None:
+        """Drop the oldest entries past the window (or beyond MAX_RECENT) from an insertion-ordered memory."""
+        now = self._clock.seconds()
+        while recent and (len(recent) >= MAX_RECENT or now - when(next(iter(recent.values()))) > FORK_WINDOW):
+            recent.popitem(last=False)
 
     def public_key(self, account: str) -> Deferred[str | None]:
         assert self.store is not None

@@ -21,6 +21,7 @@ from sylk.gateway.sylkrtc.fields import ValidationError
 _CANONICAL = (model.Ping, model.LookupPublicKey, model.ConnectionKeep, model.ConnectionResume, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
               model.AccountMessage, model.AccountDispositionNotification, model.SessionMessage,
               model.AccountDeviceToken, model.AccountFetchAddressBook, model.AccountSyncConversations,
+              model.AccountMarkConversationRead, model.AccountRemoveMessage, model.AccountRemoveConversation,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
               model.SessionDtmfInfo, model.SessionUpdate, model.SessionHold, model.SessionUnhold,
               model.SessionTransfer, model.SessionTransferReject)

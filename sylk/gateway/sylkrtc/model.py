@@ -123,6 +123,28 @@ class AccountSyncConversations(AccountRequest):
     limit = Integer(low=1, high=5000, optional=True, default=5000)
 
 
+class AccountMarkConversationRead(AccountRequest):
+    """Every message of the conversation with `contact` counts as read, on every device of the account."""
+
+    name = "account-mark-conversation-read"
+    contact = AOR()
+
+
+class AccountRemoveMessage(AccountRequest):
+    """Remove the account's message `message_id` of the conversation with `contact`, on every device."""
+
+    name = "account-remove-message"
+    message_id = String(max_length=256)
+    contact = AOR()
+
+
+class AccountRemoveConversation(AccountRequest):
+    """Remove the whole conversation with `contact`, on every device."""
+
+    name = "account-remove-conversation"
+    contact = AOR()
+
+
 class SessionRequest(Request):
     session = String(max_length=128)
 

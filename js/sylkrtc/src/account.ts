@@ -7,8 +7,9 @@ import { Emitter } from './emitter.js';
 import { SylkRTCError } from './errors.js';
 import { DISPOSITION_STATES, messageFields, messageStatus, receivedMessage, timestampOf, type DispositionState,
     type MessageOptions, type MessageStatus, type ReceivedMessage } from './messages.js';
-import type { AccountEvent } from './protocol.js';
+import type { AccountEvent, AccountSync, StoredMessage } from './protocol.js';
 import { errorMessage, parseAddress, uuid4, type SipAddress } from './util.js';
+import { EventWaiters } from './waiters.js';
 
 /**
  * - `null`: never registered on this connection;
@@ -51,7 +52,22 @@ export type AccountEvents = {
     message: (message: ReceivedMessage) => void;
     /** What became of a message sent with `sendMessage()`: the SIP answer, or the recipient's IMDN. */
     messageStatus: (status: MessageStatus) => void;
+    /**
+     * What another device of the account did (on another connection that registered it): sent a message, removed
+     * one, marked a conversation read, removed a conversation. See `AccountSync`.
+     */
+    sync: (sync: AccountSync) => void;
 };
+
+/** Which part of the account's stored history `syncConversations()` asks for (by default all that is kept). */
+export interface SyncConversationsOptions {
+    /** The entries after this message (the last one the device has). */
+    messageId?: string;
+    /** The entries stored after this time: an ISO 8601 string or a Date. */
+    since?: string | Date;
+    /** At most this many (1 to 5000; the gateway's default is 5000): page by asking again after the last id. */
+    limit?: number;
+}
 
 /** @internal */
 export interface AccountOptions {
@@ -78,11 +94,9 @@ export class Account extends Emitter<AccountEvents> {
     private _calls = new Set<Call>();
     private _registerAfterReconnect = false;
     /** fetchAddressBook() calls waiting for their addressbook-fetched event, oldest first. */
-    private _addressBookWaiters: Array<{
-        resolve: (book: Record<string, unknown>) => void;
-        reject: (error: Error) => void;
-        timer: unknown;
-    }> = [];
+    private readonly _addressBookWaiters: EventWaiters<Record<string, unknown>>;
+    /** syncConversations() calls waiting for their sync-conversations event, oldest first. */
+    private readonly _syncWaiters: EventWaiters<StoredMessage[]>;
 
     /** @internal: use `Connection.addAccount()`. */
     constructor(connection: Connection, address: SipAddress, options: AccountOptions) {
@@ -95,6 +109,8 @@ export class Account extends Emitter<AccountEvents> {
         this._ha1 = options.ha1;
         this._userAgent = options.userAgent;
         this._incomingHeaderPrefixes = options.incomingHeaderPrefixes;
+        this._addressBookWaiters = new EventWaiters(connection._env);
+        this._syncWaiters = new EventWaiters(connection._env);
     }
 
     /** The account's calls that are not terminated. */
@@ -144,7 +160,7 @@ export class Account extends Emitter<AccountEvents> {
 
     /**
      * Sends an instant message to `uri` (`account-message`, a SIP MESSAGE; the account need not be registered). The
-     * content goes as it is, as `contentType` (`text/plain` by default). Resolves with the message's id (`messageId`,
+     * content goes as `contentType` (`text/plain` by default), in the CPIM envelope the gateway adds. Resolves with the message's id (`messageId`,
      * or a new UUID) on the ack; what became of it comes as a `messageStatus` event (`accepted` or `failed`, with the
      * SIP answer). Rejects with a TypeError for bad arguments.
      */
@@ -219,34 +235,57 @@ export class Account extends Emitter<AccountEvents> {
         } catch (error) {
             return Promise.reject(error);
         }
-        const connection = this.connection;
-        return new Promise((resolve, reject) => {
-            const timeout = connection._options.requestTimeout;
-            const waiter = {
-                resolve,
-                reject,
-                timer: connection._env.setTimeout(() => {
-                    if (this._dropAddressBookWaiter(waiter)) {
-                        reject(new SylkRTCError(`Request ${REQUESTS.fetchAddressBook} timed out: no address book from `
-                            + `the gateway within ${timeout / 1000} s`, 'timeout', REQUESTS.fetchAddressBook));
-                    }
-                }, timeout),
-            };
-            // (the gateway sends the event before its ack: wait for it from the start)
-            this._addressBookWaiters.push(waiter);
-            connection._request(REQUESTS.fetchAddressBook, { account: this.id }).catch((error: unknown) => {
-                if (this._dropAddressBookWaiter(waiter)) {
-                    reject(error);
-                }
-            });
-        });
+        // (the event may come before the ack as well as after it: wait for it from the start)
+        return this._addressBookWaiters.wait(REQUESTS.fetchAddressBook, 'address book',
+            this.connection._options.requestTimeout,
+            () => this.connection._request(REQUESTS.fetchAddressBook, { account: this.id }));
+    }
+
+    /**
+     * Fetches the account's stored message history (`account-sync-conversations`), oldest first: the entries after
+     * `messageId`, or stored after `since`, or all that the gateway keeps; at most `limit`. Resolves with them from
+     * the gateway's `sync-conversations` event; rejects with the gateway's error (the account must be registered on
+     * this connection; `This gateway keeps no message history`), or if nothing came within the connection's
+     * `requestTimeout`. Rejects with a TypeError for bad options.
+     */
+    async syncConversations(options: SyncConversationsOptions = {}): Promise<StoredMessage[]> {
+        const fields = syncFields(options);
+        this._checkActive(REQUESTS.syncConversations);
+        const messages = await this._syncWaiters.wait(REQUESTS.syncConversations, 'conversations',
+            this.connection._options.requestTimeout,
+            () => this.connection._request(REQUESTS.syncConversations, { account: this.id, ...fields }));
+        return messages.map((message) => ({ ...message, disposition: [...message.disposition] }));
+    }
+
+    /**
+     * Marks the conversation with `contact` read (`account-mark-conversation-read`), on every device of the account:
+     * the others get a `sync` event. Resolves on the ack. `contact`: `user@domain`, `sip:user@domain`, or `user`.
+     */
+    async markConversationRead(contact: string): Promise<void> {
+        await this._conversationRequest(REQUESTS.markConversationRead, contact, {});
+    }
+
+    /**
+     * Removes the message `messageId` of the conversation with `contact` (`account-remove-message`), on every device
+     * of the account. Resolves on the ack.
+     */
+    async removeMessage(contact: string, messageId: string): Promise<void> {
+        if (typeof messageId !== 'string' || messageId === '' || messageId.length > 256) {
+            throw new TypeError('removeMessage: messageId must be a string of 1 to 256 characters');
+        }
+        await this._conversationRequest(REQUESTS.removeMessage, contact, { message_id: messageId });
+    }
+
+    /** Removes the whole conversation with `contact` (`account-remove-conversation`), on every device of the account. */
+    async removeConversation(contact: string): Promise<void> {
+        await this._conversationRequest(REQUESTS.removeConversation, contact, {});
     }
 
     // ---- internals ----
 
     /** @internal: `uri` as a SIP address; a bare user is at the account's domain. Throws a TypeError. */
-    _target(uri: string): SipAddress {
-        return parseAddress(typeof uri === 'string' && !uri.includes('@') ? `${uri.trim()}@${this.domain}` : uri, 'uri');
+    _target(uri: string, what = 'uri'): SipAddress {
+        return parseAddress(typeof uri === 'string' && !uri.includes('@') ? `${uri.trim()}@${this.domain}` : uri, what);
     }
 
     /** @internal: `call()`, and `TransferRequest.accept()` (with the session of the call whose far end asked). */
@@ -275,14 +314,11 @@ export class Account extends Emitter<AccountEvents> {
         }
     }
 
-    private _dropAddressBookWaiter(waiter: Account['_addressBookWaiters'][number]): boolean {
-        const index = this._addressBookWaiters.indexOf(waiter);
-        if (index < 0) {
-            return false;
-        }
-        this._addressBookWaiters.splice(index, 1);
-        this.connection._env.clearTimeout(waiter.timer);
-        return true;
+    /** A request about the conversation with `contact`, resolving on the ack. */
+    private async _conversationRequest(request: string, contact: string, fields: Record<string, unknown>): Promise<void> {
+        const target = this._target(contact, 'contact');
+        this._checkActive(request);
+        await this.connection._request(request, { account: this.id, contact: target.aor, ...fields });
     }
 
     /** @internal */
@@ -314,6 +350,11 @@ export class Account extends Emitter<AccountEvents> {
 
     /** @internal: the socket dropped; the gateway forgot the account, which is added again after the reconnect. */
     _connectionLost(reason: string): void {
+        // (what the gateway forgot it will not answer; while it keeps the connection the answer may still come)
+        const lost = (request: string) => () => new SylkRTCError(`${reason} before the answer to ${request}`,
+            'connection-lost', request);
+        this._addressBookWaiters.rejectAll(lost(REQUESTS.fetchAddressBook));
+        this._syncWaiters.rejectAll(lost(REQUESTS.syncConversations));
         const state = this.registrationState;
         if (state === 'registering' || state === 'registered') {
             this._registerAfterReconnect = true;
@@ -374,10 +415,8 @@ export class Account extends Emitter<AccountEvents> {
         for (const call of [...this._calls]) {
             call._end(reason);
         }
-        for (const waiter of [...this._addressBookWaiters]) {
-            this._dropAddressBookWaiter(waiter);
-            waiter.reject(this._removedError(REQUESTS.fetchAddressBook));
-        }
+        this._addressBookWaiters.rejectAll(() => this._removedError(REQUESTS.fetchAddressBook));
+        this._syncWaiters.rejectAll(() => this._removedError(REQUESTS.syncConversations));
         const state = this.registrationState;
         if (state === 'registering' || state === 'registered') {
             this._setRegistrationState('unregistered', reason);
@@ -412,13 +451,15 @@ export class Account extends Emitter<AccountEvents> {
             case 'disposition-notification':
                 this.emit('messageStatus', messageStatus(event));
                 break;
-            case 'addressbook-fetched': {
-                const waiter = this._addressBookWaiters[0];
-                if (waiter && this._dropAddressBookWaiter(waiter)) {
-                    waiter.resolve({ ...event.addressbook });
-                }
+            case 'addressbook-fetched':
+                this._addressBookWaiters.resolve({ ...event.addressbook });
                 break;
-            }
+            case 'sync-conversations':
+                this._syncWaiters.resolve(event.messages); // (nobody asked: ignored)
+                break;
+            case 'sync':
+                this.emit('sync', event.sync);
+                break;
             default:
                 break;
         }
@@ -436,6 +477,37 @@ export class Account extends Emitter<AccountEvents> {
     private _removedError(request: string): SylkRTCError {
         return new SylkRTCError(`Account ${this.id} was removed from the connection`, 'local', request);
     }
+}
+
+/** The fields of account-sync-conversations; throws a TypeError on bad options. */
+function syncFields(options: SyncConversationsOptions): Record<string, unknown> {
+    if (options === null || typeof options !== 'object') {
+        throw new TypeError('syncConversations: options must be an object: {messageId?, since?, limit?}');
+    }
+    const fields: Record<string, unknown> = {};
+    const { messageId, since, limit } = options;
+    if (messageId !== undefined) {
+        if (typeof messageId !== 'string' || messageId === '' || messageId.length > 256) {
+            throw new TypeError('syncConversations: messageId must be a string of 1 to 256 characters');
+        }
+        fields.message_id = messageId;
+    }
+    if (since !== undefined) {
+        if (since instanceof Date && !Number.isNaN(since.getTime())) {
+            fields.since = since.toISOString();
+        } else if (typeof since === 'string' && since !== '' && since.length <= 64) {
+            fields.since = since;
+        } else {
+            throw new TypeError('syncConversations: since must be an ISO 8601 string or a valid Date');
+        }
+    }
+    if (limit !== undefined) {
+        if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > 5000) {
+            throw new TypeError('syncConversations: limit must be an integer from 1 to 5000');
+        }
+        fields.limit = limit;
+    }
+    return fields;
 }
 
 function isRegistrationState(state: string | null): state is Exclude<RegistrationState, null> {

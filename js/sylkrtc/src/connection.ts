@@ -13,6 +13,7 @@ import { decode, isProtocol, protocolOfReady, PROTOCOLS, type AccountEvent, type
     type SessionEvent } from './protocol.js';
 import { defaultEnvironment, defaultResumeStorage, isResumeToken, parseAddress, resumeToken, uuid4,
     type Environment, type ResumeStorage } from './util.js';
+import { EventWaiters } from './waiters.js';
 
 /**
  * - `connecting`: the socket is opening, or open and waiting for the gateway's `ready` event (and, after a
@@ -143,6 +144,11 @@ export const REQUESTS = {
     dispositionNotification: 'account-disposition-notification',
     deviceToken: 'account-devicetoken',
     fetchAddressBook: 'account-fetch-addressbook',
+    syncConversations: 'account-sync-conversations',
+    markConversationRead: 'account-mark-conversation-read',
+    removeMessage: 'account-remove-message',
+    removeConversation: 'account-remove-conversation',
+    lookupPublicKey: 'lookup-public-key',
     keep: 'connection-keep',
     resume: 'connection-resume',
 } as const;
@@ -243,12 +249,15 @@ export class Connection extends Emitter<ConnectionEvents> {
     private _keptAccounts = new Map<string, KeptAccount>();
     /** Calls ringing for those accounts, offered once `addAccount` takes their account over. */
     private _keptOffers = new Map<string, { account: string; event: IncomingSessionEvent }>();
+    /** lookupPublicKey() calls waiting for their lookup-public-key-event, by the uri looked up. */
+    private readonly _keyWaiters: EventWaiters<string | null>;
 
     /** Opens the WebSocket right away. Throws if `url` is not a valid WebSocket URL. */
     constructor(url: string, options: ConnectionOptions = {}) {
         super();
         this.url = url;
         this._env = defaultEnvironment(options.env);
+        this._keyWaiters = new EventWaiters(this._env);
         this._options = {
             requestTimeout: options.requestTimeout ?? 10000,
             connectTimeout: options.connectTimeout ?? 10000,
@@ -425,6 +434,23 @@ export class Connection extends Emitter<ConnectionEvents> {
             this._accounts.delete(found.id);
             found._removed('Account removed');
         }
+    }
+
+    /**
+     * Looks up the PGP public key that the account `uri` (`user@domain`, or `sip:user@domain`) published
+     * (`lookup-public-key`): resolves with it (ASCII-armored text) from the gateway's answer, or with null when it has
+     * none. Rejects with the gateway's error (`This gateway keeps no public keys`), if no answer came within
+     * `requestTimeout`, or with a TypeError for a bad `uri`. Several lookups may be under way at once.
+     */
+    lookupPublicKey(uri: string): Promise<string | null> {
+        let aor: string;
+        try {
+            aor = parseAddress(uri, 'uri').aor;
+        } catch (error) {
+            return Promise.reject(error);
+        }
+        return this._keyWaiters.wait(REQUESTS.lookupPublicKey, 'public key', this._options.requestTimeout,
+            () => this._request(REQUESTS.lookupPublicKey, { uri: aor }), aor);
     }
 
     /**
@@ -647,6 +673,8 @@ export class Connection extends Emitter<ConnectionEvents> {
         this._keptAccounts.clear();
         this._keptOffers.clear();
         this._failPending(reason);
+        this._keyWaiters.rejectAll(() => new SylkRTCError(`${reason} before the answer to ${REQUESTS.lookupPublicKey}`,
+            'connection-lost', REQUESTS.lookupPublicKey));
         for (const call of [...this._calls.values()]) {
             call._end(reason);
         }
@@ -735,6 +763,9 @@ export class Connection extends Emitter<ConnectionEvents> {
             case 'session':
                 this._onSessionEvent(message.session, message.event);
                 break;
+            case 'public-key':
+                this._onPublicKey(message.uri, message.publicKey);
+                break;
             default:
                 break;
         }
@@ -791,6 +822,16 @@ export class Connection extends Emitter<ConnectionEvents> {
         } else {
             call._onEvent(event);
         }
+    }
+
+    private _onPublicKey(uri: string, publicKey: string | null): void {
+        let aor: string;
+        try {
+            aor = parseAddress(uri).aor; // (the gateway answers with the uri as it read it: user@domain)
+        } catch {
+            return;
+        }
+        this._keyWaiters.resolve(publicKey, aor);
     }
 
     private _onAnswer(message: Extract<ServerMessage, { kind: 'ack' | 'error' }>): void {

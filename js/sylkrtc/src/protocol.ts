@@ -57,6 +57,53 @@ export interface DispositionNotificationEvent {
     messageTimestamp: string | null;
 }
 
+/**
+ * An entry of an account's stored history (`account-sync-conversations`), as SylkServer keeps them: a message either
+ * way, or a read mark or removal (types `application/sylk-conversation-read`, `application/sylk-message-remove`,
+ * `application/sylk-conversation-remove`, whose `content` is their JSON as text).
+ */
+export interface StoredMessage {
+    /** The other party: `user@domain` (the account itself for its read marks and removals). */
+    contact: string;
+    /** When it was written, ISO 8601. */
+    timestamp: string;
+    /** The notifications still to be answered (`positive-delivery`, `display`): none once displayed or read. */
+    disposition: string[];
+    messageId: string;
+    contentType: string;
+    content: string;
+    /** `incoming`, `outgoing`, or `''` (read marks and removals). */
+    direction: string;
+    /**
+     * Outgoing: `pending`, `accepted`, `failed`, `delivered`, `displayed` (the furthest news so far); incoming:
+     * `received`; `null` for read marks and removals.
+     */
+    state: string | null;
+}
+
+/** A message another device of the account sent (`sync` `message` `add`): the `account-message` it sent. */
+export interface SyncedMessage {
+    /** The account that sent it. */
+    account: string;
+    /** The recipient. */
+    uri: string;
+    messageId: string;
+    content: string;
+    contentType: string;
+    timestamp: string | null;
+}
+
+/** What another device (connection) of the account did, for this one to follow (the `sync` event). */
+export type AccountSync =
+    /** It sent a message; its outcome (`messageStatus`) follows on this connection too. */
+    | { type: 'message'; action: 'add'; content: SyncedMessage }
+    /** It removed the message `messageId` of the conversation with `contact`. */
+    | { type: 'message'; action: 'remove'; content: { contact: string; messageId: string; direction: string | null } }
+    /** It marked the conversation with `contact` read. */
+    | { type: 'conversation'; action: 'read'; content: { contact: string } }
+    /** It removed the whole conversation with `contact` (`timestamp`: when). */
+    | { type: 'conversation'; action: 'remove'; content: { contact: string; timestamp: string | null } };
+
 /** An account event, whatever the dialect. */
 export type AccountEvent =
     | { type: 'registration-state'; state: string; reason: string | null }
@@ -71,7 +118,9 @@ export type AccountEvent =
     | { type: 'missed-session'; originator: Originator }
     | IncomingMessageEvent
     | DispositionNotificationEvent
-    | { type: 'addressbook-fetched'; addressbook: Record<string, unknown> };
+    | { type: 'addressbook-fetched'; addressbook: Record<string, unknown> }
+    | { type: 'sync-conversations'; messages: StoredMessage[] }
+    | { type: 'sync'; sync: AccountSync };
 
 /** A state change of a call, whatever the dialect. */
 export interface SessionStateEvent {
@@ -141,7 +190,8 @@ export type ServerMessage =
     | { kind: 'ack'; transaction: unknown }
     | { kind: 'error'; transaction: unknown; error: string }
     | { kind: 'account'; account: string; event: AccountEvent }
-    | { kind: 'session'; session: string; event: SessionEvent };
+    | { kind: 'session'; session: string; event: SessionEvent }
+    | { kind: 'public-key'; uri: string; publicKey: string | null };
 
 type Json = Record<string, unknown>;
 
@@ -203,6 +253,8 @@ function decode2(message: Json): ServerMessage | null {
             return { kind: 'ready' };
         case 'resumed-event':
             return { kind: 'resumed', missed: number(message.missed) ?? 0 };
+        case 'lookup-public-key-event':
+            return publicKey(message);
         case 'account-event': {
             if (typeof message.account !== 'string') {
                 return null;
@@ -214,6 +266,8 @@ function decode2(message: Json): ServerMessage | null {
                 message: 'message',
                 'disposition-notification': 'disposition-notification',
                 'addressbook-fetched': 'addressbook-fetched',
+                'sync-conversations': 'sync-conversations',
+                sync: 'sync',
             }, message, message.session);
             return event && { kind: 'account', account: message.account, event };
         }
@@ -237,6 +291,9 @@ function decode1(message: Json): ServerMessage | null {
             if (message.event === 'resumed') {
                 return { kind: 'resumed', missed: number(object(message.data).missed) ?? 0 };
             }
+            if (message.event === 'lookup_public_key') {
+                return publicKey(object(message.data));
+            }
             return message.event === 'ready' ? { kind: 'ready' } : null;
         case 'account_event': {
             if (typeof message.account !== 'string') {
@@ -250,6 +307,8 @@ function decode1(message: Json): ServerMessage | null {
                 message: 'message',
                 disposition_notification: 'disposition-notification',
                 addressbook_fetched: 'addressbook-fetched',
+                sync_conversations: 'sync-conversations',
+                sync: 'sync',
             }, object(message.data), message.session);
             return event && { kind: 'account', account: message.account, event };
         }
@@ -294,9 +353,92 @@ function accountEvent(message: Json, names: Record<string, AccountEvent['type']>
             return dispositionEvent(data);
         case 'addressbook-fetched':
             return { type: 'addressbook-fetched', addressbook: object(data.addressbook) };
+        case 'sync-conversations':
+            if (!Array.isArray(data.messages)) {
+                return null;
+            }
+            // (an entry that is not one is left out: a device pages by the last id it got, so it gets later ones again)
+            return { type: 'sync-conversations', messages: data.messages.map(storedMessage)
+                .filter((item): item is StoredMessage => item !== null) };
+        case 'sync': {
+            const sync = accountSync(data);
+            return sync && { type: 'sync', sync };
+        }
         default:
             return null;
     }
+}
+
+function storedMessage(value: unknown): StoredMessage | null {
+    const item = object(value);
+    if (typeof item.contact !== 'string' || item.contact === '' || typeof item.message_id !== 'string'
+        || typeof item.content !== 'string' || typeof item.content_type !== 'string'
+        || typeof item.timestamp !== 'string') {
+        return null;
+    }
+    return {
+        contact: item.contact,
+        timestamp: item.timestamp,
+        disposition: strings(item.disposition),
+        messageId: item.message_id,
+        contentType: item.content_type,
+        content: item.content,
+        direction: string(item.direction) ?? '',
+        state: string(item.state),
+    };
+}
+
+function accountSync(data: Json): AccountSync | null {
+    const content = data.content;
+    if (content === null || typeof content !== 'object' || Array.isArray(content)) {
+        return null;
+    }
+    const c = content as Json;
+    if (data.type === 'message' && data.action === 'add') {
+        if (typeof c.uri !== 'string' || typeof c.message_id !== 'string' || typeof c.content !== 'string') {
+            return null;
+        }
+        return {
+            type: 'message',
+            action: 'add',
+            content: {
+                account: string(c.account) ?? '',
+                uri: c.uri,
+                messageId: c.message_id,
+                content: c.content,
+                contentType: string(c.content_type) ?? 'text/plain',
+                timestamp: string(c.timestamp),
+            },
+        };
+    }
+    if (typeof c.contact !== 'string' || c.contact === '') {
+        return null;
+    }
+    if (data.type === 'message' && data.action === 'remove') {
+        return typeof c.message_id === 'string'
+            ? { type: 'message', action: 'remove',
+                content: { contact: c.contact, messageId: c.message_id, direction: string(c.direction) } }
+            : null;
+    }
+    if (data.type === 'conversation' && data.action === 'read') {
+        return { type: 'conversation', action: 'read', content: { contact: c.contact } };
+    }
+    if (data.type === 'conversation' && data.action === 'remove') {
+        return { type: 'conversation', action: 'remove', content: { contact: c.contact, timestamp: string(c.timestamp) } };
+    }
+    return null;
+}
+
+/** The answer to lookup-public-key: `uri`, and `public_key` a string or null (absent: null). */
+function publicKey(data: Json): ServerMessage | null {
+    if (typeof data.uri !== 'string' || data.uri === '') {
+        return null;
+    }
+    const key = data.public_key ?? null;
+    if (key !== null && typeof key !== 'string') {
+        return null;
+    }
+    return { kind: 'public-key', uri: data.uri, publicKey: key };
 }
 
 function eventName<T extends string>(message: Json, names: Record<string, T>): T | undefined {
@@ -308,7 +450,6 @@ function messageEvent(data: Json): IncomingMessageEvent | null {
     if (typeof data.content !== 'string') {
         return null;
     }
-    const wanted = Array.isArray(data.disposition_notification) ? data.disposition_notification : [];
     return {
         type: 'message',
         sender: originator(data.sender),
@@ -316,7 +457,7 @@ function messageEvent(data: Json): IncomingMessageEvent | null {
         contentType: string(data.content_type) ?? 'text/plain',
         messageId: string(data.message_id),
         timestamp: string(data.timestamp),
-        dispositionNotification: wanted.filter((item): item is string => typeof item === 'string'),
+        dispositionNotification: strings(data.disposition_notification),
     };
 }
 
@@ -404,6 +545,11 @@ function object(value: unknown): Json {
 
 function string(value: unknown): string | null {
     return typeof value === 'string' ? value : null;
+}
+
+/** The strings of an array (none if it is not one). */
+function strings(value: unknown): string[] {
+    return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string') : [];
 }
 
 function number(value: unknown): number | null {

@@ -20,9 +20,9 @@ export type {
     ResumeDetails,
 } from './connection.js';
 export { PROTOCOLS } from './protocol.js';
-export type { HeaderMap, Protocol, SipHeaders } from './protocol.js';
+export type { AccountSync, HeaderMap, Protocol, SipHeaders, StoredMessage, SyncedMessage } from './protocol.js';
 export { Account } from './account.js';
-export type { AccountEvents, DeviceToken, MissedCall, RegistrationState } from './account.js';
+export type { AccountEvents, DeviceToken, MissedCall, RegistrationState, SyncConversationsOptions } from './account.js';
 export { Call, TransferRequest } from './call.js';
 export type {
     CallDirection,

@@ -85,8 +85,8 @@ function originator({ uri, display_name: displayName }) {
  * A fake browser WebSocket; the test plays the gateway through open(), ready(), receive(), ack(), drop(). Like the
  * gateway it selects a subprotocol (sylkRTC-2 when offered, else sylkRTC-1: `serverProtocols`), and its event
  * helpers (registrationState, sessionState, incomingSession, missedSession, dtmf, update, hold, transfer,
- * transferRequest, message, dispositionNotification, addressbookFetched) speak the selected dialect as
- * sylk/gateway/sylkrtc/dialects.py does.
+ * transferRequest, message, dispositionNotification, addressbookFetched, syncConversations, sync, publicKey) speak
+ * the selected dialect as sylk/gateway/sylkrtc/dialects.py does.
  */
 export class FakeWebSocket extends EventTarget {
     static CONNECTING = 0;
@@ -330,6 +330,25 @@ export class FakeWebSocket extends EventTarget {
 
     addressbookFetched(account, addressbook) {
         this.accountEvent(account, 'addressbook-fetched', { addressbook });
+    }
+
+    /** The answer to account-sync-conversations: the stored entries, in the gateway's shape (snake_case keys). */
+    syncConversations(account, messages) {
+        this.accountEvent(account, 'sync-conversations', { messages });
+    }
+
+    /** What another connection of the account did: `type` message|conversation, `action` add|remove|read. */
+    sync(account, type, action, content) {
+        this.accountEvent(account, 'sync', { type, action, content });
+    }
+
+    /** The answer to lookup-public-key (a connection event, not an account's). */
+    publicKey(uri, publicKey) {
+        if (this.dialect === 'sylkRTC-1') {
+            this.receive({ sylkrtc: 'event', event: 'lookup_public_key', data: { uri, public_key: publicKey } });
+        } else {
+            this.receive({ sylkrtc: 'lookup-public-key-event', uri, public_key: publicKey });
+        }
     }
 
     _about(target, name, fields) {

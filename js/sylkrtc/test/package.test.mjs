@@ -37,6 +37,11 @@ test('the request names are those of docs/api.md (the dash names)', () => {
         dispositionNotification: 'account-disposition-notification',
         deviceToken: 'account-devicetoken',
         fetchAddressBook: 'account-fetch-addressbook',
+        syncConversations: 'account-sync-conversations',
+        markConversationRead: 'account-mark-conversation-read',
+        removeMessage: 'account-remove-message',
+        removeConversation: 'account-remove-conversation',
+        lookupPublicKey: 'lookup-public-key',
         keep: 'connection-keep',
         resume: 'connection-resume',
     });

@@ -115,6 +115,9 @@ class WebRTCGatewayConfig:
     message_store: str = "sqlite"  # the accounts' message history: sqlite, or none (messages only relayed)
     message_store_path: Path | None = None  # the SQLite file; default: messages.sqlite in the state directory
     message_retention_days: int = 365  # history entries older than this are deleted (checked daily)
+    sip_messages_address: SIPProxy | None = None  # host:port where the proxy forks MESSAGEs (UDP and TCP); None: off
+    sip_messages_trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))  # the proxies that may send there
 
     def domain_allowed(self, domain: str) -> bool:
         return any(fnmatch.fnmatchcase(domain.lower(), pattern) for pattern in self.sip_domains)
@@ -204,6 +207,25 @@ def _ip_address(text: str) -> str:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
         raise ValueError(f"expected an IP address, got {text!r}") from None
+
+
+def _host_and_port(text: str) -> SIPProxy:
+    """An IP address and a port (where to listen), as `127.0.0.1:5065` or `[::1]:5065`."""
+    address = SIPProxy.parse(text)
+    if address.port is None or ";" in text:
+        raise ValueError(f"expected ip:port, got {text!r}")
+    _ip_address(address.host.strip("[]"))
+    return SIPProxy(address.host.strip("[]"), address.port)
+
+
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        networks = tuple(ipaddress.ip_network(word, strict=False) for word in re.split(r"[\s,]+", text.strip()) if word)
+    except ValueError:
+        raise ValueError(f"expected IP addresses or networks (192.0.2.10, 192.0.2.0/24), got {text!r}") from None
+    if not networks:
+        raise ValueError("expected at least one IP address or network")
+    return networks
 
 
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -308,6 +330,8 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "message_store": _choice("sqlite", "none"),
         "message_store_path": _optional(lambda text: Path(text.strip())),
         "message_retention_days": _integer(1, 36500),
+        "sip_messages_address": _optional(_host_and_port),
+        "sip_messages_trusted": _networks,
     }),
     "Janus": (JanusConfig, {
         "spawn": _boolean,

@@ -24,10 +24,10 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, UDPServer
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -44,6 +44,7 @@ from sylk.gateway.janus.process import JanusProcess
 from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.messaging.hub import MessagingHub
+from sylk.gateway.messaging.sipentry import MessageEntry, MessageEntryTCP, MessageEntryUDP
 from sylk.gateway.messaging.sqlite import SQLiteMessageStore
 from sylk.gateway.messaging.store import IMessageStore
 from sylk.gateway.metrics import GatewayMetrics, metrics_root
@@ -105,6 +106,9 @@ class GatewayService(MultiService):
             self.metrics_listener = StreamServerEndpointService(endpoint, Site(metrics_root(self.metrics.registry)))
             self.metrics_listener._raiseSynchronously = True
             self.metrics_listener.setServiceParent(self)
+        self.sip_entry = sip_entry_listeners(config, reactor, self.messaging)
+        for listener in self.sip_entry:
+            listener.setServiceParent(self)
 
     def startService(self) -> None:
         web = self.config.web_server
@@ -180,8 +184,9 @@ class GatewayService(MultiService):
         store, self.messaging.store = self.messaging.store, None
         return store.close() if store is not None else None
 
-    def _listeners(self) -> list[StreamServerEndpointService]:
-        return [listener for listener in (self.web, self.metrics_listener) if listener is not None]
+    def _listeners(self) -> list[Service]:
+        return [*(listener for listener in (self.web, self.metrics_listener) if listener is not None),
+                *self.sip_entry]
 
 
 def exposure_warnings(config: Config, listen: bool = True) -> list[str]:
@@ -212,6 +217,22 @@ HISTORY_PURGE_INTERVAL = 24 * 3600.0
 # no CPU.
 AUTO_INSTANCES_PER_CORE = 8
 MAX_AUTO_INSTANCES = 16
+
+
+def sip_entry_listeners(config: Config, reactor: Any, messaging: MessagingHub) -> list[Service]:
+    """The SIP entry point for MESSAGEs (messaging/sipentry.py), UDP and TCP at `[WebRTCGateway]
+    sip_messages_address`, when set."""
+    gateway = config.gateway
+    address = gateway.sip_messages_address
+    if address is None:
+        return []
+    entry = MessageEntry(gateway.sip_messages_trusted, gateway.domain_allowed, messaging.received_by_sip)
+    stream = (TCP6ServerEndpoint if ":" in address.host else TCP4ServerEndpoint)(reactor, address.port,
+                                                                                  interface=address.host)
+    tcp = StreamServerEndpointService(stream, MessageEntryTCP(entry))
+    tcp._raiseSynchronously = True  # a port that cannot be bound stops the gateway at start, as the web port does
+    udp = UDPServer(address.port, MessageEntryUDP(entry), interface=address.host, reactor=reactor)
+    return [udp, tcp]
 
 
 def open_message_store(config: Config, reactor: Any = None) -> IMessageStore | None:

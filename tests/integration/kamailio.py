@@ -85,7 +85,10 @@ class Kamailio:
     """
 
     def __init__(self, workdir: Path, port: int = 5070, domain: str = "sylk.test",
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, message_store: str | None = None) -> None:
+        """`message_store`: host:port where every MESSAGE for a local user is forked too (the gateway's
+        sip_messages_address)."""
+        self.message_store = message_store
         self.workdir = Path(workdir)
         self.port = port
         self.domain = domain
@@ -133,6 +136,8 @@ class Kamailio:
             "-A", f'DBURL="text://{self.db_dir.resolve()}"',
             "-A", f'CTL_SOCK="unix:{self.ctl_socket}"',
         ]
+        if self.message_store is not None:
+            command += ["-A", f'MESSAGE_STORE="sip:{self.message_store}"']
         with open(self.log_file, "wb") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                             cwd=self.workdir, start_new_session=True)

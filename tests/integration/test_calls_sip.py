@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import start_gateway
 from tests.integration.gateway import Client, Gateway, eventually, register
 from tests.integration.kamailio import Kamailio
 from tests.integration.sipp import Sipp, registered_phone
@@ -562,6 +563,32 @@ class TestMessages:
         history = tablet.event(lambda m: m.get("event") == "sync-conversations", 10, "the history")["messages"]
         assert [(entry["content_type"], entry["content"]) for entry in history] == \
             [("application/sylk-conversation-read", "bob@sylk.test")]
+
+    def test_a_message_for_an_account_with_no_device_online_waits_in_its_history(self, netns: str,
+                                                                                 tmp_path: Path) -> None:
+        with Kamailio(tmp_path / "kamailio", message_store="127.0.0.1:5065") as registrar:
+            gateway = start_gateway(tmp_path, registrar.proxy, sip_messages_address="127.0.0.1:5065")
+            try:
+                with Sipp(tmp_path / "sipp-offline", "uac_message.xml", BOB_PORT, "alice", {"caller": "bob"},
+                          auth=("bob", "bobpw")) as bob:  # alice has no device registered: only the gateway keeps it
+                    assert bob.wait() == 0, bob.messages()[-2000:]
+                device = gateway.connect(subprotocols=("sylkRTC-2",))
+                assert device.request("account-add", account=ALICE,
+                                      password=registrar.ha1("alice"))["sylkrtc"] == "ack"
+                device.request("account-register", account=ALICE)
+                device.event(lambda m: m.get("state") == "registered", 15, "registered")
+                with Sipp(tmp_path / "sipp-online", "uac_message.xml", BOB_PORT, "alice", {"caller": "bob"},
+                          auth=("bob", "bobpw")) as bob:  # now online: forked to her device and to the gateway
+                    live = device.event(lambda m: m.get("event") == "message", 10, "the message, live")
+                    assert bob.wait() == 0
+                time.sleep(0.5)  # the gateway's copy through its SIP entry point, which may come second
+                assert device.request("account-sync-conversations", account=ALICE)["sylkrtc"] == "ack"
+                history = device.event(lambda m: m.get("event") == "sync-conversations", 10, "history")["messages"]
+                assert [(entry["direction"], entry["contact"], entry["content"].strip()) for entry in history] == \
+                    [("incoming", "bob@sylk.test", "hello alice")] * 2, history  # each kept once
+                assert history[1]["message_id"] == live["message_id"]
+            finally:
+                gateway.stop()
 
     def test_messages_inside_a_call(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
         with phone(kamailio, tmp_path, "uas_answer_message.xml") as bob:

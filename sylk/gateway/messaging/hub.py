@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sylk.gateway import messages
+from sylk.gateway.sip import Originator
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, INCOMING, MESSAGE_REMOVE,
                                           NOT_JOURNALLED, OUTGOING, IMessageStore, InvalidEntry, JournalEntry,
                                           NewMessage, Removal)
@@ -149,8 +150,9 @@ class MessagingHub:
                 self._fork(origin, event.account, event)
         return event
 
-    def _one_name(self, origin: MessagingPeer, event: MessageReceived) -> MessageReceived:
-        """The first copy's id and timestamp for another connection's copy of an id-less message."""
+    def _one_name(self, origin: object, event: MessageReceived) -> MessageReceived:
+        """The first copy's id and timestamp for another copy of an id-less message (a connection's, or the SIP
+        entry point's)."""
         now = self._clock.seconds()
         self._forget_old(self._recent, lambda named: named.at)
         key = (event.account, event.sender.uri, event.content_type, event.content)
@@ -216,6 +218,25 @@ class MessagingHub:
         now = self._clock.seconds()
         while recent and (len(recent) >= MAX_RECENT or now - when(next(iter(recent.values()))) > FORK_WINDOW):
             recent.popitem(last=False)
+
+    def received_by_sip(self, account: str, sender: Originator, content_type: str, content: str) -> None:
+        """A MESSAGE for `account` the proxy forked to the gateway's SIP entry point (sipentry.py): kept for the
+        account's devices, offline ones included, under the name its copies on the connections here get; an IMDN
+        is news of the account's message. ValueError when it is unusable."""
+        event = messages.incoming_event(account, None, sender, content_type, content)
+        if event is None:
+            raise ValueError(f"unusable content type {content_type[:128]!r}")
+        if isinstance(event, DispositionNotification):
+            if self.store is not None:
+                self._stored(self.store.update_state(account, event.message_id, event.state), account)
+            return
+        assert isinstance(event, MessageReceived)
+        if self._is_echo(event):
+            return
+        if event.named_here:
+            event = self._one_name(self, event)
+        self._keep(account, NewMessage(sender.uri, INCOMING, event.message_id, event.timestamp, event.content_type,
+                                       event.content, tuple(event.disposition_notification or ()), "received"))
 
     def public_key(self, account: str) -> Deferred[str | None]:
         assert self.store is not None

@@ -20,6 +20,7 @@ KAM_PIDFILE="$KAM_DIR/kamailio.pid"
 KAM_CTL="$KAM_DIR/kamailio_ctl"
 SIP_HOST=127.0.0.1
 SIP_PORT=5070
+MESSAGE_PORT=5065  # the gateway's SIP entry point for MESSAGEs (demo/config.ini sip_messages_address)
 WEB_PORT=10888
 READY_TIMEOUT=10           # seconds for Kamailio to answer OPTIONS
 KAMAILIO_STOP_TIMEOUT=5
@@ -104,12 +105,14 @@ KAMAILIO=$(find_binary kamailio)
 command -v setsid >/dev/null 2>&1 || die "setsid not found (Debian package util-linux)"
 
 # A port that is taken would make Kamailio or the gateway exit with a less helpful message.
-"$PYTHON" - "$SIP_HOST" "$SIP_PORT" "$WEB_PORT" <<'EOF' || exit 1
+"$PYTHON" - "$SIP_HOST" "$SIP_PORT" "$WEB_PORT" "$MESSAGE_PORT" <<'EOF' || exit 1
 import socket, sys
-host, sip_port, web_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+host, sip_port, web_port, message_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 checks = [(socket.SOCK_DGRAM, "UDP", sip_port, "the demo SIP registrar (Kamailio)"),
           (socket.SOCK_STREAM, "TCP", sip_port, "the demo SIP registrar (Kamailio)"),
-          (socket.SOCK_STREAM, "TCP", web_port, "the gateway's WebSocket server")]
+          (socket.SOCK_STREAM, "TCP", web_port, "the gateway's WebSocket server"),
+          (socket.SOCK_DGRAM, "UDP", message_port, "the gateway's SIP entry point for messages"),
+          (socket.SOCK_STREAM, "TCP", message_port, "the gateway's SIP entry point for messages")]
 for kind, name, port, what in checks:
     with socket.socket(socket.AF_INET, kind) as probe:
         try:
@@ -146,6 +149,7 @@ ACCOUNTS=$(echo "$ACCOUNTS" | tail -n +2)
 setsid "$KAMAILIO" -f "$KAM_CONFIG" -DD -E -m 32 -M 8 -P "$KAM_PIDFILE" -Y "$KAM_DIR" \
     -A "SIP_PORT=$SIP_PORT" -A "DOMAIN=\"$DOMAIN\"" -A "REALM=\"$DOMAIN\"" \
     -A "DBURL=\"text://$KAM_DIR/db\"" -A "CTL_SOCK=\"unix:$KAM_CTL\"" \
+    -A "MESSAGE_STORE=\"sip:$SIP_HOST:$MESSAGE_PORT\"" \
     </dev/null >"$KAM_LOG" 2>&1 &
 KAM_PID=$!
 

@@ -120,9 +120,11 @@ class Gateway:
     def start(self, timeout: float = 20) -> Gateway:
         self.write_config()
         with open(self.log_path, "ab") as log:
+            # SIGINT as a terminal gives it, even when the tests run in the background (where a shell ignores it,
+            # and an ignored SIGINT stays ignored: twistd would not install its handler)
             self.process = subprocess.Popen([TWISTD, "-n", "--pidfile=", "sylkgateway", "-c", str(self.config_path)],
                                             stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_default_sigint)
         try:
             self.wait_usable(timeout)
         except BaseException:
@@ -210,3 +212,7 @@ def register(client: Client, registrar: Any, account: str, ha1: str | None = Non
     assert client.request("register", account=account)["sylkrtc"] == "ack"
     assert client.registration_state(account) == {"state": "registering"}
     return client.registration_state(account, timeout=15)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ class Sipp:
         if shutil.which("sipp") is None:
             raise RuntimeError("sipp is missing (Debian package sip-tester; make test installs it)")
         self.workdir = workdir
+        self.scenario = scenario
+        self.port = port
         self.name = f"{Path(scenario).stem}-{port}"
         self.log_path = workdir / f"{self.name}.log"
         keys = {"domain": DOMAIN, "caller": service, "display": service.title(), **(keys or {})}
@@ -57,7 +60,21 @@ class Sipp:
         with open(self.workdir / f"{self.name}.stderr", "ab") as errors:
             self.process = subprocess.Popen(self.command, cwd=self.workdir, stdout=subprocess.DEVNULL,
                                             stderr=errors, start_new_session=True)
+        if self.scenario.startswith("uas"):
+            self._wait_listening()
         return self
+
+    def _wait_listening(self, timeout: float = 5) -> None:
+        """Until sipp holds its UDP port: a request the proxy sends before that is lost (an INVITE would be
+        retransmitted, a MESSAGE forked beside others is not)."""
+        deadline = time.monotonic() + timeout
+        bound = f":{self.port:04X}"  # a local port as /proc/net/udp (this network namespace's) writes it
+        while time.monotonic() < deadline and self.process is not None and self.process.poll() is None:
+            if any(line.split()[1].endswith(bound) for line in
+                   Path("/proc/net/udp").read_text().splitlines()[1:]):
+                return  # (only read: binding the port to test it could take it from sipp)
+            time.sleep(0.02)
+        raise AssertionError(f"sipp {self.name} is not listening on UDP port {self.port}:\n{self.messages()[-2000:]}")
 
     def wait(self, timeout: float = 30) -> int:
         """sipp's exit status: 0 when the scenario ran to its end."""

@@ -52,6 +52,16 @@ def caller(gateway: Gateway, kamailio: Kamailio) -> Client:
     return client
 
 
+def alices_devices(gateway: Gateway, kamailio: Kamailio, count: int) -> list[Client]:
+    """`count` browsers (sylkRTC-2) with alice added and registered: her devices."""
+    devices = [gateway.connect(subprotocols=("sylkRTC-2",)) for _ in range(count)]
+    for device in devices:
+        assert device.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
+        device.request("account-register", account=ALICE)
+        device.event(lambda m: m.get("state") == "registered", 15, "registered")
+    return devices
+
+
 def phone(kamailio: Kamailio, tmp_path: Path, scenario: str, user: str = "bob", port: int = BOB_PORT,
           **render: str) -> Sipp:
     """A registered sipp phone for `user`, running `scenario`."""
@@ -502,11 +512,7 @@ class TestMessages:
 
     def test_an_accounts_devices_share_its_history(self, gateway: Gateway, kamailio: Kamailio,
                                                    tmp_path: Path) -> None:
-        laptop, phone_ = gateway.connect(subprotocols=("sylkRTC-2",)), gateway.connect(subprotocols=("sylkRTC-2",))
-        for device in (laptop, phone_):
-            assert device.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
-            device.request("account-register", account=ALICE)
-            device.event(lambda m: m.get("state") == "registered", 15, "registered")
+        laptop, phone_ = alices_devices(gateway, kamailio, 2)
         with phone(kamailio, tmp_path, "uas_message.xml") as bob:
             laptop.request("account-message", account=ALICE, uri="bob@sylk.test", message_id="m1",
                            content="hello bob", timestamp="2026-12-08T03:00:00Z")
@@ -522,10 +528,7 @@ class TestMessages:
                       for device in (laptop, phone_)]
             assert bob.wait() == 0
         assert copies[0]["message_id"] == copies[1]["message_id"]  # one message, though it came without an id
-        tablet = gateway.connect(subprotocols=("sylkRTC-2",))
-        assert tablet.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
-        tablet.request("account-register", account=ALICE)
-        tablet.event(lambda m: m.get("state") == "registered", 15, "registered")
+        (tablet,) = alices_devices(gateway, kamailio, 1)
         assert tablet.request("account-sync-conversations", account=ALICE)["sylkrtc"] == "ack"
         history = tablet.event(lambda m: m.get("event") == "sync-conversations", 10, "the history")["messages"]
         assert [(entry["direction"], entry["contact"], entry["content"].strip(), entry["state"])
@@ -536,11 +539,7 @@ class TestMessages:
 
     def test_a_read_mark_reaches_the_accounts_other_devices(self, gateway: Gateway, kamailio: Kamailio,
                                                             tmp_path: Path) -> None:
-        laptop, tablet = gateway.connect(subprotocols=("sylkRTC-2",)), gateway.connect(subprotocols=("sylkRTC-2",))
-        for device in (laptop, tablet):
-            assert device.request("account-add", account=ALICE, password=kamailio.ha1("alice"))["sylkrtc"] == "ack"
-            device.request("account-register", account=ALICE)
-            device.event(lambda m: m.get("state") == "registered", 15, "registered")
+        laptop, tablet = alices_devices(gateway, kamailio, 2)
         # alice's SIP phone: another binding of hers, which gets what her devices replicate
         with registered_phone(tmp_path / "sipp", "uas_message.xml", "alice", kamailio.users["alice"],
                               CAROL_PORT) as sip_phone:
@@ -572,11 +571,7 @@ class TestMessages:
                 with Sipp(tmp_path / "sipp-offline", "uac_message.xml", BOB_PORT, "alice", {"caller": "bob"},
                           auth=("bob", "bobpw")) as bob:  # alice has no device registered: only the gateway keeps it
                     assert bob.wait() == 0, bob.messages()[-2000:]
-                device = gateway.connect(subprotocols=("sylkRTC-2",))
-                assert device.request("account-add", account=ALICE,
-                                      password=registrar.ha1("alice"))["sylkrtc"] == "ack"
-                device.request("account-register", account=ALICE)
-                device.event(lambda m: m.get("state") == "registered", 15, "registered")
+                (device,) = alices_devices(gateway, registrar, 1)
                 with Sipp(tmp_path / "sipp-online", "uac_message.xml", BOB_PORT, "alice", {"caller": "bob"},
                           auth=("bob", "bobpw")) as bob:  # now online: forked to her device and to the gateway
                     live = device.event(lambda m: m.get("event") == "message", 10, "the message, live")

@@ -115,6 +115,7 @@ class WebRTCGatewayConfig:
     message_store: str = "sqlite"  # the accounts' message history: sqlite, or none (messages only relayed)
     message_store_path: Path | None = None  # the SQLite file; default: messages.sqlite in the state directory
     message_retention_days: int = 365  # history entries older than this are deleted (checked daily)
+    sylk_push_url: str | None = None  # Sylk's push service: messages for accounts with no device connected wake them
     sip_messages_address: SIPProxy | None = None  # host:port where the proxy forks MESSAGEs (UDP and TCP); None: off
     sip_messages_trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))  # the proxies that may send there
@@ -216,6 +217,13 @@ def _host_and_port(text: str) -> SIPProxy:
         raise ValueError(f"expected ip:port, got {text!r}")
     _ip_address(address.host.strip("[]"))
     return SIPProxy(address.host.strip("[]"), address.port)
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return text.strip()
 
 
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -330,6 +338,7 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "message_store": _choice("sqlite", "none"),
         "message_store_path": _optional(lambda text: Path(text.strip())),
         "message_retention_days": _integer(1, 36500),
+        "sylk_push_url": _optional(_http_url),
         "sip_messages_address": _optional(_host_and_port),
         "sip_messages_trusted": _networks,
     }),

@@ -33,7 +33,7 @@ from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.errors import APIError, BackendUnavailable
 from sylk.gateway.interfaces import IConnectionPeer, ISIPBackend, ISIPSession, ISIPSessionObserver
 from sylk.gateway.messaging.hub import MessagingHub
-from sylk.gateway.messaging.store import InvalidEntry
+from sylk.gateway.messaging.store import DeviceToken, InvalidEntry
 from sylk.gateway.sip import SIPIdentity
 from sylk.gateway.sylkrtc import model
 from sylk.gateway.targets import check_target
@@ -208,10 +208,25 @@ class Connection:
         self._account(request, "register").register()
 
     def _RH_account_unregister(self, request: model.AccountUnregister) -> None:
-        self._account(request, "unregister").unregister()
+        account = self._account(request, "unregister")
+        account.unregister()
+        if self._messaging is not None and self._messaging.holds(account.aor, self):
+            for push in account.push_tokens.values():  # as SylkServer: an unregistered device is not woken
+                self._messaging.forget_device_token(account.aor, push.app or "", push.device)
 
     def _RH_account_devicetoken(self, request: model.AccountDeviceToken) -> None:
-        self._account(request, "devicetoken").set_push_token(request)
+        account = self._account(request, "devicetoken")
+        account.set_push_token(request)
+        if self._messaging is not None and self._messaging.holds(account.aor, self):
+            self._keep_device_tokens(account)
+
+    def _keep_device_tokens(self, account: SIPAccount) -> None:
+        """The account's push tokens, kept so that its devices can be woken while none is connected."""
+        assert self._messaging is not None
+        for push in account.push_tokens.values():
+            if push.app and push.device and push.platform:  # what the push service needs to reach the device
+                self._messaging.keep_device_token(account.aor, DeviceToken.from_request(
+                    push.app, push.token, push.platform, push.device, push.silent, account.identity.user_agent))
 
     def _RH_account_fetch_addressbook(self, request: model.AccountFetchAddressBook) -> Deferred[None]:
         return self._account(request, "fetch-addressbook").fetch_addressbook()
@@ -308,6 +323,7 @@ class Connection:
         if self._messaging is not None:
             if isinstance(event, model.RegistrationStateChanged) and event.state == model.RegistrationState.REGISTERED:
                 self._messaging.join(event.account, self)
+                self._keep_device_tokens(self.accounts[event.account])
             kept = self._messaging.account_event(self, event)
             if kept is None:
                 return  # the echo of what this gateway told the account's devices itself

@@ -44,6 +44,7 @@ from sylk.gateway.janus.process import JanusProcess
 from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.messaging.hub import MessagingHub
+from sylk.gateway.messaging.push import PushNotifier
 from sylk.gateway.messaging.sipentry import MessageEntry, MessageEntryTCP, MessageEntryUDP
 from sylk.gateway.messaging.sqlite import SQLiteMessageStore
 from sylk.gateway.messaging.store import IMessageStore
@@ -77,6 +78,8 @@ class GatewayService(MultiService):
             link.setServiceParent(self)
         backend = JanusSIPBackend(self.janus_links, line_settings(config), reactor)
         self.messaging = MessagingHub(message_store, reactor)
+        if message_store is not None and config.gateway.sylk_push_url:
+            self.messaging.push = PushNotifier(config.gateway.sylk_push_url, message_store, reactor)
         self._purging = LoopingCall(self._purge_history)
         self._purging.clock = reactor
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor,

@@ -7,7 +7,10 @@ a real browser in test_calls_browser.py."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -585,6 +588,43 @@ class TestMessages:
             finally:
                 gateway.stop()
 
+    def test_a_message_for_an_account_with_no_device_online_wakes_its_devices(self, netns: str,
+                                                                              tmp_path: Path) -> None:
+        with PushReceiver() as push, Kamailio(tmp_path / "kamailio", message_store="127.0.0.1:5065") as registrar:
+            gateway = start_gateway(tmp_path, registrar.proxy, sip_messages_address="127.0.0.1:5065",
+                                    sylk_push_url=f"http://127.0.0.1:{push.port}/push")
+            try:
+                device = gateway.connect(subprotocols=("sylkRTC-2",))
+                assert device.request("account-add", account=ALICE,
+                                      password=registrar.ha1("alice"))["sylkrtc"] == "ack"
+                assert device.request("account-devicetoken", account=ALICE, token="f00d", platform="android",
+                                      device="d1", app="com.agprojects.sylk")["sylkrtc"] == "ack"
+                device.request("account-register", account=ALICE)
+                device.event(lambda m: m.get("state") == "registered", 15, "registered")  # the token is kept
+                device.close()  # alice's phone goes to sleep: no device of hers is connected
+                eventually(lambda: not registrar.contacts("alice"), what="alice's binding gone")
+
+                def bob_sends(name: str) -> None:
+                    with Sipp(tmp_path / name, "uac_message.xml", BOB_PORT, "alice", {"caller": "bob"},
+                              auth=("bob", "bobpw")) as bob:
+                        assert bob.wait() == 0
+                bob_sends("first")
+                (notification,) = push.wait_for(1)
+                assert {key: notification[key] for key in ("event", "token", "app-id", "platform", "device-id",
+                                                           "from", "to", "badge", "media-type", "content-type")} == {
+                    "event": "message", "token": "f00d", "app-id": "com.agprojects.sylk", "platform": "android",
+                    "device-id": "d1", "from": "bob@sylk.test", "to": ALICE, "badge": 1, "media-type": "sms",
+                    "content-type": "text/plain"}
+                assert notification["content"].strip() == "hello alice"
+                push.status = 410  # the push service: this token is no more
+                bob_sends("second")
+                push.wait_for(2)
+                bob_sends("third")
+                time.sleep(1)
+                assert len(push.received) == 2  # the token was forgotten
+            finally:
+                gateway.stop()
+
     def test_messages_inside_a_call(self, client: Client, kamailio: Kamailio, tmp_path: Path) -> None:
         with phone(kamailio, tmp_path, "uas_answer_message.xml") as bob:
             client.request("session-create", account=ALICE, session="s1", uri="bob@sylk.test", sdp=OFFER)
@@ -609,3 +649,43 @@ class TestMessages:
             assert bob.wait() == 0
         assert (message["sender"]["uri"], message["content_type"], message["content"].strip()) == \
             ("bob@sylk.test", "text/plain", "hello alice")
+
+
+class PushReceiver:
+    """Sylk's push service as the gateway sees it: an HTTP server on loopback that records what is POSTed and
+    answers `status` (200, or 410 for an expired token)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                receiver.received.append(json.loads(self.rfile.read(length)))
+                body = json.dumps({"code": receiver.status, "data": {"token": receiver.received[-1]["token"]}})
+                self.send_response(receiver.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        eventually(lambda: len(self.received) >= count, timeout, what=f"{count} push notifications")
+        return self.received[:count]
+
+    def __enter__(self) -> PushReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()

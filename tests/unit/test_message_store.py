@@ -163,6 +163,20 @@ class MessageStoreContract:
         self.assertFalse((yield self.store.update_state(ALICE, "missing", "delivered")))
 
     @inlineCallbacks
+    def test_unread_messages_are_counted_until_displayed_or_read(self) -> Any:
+        for message_id, contact in (("u1", BOB), ("u2", BOB), ("u3", CAROL)):
+            yield self.store.add_message(ALICE, message(message_id, contact, "incoming", "received"))
+        yield self.store.add_message(ALICE, message("quiet", direction="incoming", state="received",
+                                                    disposition=("positive-delivery",)))  # asks for no display
+        yield self.store.add_message(ALICE, message("mine"))  # outgoing
+        self.assertEqual((yield self.store.unread_count(ALICE)), 3)
+        yield self.store.update_state(ALICE, "u3", "displayed")
+        self.assertEqual((yield self.store.unread_count(ALICE)), 2)
+        yield self.store.mark_conversation_read(ALICE, BOB)
+        self.assertEqual((yield self.store.unread_count(ALICE)), 0)
+        self.assertEqual((yield self.store.unread_count(BOB)), 0)
+
+    @inlineCallbacks
     def test_marking_a_conversation_read(self) -> Any:
         yield self.store.add_message(ALICE, message("b1", direction="incoming", state="received"))
         yield self.store.add_message(ALICE, message("c1", contact=CAROL, direction="incoming", state="received"))

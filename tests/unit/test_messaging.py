@@ -13,8 +13,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.connection import Connection
 from sylk.gateway.messaging.hub import FORK_WINDOW, MessagingHub
-from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MESSAGE_REMOVE, InvalidEntry,
-                                          JournalEntry, NewMessage, Removal)
+from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MESSAGE_REMOVE, DeviceToken,
+                                          InvalidEntry, JournalEntry, NewMessage, Removal)
+from sylk.gateway.sip import Originator
 from sylk.gateway.sylkrtc import model
 from tests.fakes import FakePeer
 from tests.unit.test_connection import ALICE, ConnectionTestCase
@@ -34,6 +35,7 @@ class RecordingStore:
         self.journal_error: Exception | None = None
         self.public_keys: dict[str, str] = {}
         self.changes: list[tuple[str, ...]] = []
+        self.tokens: dict[tuple[str, str, str], DeviceToken] = {}
 
     def add_message(self, account: str, message: NewMessage) -> Deferred[bool]:
         self.added.append((account, message))
@@ -56,6 +58,13 @@ class RecordingStore:
         self.changes.append(("remove conversation", account, contact))
         return succeed(Removal(2, JournalEntry(contact, "2026-12-08T03:06:00+00:00", (), "r2", CONVERSATION_REMOVE,
                                                contact, "", None)))
+
+    def add_device_token(self, account: str, token: DeviceToken) -> Deferred[None]:
+        self.tokens[(account, token.app_id, token.device_id)] = token
+        return succeed(None)
+
+    def remove_device_token(self, account: str, app_id: str, device_id: str) -> Deferred[bool]:
+        return succeed(self.tokens.pop((account, app_id, device_id), None) is not None)
 
     def set_public_key(self, account: str, public_key: str) -> Deferred[None]:
         self.public_keys[account] = public_key
@@ -297,3 +306,39 @@ class ReadMarkAndRemovalTests(MessagingTestCase):
         self.assertEqual(self.request(laptop, model.AccountRemoveConversation, account=ALICE, contact=BOB),
                          "This gateway keeps no message history")
 
+
+
+class DeviceTokenAndPushTests(MessagingTestCase):
+    """Tokens of accounts registered here are kept (and forgotten at account-unregister, as SylkServer does); a
+    message that reaches the gateway by SIP for an account with no connection here wakes its devices."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.pushed: list[tuple[str, Originator, str, str]] = []
+        self.hub.push = self  # type: ignore[assignment]  # (records what it is asked to push)
+
+    def message(self, account: str, sender: Originator, content_type: str, content: str) -> Deferred[None]:
+        self.pushed.append((account, sender, content_type, content))
+        return succeed(None)
+
+    def token(self, connection: Connection) -> None:
+        self.assertIsNone(self.request(connection, model.AccountDeviceToken, account=ALICE, token="t1",
+                                       platform="ios", device="d1", app="com.example.sylk"))
+
+    def test_kept_once_registered_and_forgotten_at_unregister(self) -> None:
+        laptop, _ = self.device("laptop", register=False)
+        self.token(laptop)
+        self.assertEqual(self.store.tokens, {})  # not proven yet
+        self.assertIsNone(self.request(laptop, model.AccountRegister, account=ALICE))
+        self.assertEqual(list(self.store.tokens), [(ALICE, "com.example.sylk", "d1")])
+        self.assertIsNone(self.request(laptop, model.AccountUnregister, account=ALICE))
+        self.assertEqual(self.store.tokens, {})
+
+    def test_a_message_by_sip_wakes_an_account_with_no_connection_here(self) -> None:
+        bob = Originator(BOB, "Bob")
+        self.hub.received_by_sip(ALICE, bob, "text/plain", "wake up")
+        self.hub.received_by_sip(ALICE, bob, "application/im-iscomposing+xml", "<typing/>")  # nobody reads that
+        self.assertEqual(self.pushed, [(ALICE, bob, "text/plain", "wake up")])
+        laptop, _ = self.device("laptop")
+        self.hub.received_by_sip(ALICE, bob, "text/plain", "you are here")  # the device gets it itself
+        self.assertEqual(len(self.pushed), 1)

@@ -44,8 +44,8 @@ from twisted.python.failure import Failure
 from sylk.gateway import messages
 from sylk.gateway.sip import Originator
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, INCOMING, MESSAGE_REMOVE,
-                                          NOT_JOURNALLED, OUTGOING, IMessageStore, InvalidEntry, JournalEntry,
-                                          NewMessage, Removal)
+                                          NOT_JOURNALLED, OUTGOING, UNREAD_TYPES, DeviceToken, IMessageStore,
+                                          InvalidEntry, JournalEntry, NewMessage, Removal)
 from sylk.gateway.sylkrtc.model import (AccountMessage, AccountSync, DispositionNotification, Event,
                                         MessageReceived)
 
@@ -72,6 +72,11 @@ class _Named:
     seen_by: set[int] = field(default_factory=set)  # id() of the connections that received a copy
 
 
+class Notifier(Protocol):
+    def message(self, account: str, sender: Originator, content_type: str, content: str) -> Deferred[None]:
+        """Wake the account's devices for a message (messaging/push.py)."""
+
+
 class MessagingPeer(Protocol):
     """A connection, as the hub sees it."""
 
@@ -87,6 +92,7 @@ class MessagingHub:
     def __init__(self, store: IMessageStore | None, clock: IReactorTime) -> None:
         """`store`: None keeps no history (messages are only relayed; account-sync-conversations is refused)."""
         self.store = store
+        self.push: Notifier | None = None  # wakes the devices of accounts with no connection here
         self._clock = clock
         self._holders: dict[str, dict[MessagingPeer, None]] = {}  # account -> connections, in the order they joined
         # id-less messages lately received, by (account, sender, content type, content)
@@ -235,21 +241,36 @@ class MessagingHub:
             return
         if event.named_here:
             event = self._one_name(self, event)
-        self._keep(account, NewMessage(sender.uri, INCOMING, event.message_id, event.timestamp, event.content_type,
-                                       event.content, tuple(event.disposition_notification or ()), "received"))
+        kept = self._keep(account, NewMessage(sender.uri, INCOMING, event.message_id, event.timestamp,
+                                              event.content_type, event.content,
+                                              tuple(event.disposition_notification or ()), "received"))
+        if self.push is not None and kept is not None and not self._holders.get(account) and \
+                event.content_type.partition(";")[0].strip().lower() in UNREAD_TYPES:
+            push, content_type, content = self.push, event.content_type, event.content
+            kept.addCallback(lambda new: push.message(account, sender, content_type, content) if new else None)
+
+    def keep_device_token(self, account: str, token: DeviceToken) -> None:
+        """A device token of an account registered here (so that its devices can be woken while none is
+        connected); nothing without a store."""
+        if self.store is not None:
+            self._stored(self.store.add_device_token(account, token), account)
+
+    def forget_device_token(self, account: str, app_id: str, device_id: str) -> None:
+        if self.store is not None:
+            self._stored(self.store.remove_device_token(account, app_id, device_id), account)
 
     def public_key(self, account: str) -> Deferred[str | None]:
         assert self.store is not None
         return self.store.public_key(account)
 
-    def _keep(self, account: str, message: NewMessage) -> None:
-        if message.content_type.lower() in NOT_JOURNALLED:
-            return  # keys pass between an account's devices, and are no conversation
-        if self.store is not None:
-            self._stored(self.store.add_message(account, message), account)
+    def _keep(self, account: str, message: NewMessage) -> Deferred[bool] | None:
+        """Store a message; the Deferred fires with whether it was new (False after an error, logged)."""
+        if message.content_type.lower() in NOT_JOURNALLED or self.store is None:
+            return None  # (keys pass between an account's devices, and are no conversation)
+        return self._stored(self.store.add_message(account, message), account)
 
-    def _stored(self, storing: Deferred[Any], account: str) -> None:
-        storing.addErrback(self._not_stored, account)
+    def _stored(self, storing: Deferred[Any], account: str) -> Deferred[Any]:
+        return storing.addErrback(self._not_stored, account)
 
     def _not_stored(self, failure: Failure, account: str) -> None:
         if failure.check(InvalidEntry):

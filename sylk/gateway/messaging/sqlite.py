@@ -32,7 +32,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, INCOMING, MAX_SYNC, MESSAGE_REMOVE,
-                                          NOTIFIED_DISPLAYED, NOTIFIED_NONE, OUTGOING, STATE_RANK, DeviceToken,
+                                          NOTIFIED_DISPLAYED, NOTIFIED_NONE, OUTGOING, STATE_RANK, UNREAD_TYPES,
+                                          DeviceToken,
                                           IMessageStore, InvalidEntry, JournalEntry, NewMessage, Removal,
                                           SchemaTooNew, StoreClosed, check_aor, check_content, check_days,
                                           check_device_token, check_limit, check_message_id, check_new_message,
@@ -165,6 +166,9 @@ class SQLiteMessageStore:
 
     def device_tokens(self, account: str) -> Deferred[tuple[DeviceToken, ...]]:
         return self._run(_device_tokens, account)
+
+    def unread_count(self, account: str) -> Deferred[int]:
+        return self._run(_unread_count, account)
 
     def purge(self, older_than_days: float) -> Deferred[int]:
         return self._run(_purge, older_than_days, self._now())
@@ -353,6 +357,13 @@ def _device_tokens(txn: Any, account: str) -> tuple[DeviceToken, ...]:
                 "WHERE account = ? ORDER BY app_id, device_id", (check_aor(account),))
     return tuple(DeviceToken(app_id, device_id, token, platform, bool(silent), background, agent)
                  for app_id, device_id, token, platform, silent, background, agent in txn.fetchall())
+
+
+def _unread_count(txn: Any, account: str) -> int:
+    txn.execute(f"SELECT COUNT(*) FROM journal WHERE account = ? AND {_LIVE} AND direction = ? AND notified < ? "
+                f"AND disposition LIKE ? AND content_type IN ({', '.join('?' * len(UNREAD_TYPES))})",
+                (check_aor(account), INCOMING, NOTIFIED_DISPLAYED, '%"display"%', *UNREAD_TYPES))
+    return int(txn.fetchone()[0])
 
 
 def _purge(txn: Any, older_than_days: float, now: int) -> int:

@@ -42,6 +42,8 @@ IMDN_ENTRY = "message/imdn"  # a received disposition notification, as the handl
 NOT_JOURNALLED = ("text/pgp-public-key", "text/pgp-private-key")
 
 INCOMING, OUTGOING = "incoming", "outgoing"
+# What a person reads, for unread counts (SylkServer's list).
+UNREAD_TYPES = ("text/plain", "text/html", "application/sylk-file-transfer")
 
 # A message's state only moves forward along this order; an update to an earlier or equal rank is ignored.
 # failed/forbidden/error rank below delivered: a late failure (say, one fork of a forked MESSAGE) cannot undo a
@@ -202,6 +204,11 @@ class IMessageStore(Interface):
 
     def device_tokens(account: str) -> Deferred[tuple[DeviceToken, ...]]:
         """The account's device tokens, by app_id and device_id."""
+
+    def unread_count(account: str) -> Deferred[int]:
+        """How many messages the account received that ask to be reported displayed and are not yet (nor their
+        conversation marked read), of the types a person reads (UNREAD_TYPES): the badge of a push notification,
+        as SylkServer counts it."""
 
     def purge(older_than_days: float) -> Deferred[int]:
         """Retention: delete the journal entries of every account stored more than that many days ago; the

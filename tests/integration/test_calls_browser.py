@@ -499,6 +499,50 @@ def test_messages_to_and_from_sip_phones(browser: Browser, gateway: Gateway, kam
     assert "bob@sylk.test" in alice.text("messages")
 
 
+# Opens a sylkrtc.js connection in the page (served by the gateway), adds alice and registers her; what her other
+# devices do arrives in window.syncs.
+ALICE_DEVICE = """async (url) => {
+    const sylkrtc = await import('/webrtcgateway/sylkrtc.js');
+    const connection = sylkrtc.connect(url);
+    await connection.waitReady(10000);
+    const account = await connection.addAccount({ account: 'alice@sylk.test', password: 'alicepw' });
+    window.syncs = [];
+    account.on('sync', (sync) => window.syncs.push(sync));
+    const registered = new Promise((resolve) => account.on('registrationStateChanged',
+        (state) => { if (state === 'registered') resolve(); }));
+    await account.register();
+    await registered;
+    window.account = account;
+    return connection.protocol;
+}"""
+
+
+def alice_device(browser: Browser, gateway: Gateway) -> BrowserPage:
+    page = browser.page(f"http://127.0.0.1:{gateway.port}/webrtcgateway/")
+    assert page.evaluate(ALICE_DEVICE, f"ws://127.0.0.1:{gateway.port}/webrtcgateway/ws", timeout=20) == "sylkRTC-2"
+    return page
+
+
+def test_an_accounts_devices_follow_each_other_with_sylkrtc_js(browser: Browser, gateway: Gateway,
+                                                               kamailio: Kamailio, tmp_path: Path) -> None:
+    laptop, phone_ = alice_device(browser, gateway), alice_device(browser, gateway)
+    with sipp_phone(tmp_path, kamailio, "uas_message.xml") as bob:
+        message_id = laptop.evaluate("window.account.sendMessage('bob@sylk.test', 'hello bob')")
+        assert bob.wait(10) == 0
+    synced = phone_.wait_for("window.syncs.length >= 1 && window.syncs[0]", 10, "the message on the other device")
+    assert (synced["type"], synced["action"], synced["content"]["messageId"], synced["content"]["uri"],
+            synced["content"]["content"]) == ("message", "add", message_id, "bob@sylk.test", "hello bob")
+    laptop.evaluate("window.account.markConversationRead('bob@sylk.test')")
+    read = phone_.wait_for("window.syncs.length >= 2 && window.syncs[1]", 10, "the read mark on the other device")
+    assert (read["type"], read["action"], read["content"]) == ("conversation", "read", {"contact": "bob@sylk.test"})
+    tablet = alice_device(browser, gateway)
+    history = tablet.evaluate("window.account.syncConversations()")
+    assert [(entry["contentType"], entry["direction"], entry["content"]) for entry in history] == [
+        ("text/plain", "outgoing", "hello bob"), ("application/sylk-conversation-read", "", "bob@sylk.test")]
+    assert history[0]["messageId"] == message_id and history[0]["state"] == "accepted"
+    assert tablet.evaluate("window.account.connection.lookupPublicKey('bob@sylk.test')") is None
+
+
 # --- the signalling connection drops mid-call ---
 
 def cut_connections_to(port: int) -> None:

@@ -209,11 +209,12 @@ class SIPAccount:
             while len(self.push_tokens) > MAX_PUSH_DEVICES:
                 del self.push_tokens[next(iter(self.push_tokens))]
 
-    def fetch_addressbook(self) -> Deferred[None]:
-        """Answer with the account's address book: `addressbook_dir`/<user@domain>.json, or an empty one. Read off
-        the reactor; the Deferred fires once it has been read (a bad file fails it with the request's error), and
-        the event follows the ack. Only for an account whose credentials the registrar accepted (`account-add`
-        takes any well-formed HA1), one read at a time and at most one per ADDRESSBOOK_FETCH_INTERVAL."""
+    def fetch_addressbook(self, stored: Deferred[dict[str, Any] | None] | None = None) -> Deferred[None]:
+        """Answer with the account's address book: the one `stored` in the message store (account-update-
+        addressbook), else `addressbook_dir`/<user@domain>.json, else an empty one. Read off the reactor; the
+        Deferred fires once it has been read (a bad file fails it with the request's error), and the event follows
+        the ack. Only for an account whose credentials the registrar accepted (`account-add` takes any well-formed
+        HA1), one read at a time and at most one per ADDRESSBOOK_FETCH_INTERVAL."""
         if not self.authenticated:
             raise APIError(f"Account {self.aor} must register before its address book can be fetched")
         if self._reading_addressbook:
@@ -223,15 +224,18 @@ class SIPAccount:
             raise APIError(f"The address book of {self.aor} was fetched less than {ADDRESSBOOK_FETCH_INTERVAL:g} s "
                            f"ago (at most one fetch per {ADDRESSBOOK_FETCH_INTERVAL:g} s)")
         self._addressbook_fetched_at = now
+        self._reading_addressbook = True
+        reading = (stored if stored is not None else succeed(None)).addCallback(
+            lambda book: book if book is not None else self._addressbook_file())
+        reading.addBoth(self._addressbook_read)
+        return reading.addCallbacks(self._addressbook_fetched, self._addressbook_unusable)
+
+    def _addressbook_file(self) -> Deferred[dict[str, Any]]:
         folder = self._settings.addressbook_dir
         if folder is None:
-            reading: Deferred[dict[str, Any]] = succeed({})
-        else:
-            self._reading_addressbook = True
-            path = folder / f"{quote(self.aor, safe='@.-_+')}.json"  # no path separators from the address
-            reading = self.run_blocking(lambda: _read_addressbook(path))
-            reading.addBoth(self._addressbook_read)
-        return reading.addCallbacks(self._addressbook_fetched, self._addressbook_unusable)
+            return succeed({})
+        path = folder / f"{quote(self.aor, safe='@.-_+')}.json"  # no path separators from the address
+        return self.run_blocking(lambda: _read_addressbook(path))
 
     def send_message(self, request: AccountMessage) -> None:
         """Send an instant message, registered or not; its outcome comes as a disposition notification."""

@@ -229,7 +229,28 @@ class Connection:
                     push.app, push.token, push.platform, push.device, push.silent, account.identity.user_agent))
 
     def _RH_account_fetch_addressbook(self, request: model.AccountFetchAddressBook) -> Deferred[None]:
-        return self._account(request, "fetch-addressbook").fetch_addressbook()
+        account = self._account(request, "fetch-addressbook")
+        store = self._messaging.store if self._messaging is not None else None
+        if store is None or not account.authenticated:
+            return account.fetch_addressbook()  # (which refuses an account that did not register)
+        return account.fetch_addressbook(stored=store.addressbook(account.aor))
+
+    def _RH_account_update_addressbook(self, request: model.AccountUpdateAddressBook) -> Deferred[None]:
+        account, messaging = self._history_of(request, "update-addressbook", "its address book can be updated")
+        about = dict(account=account.aor, type=request.type, action=request.action)
+
+        def updated(item: dict[str, Any]) -> None:  # the events follow the ack, sent once this returns
+            event = model.AddressBookUpdated(item=item, **about)
+            self._clock.callLater(0, lambda: self._peer.send_event(event))
+
+        def refused(failure: Failure) -> None:
+            failure.trap(InvalidEntry)
+            entry_id = request.data.get("id")
+            event = model.AddressBookUpdateFailed(error=str(failure.value),
+                                                  id=entry_id if isinstance(entry_id, str) else None, **about)
+            self._clock.callLater(0, lambda: self._peer.send_event(event))
+        return messaging.update_addressbook(self, account.aor, request.type, request.action,
+                                            request.data).addCallbacks(updated, refused)
 
     def _RH_account_message(self, request: model.AccountMessage) -> None:
         account = self._account(request, "message")

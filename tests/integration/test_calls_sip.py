@@ -540,6 +540,23 @@ class TestMessages:
         assert history[0]["disposition"] == ["positive-delivery", "display"]
         assert history[1]["message_id"] == copies[0]["message_id"]
 
+    def test_the_address_book_is_kept_and_followed_by_the_other_devices(self, gateway: Gateway,
+                                                                        kamailio: Kamailio) -> None:
+        laptop, phone_ = alices_devices(gateway, kamailio, 2)
+        bob = {"id": "c1", "name": "Bob", "uris": [{"id": "u1", "uri": "bob@sylk.test", "type": "sip"}]}
+        assert laptop.request("account-update-addressbook", account=ALICE, action="add", type="contact",
+                              data=bob)["sylkrtc"] == "ack"
+        for device in (laptop, phone_):
+            updated = device.event(lambda m: m.get("event") == "addressbook-updated", 10, "the change")
+            assert (updated["type"], updated["action"], updated["contact"]) == ("contact", "add", bob)
+        assert phone_.request("account-update-addressbook", account=ALICE, action="add", type="contact",
+                              data=bob)["sylkrtc"] == "ack"
+        failed = phone_.event(lambda m: m.get("event") == "addressbook-update-failed", 10, "the refusal")
+        assert (failed["error"], failed["id"]) == ("The contact c1 exists already", "c1")
+        assert phone_.request("account-fetch-addressbook", account=ALICE)["sylkrtc"] == "ack"
+        book = phone_.event(lambda m: m.get("event") == "addressbook-fetched", 10, "the address book")
+        assert book["addressbook"] == {"contacts": [bob], "groups": [], "policies": []}
+
     def test_a_read_mark_reaches_the_accounts_other_devices(self, gateway: Gateway, kamailio: Kamailio,
                                                             tmp_path: Path) -> None:
         laptop, tablet = alices_devices(gateway, kamailio, 2)

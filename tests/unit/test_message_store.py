@@ -18,7 +18,8 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from sylk.gateway.messaging.sqlite import MIGRATIONS, SQLiteMessageStore
-from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MAX_CONTENT, MESSAGE_REMOVE,
+from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MAX_ADDRESSBOOK, MAX_CONTENT,
+                                          MESSAGE_REMOVE,
                                           DeviceToken, IMessageStore, InvalidEntry, NewMessage, SchemaTooNew,
                                           StoreClosed)
 
@@ -307,7 +308,38 @@ class MessageStoreContract:
         yield self.assertFailure(self.store.close(), StoreClosed)
 
 
-class SQLiteMessageStoreTests(MessageStoreContract, TestCase):
+class AddressBookContract:
+    """The address book part of the contract."""
+
+    store: IMessageStore
+
+    @inlineCallbacks
+    def test_entries_are_added_updated_and_deleted(self) -> Any:
+        self.assertIsNone((yield self.store.addressbook(ALICE)))
+        bob = {"id": "c1", "name": "Bob", "uris": [{"id": "u1", "uri": "bob@example.com"}]}
+        self.assertEqual((yield self.store.update_addressbook(ALICE, "contact", "add", bob)), bob)
+        yield self.store.update_addressbook(ALICE, "group", "add", {"id": "g1", "name": "Friends", "contacts": []})
+        renamed = {**bob, "name": "Robert"}
+        self.assertEqual((yield self.store.update_addressbook(ALICE, "contact", "update", renamed)), renamed)
+        self.assertEqual((yield self.store.addressbook(ALICE)), {
+            "contacts": [renamed], "groups": [{"id": "g1", "name": "Friends", "contacts": []}], "policies": []})
+        self.assertEqual((yield self.store.update_addressbook(ALICE, "group", "delete", {"id": "g1"}))["name"],
+                         "Friends")
+        self.assertEqual((yield self.store.addressbook(ALICE))["groups"], [])
+        self.assertIsNone((yield self.store.addressbook(BOB)))  # accounts are isolated
+
+    @inlineCallbacks
+    def test_changes_that_do_not_apply_change_nothing(self) -> Any:
+        yield self.store.update_addressbook(ALICE, "contact", "add", {"id": "c1"})
+        for kind, action, item in (("contact", "add", {"id": "c1"}), ("contact", "update", {"id": "c2"}),
+                                   ("policy", "delete", {"id": "p1"}), ("contact", "add", {"name": "no id"}),
+                                   ("buddy", "add", {"id": "b1"}), ("contact", "merge", {"id": "c1"}),
+                                   ("contact", "add", {"id": "big", "notes": "x" * MAX_ADDRESSBOOK})):
+            yield self.assertFailure(self.store.update_addressbook(ALICE, kind, action, item), InvalidEntry)
+        self.assertEqual((yield self.store.addressbook(ALICE))["contacts"], [{"id": "c1"}])
+
+
+class SQLiteMessageStoreTests(MessageStoreContract, AddressBookContract, TestCase):
     timeout = 30
 
     def make_store(self) -> IMessageStore:
@@ -357,6 +389,22 @@ class SQLiteFileTests(TestCase):
         self.assertEqual([entry.message_id for entry in (yield store.journal(ALICE))], ["m1"])
         self.assertEqual((yield store.public_key(ALICE)), "key")
         self.assertEqual(len((yield store.device_tokens(ALICE))), 1)
+
+    @inlineCallbacks
+    def test_a_file_of_the_first_schema_is_migrated_and_keeps_its_data(self) -> Any:
+        connection = sqlite3.connect(self.path)
+        for statement in MIGRATIONS[0]:
+            connection.execute(statement)
+        connection.execute("INSERT INTO public_keys (account, public_key, updated_at) VALUES (?, 'key', 0)", (ALICE,))
+        connection.execute("PRAGMA user_version = 1")
+        connection.commit()
+        connection.close()
+        store = SQLiteMessageStore(self.path, reactor)
+        self.addCleanup(store.close)
+        yield store.open()
+        self.assertEqual(self.pragma("user_version"), len(MIGRATIONS))
+        self.assertEqual((yield store.public_key(ALICE)), "key")
+        yield store.update_addressbook(ALICE, "contact", "add", {"id": "c1"})
 
     @inlineCallbacks
     def test_a_newer_schema_is_refused_and_left_alone(self) -> Any:

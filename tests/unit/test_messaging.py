@@ -14,7 +14,7 @@ from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.connection import Connection
 from sylk.gateway.messaging.hub import FORK_WINDOW, MessagingHub
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MESSAGE_REMOVE, DeviceToken,
-                                          InvalidEntry, JournalEntry, NewMessage, Removal)
+                                          InvalidEntry, JournalEntry, NewMessage, Removal, updated_addressbook)
 from sylk.gateway.sip import Originator
 from sylk.gateway.sylkrtc import model
 from tests.fakes import FakePeer
@@ -36,6 +36,7 @@ class RecordingStore:
         self.public_keys: dict[str, str] = {}
         self.changes: list[tuple[str, ...]] = []
         self.tokens: dict[tuple[str, str, str], DeviceToken] = {}
+        self.books: dict[str, dict[str, Any]] = {}
 
     def add_message(self, account: str, message: NewMessage) -> Deferred[bool]:
         self.added.append((account, message))
@@ -65,6 +66,17 @@ class RecordingStore:
 
     def remove_device_token(self, account: str, app_id: str, device_id: str) -> Deferred[bool]:
         return succeed(self.tokens.pop((account, app_id, device_id), None) is not None)
+
+    def addressbook(self, account: str) -> Deferred[dict[str, Any] | None]:
+        return succeed(self.books.get(account))
+
+    def update_addressbook(self, account: str, kind: str, action: str,
+                           item: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        try:
+            self.books[account], entry = updated_addressbook(self.books.get(account), kind, action, item)
+        except InvalidEntry as e:
+            return fail(e)
+        return succeed(entry)
 
     def set_public_key(self, account: str, public_key: str) -> Deferred[None]:
         self.public_keys[account] = public_key
@@ -342,3 +354,41 @@ class DeviceTokenAndPushTests(MessagingTestCase):
         laptop, _ = self.device("laptop")
         self.hub.received_by_sip(ALICE, bob, "text/plain", "you are here")  # the device gets it itself
         self.assertEqual(len(self.pushed), 1)
+
+
+class AddressBookTests(MessagingTestCase):
+    def update(self, connection: Connection, action: str, data: dict[str, Any]) -> str | None:
+        return self.request(connection, model.AccountUpdateAddressBook, account=ALICE, action=action, type="contact",
+                            data=data)
+
+    def test_a_change_is_answered_after_the_ack_and_told_to_the_other_devices(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        bob = {"id": "c1", "name": "Bob", "uris": [{"id": "u1", "uri": BOB}]}
+        before = len(laptop_peer.events)
+        self.assertIsNone(self.update(laptop, "add", bob))
+        self.assertEqual(laptop_peer.events[before:], [])  # after the ack
+        self.janus.clock.advance(0)
+        updated = model.AddressBookUpdated(account=ALICE, type="contact", action="add", item=bob)
+        self.assertEqual(laptop_peer.events[before:], [updated])
+        self.assertEqual(self.of(phone_peer, model.AddressBookUpdated), [updated])
+        # and what account-fetch-addressbook answers from now on
+        self.assertIsNone(self.request(phone, model.AccountFetchAddressBook, account=ALICE))
+        self.janus.clock.advance(0)
+        (fetched,) = self.of(phone_peer, model.AddressBookFetched)
+        self.assertEqual(fetched.addressbook, {"contacts": [bob], "groups": [], "policies": []})
+
+    def test_a_change_that_does_not_apply_fails_for_its_device_only(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        self.assertIsNone(self.update(laptop, "delete", {"id": "c9"}))
+        self.janus.clock.advance(0)
+        self.assertEqual(self.of(laptop_peer, model.AddressBookUpdateFailed), [model.AddressBookUpdateFailed(
+            account=ALICE, type="contact", action="delete", error="No contact c9", id="c9")])
+        self.assertEqual(self.of(phone_peer, model.AddressBookUpdateFailed), [])
+
+    def test_only_for_an_account_registered_here(self) -> None:
+        intruder, _ = self.device("intruder", register=False)
+        self.assertEqual(self.update(intruder, "add", {"id": "c1"}),
+                         f"Account {ALICE} must register before its address book can be updated")
+        self.assertEqual(self.store.books, {})

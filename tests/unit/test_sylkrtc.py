@@ -431,7 +431,7 @@ class DecodeTests(ValidationErrorAssertions, SynchronousTestCase):
             "session-update", "session-hold", "session-unhold", "session-transfer", "session-transfer-reject",
             "account-message", "account-disposition-notification", "session-message", "account-devicetoken",
             "account-fetch-addressbook", "account-sync-conversations", "account-mark-conversation-read",
-            "account-remove-message", "account-remove-conversation"})
+            "account-remove-message", "account-remove-conversation", "account-update-addressbook"})
 
     def test_decoded_request_is_normalised(self) -> None:
         request = self.dialect.decode({"sylkrtc": "register", "transaction": "t", "account": "sip:alice@EXAMPLE.com"})

@@ -61,6 +61,26 @@ class SylkRTC2Tests(SynchronousTestCase):
                                               "uri": "sip:B@Example.com"}),
                          model.LookupPublicKey(transaction="t", uri="B@example.com"))
 
+    def test_address_book_events_as_sylkserver_sends_them(self) -> None:
+        contact = {"id": "c1", "name": "Bob"}
+        self.assertEqual(self.dialect.encode(model.AddressBookUpdated(account="a@example.com", type="contact",
+                                                                      action="add", item=contact)),
+                         {"sylkrtc": "account-event", "account": "a@example.com", "event": "addressbook-updated",
+                          "type": "contact", "action": "add", "contact": contact})
+        self.assertEqual(self.dialect.encode(model.AddressBookUpdateFailed(account="a@example.com", type="group",
+                                                                           action="delete", error="No group g1",
+                                                                           id="g1")),
+                         {"sylkrtc": "account-event", "account": "a@example.com", "event": "addressbook-update-failed",
+                          "type": "group", "action": "delete", "error": "No group g1", "id": "g1"})
+        request = self.dialect.decode({"sylkrtc": "account-update-addressbook", "transaction": "t",
+                                       "account": "a@example.com", "action": "add", "type": "contact",
+                                       "data": contact})
+        self.assertEqual(request.data, contact)
+        for data in ("c1", [contact], {"id": "x", "deep": [[[[[[[[[["too deep"]]]]]]]]]]}, {"id": "x" * 17000}):
+            self.assertRaises(ValidationError, self.dialect.decode, {
+                "sylkrtc": "account-update-addressbook", "transaction": "t", "account": "a@example.com",
+                "action": "add", "type": "contact", "data": data})
+
     def test_session_state_is_flat(self) -> None:
         event = model.SessionStateChanged(session="s", state="accepted", sdp="v=0")
         self.assertEqual(self.dialect.encode(event), {"sylkrtc": "session-event", "session": "s", "event": "state",

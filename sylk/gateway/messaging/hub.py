@@ -46,8 +46,8 @@ from sylk.gateway.sip import Originator
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, INCOMING, MESSAGE_REMOVE,
                                           NOT_JOURNALLED, OUTGOING, UNREAD_TYPES, DeviceToken, IMessageStore,
                                           InvalidEntry, JournalEntry, NewMessage, Removal)
-from sylk.gateway.sylkrtc.model import (AccountMessage, AccountSync, DispositionNotification, Event,
-                                        MessageReceived)
+from sylk.gateway.sylkrtc.model import (AccountMessage, AccountSync, AddressBookUpdated, DispositionNotification,
+                                        Event, MessageReceived)
 
 # The disposition states that come from the SIP answer to a connection's own MESSAGE: only it knows them.
 _OUTCOMES = ("accepted", "failed")
@@ -203,6 +203,16 @@ class MessagingHub:
             content = {"contact": contact, "timestamp": removal.entry.timestamp}
             self._tell_devices(origin, account, "conversation", "remove", content, CONVERSATION_REMOVE, replicate)
         return self.store.remove_conversation(account, contact).addCallback(done)
+
+    def update_addressbook(self, origin: MessagingPeer, account: str, kind: str, action: str,
+                           item: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """Change the account's address book; the account's other connections are told (addressbook-updated)."""
+        assert self.store is not None
+
+        def done(entry: dict[str, Any]) -> dict[str, Any]:
+            self._fork(origin, account, AddressBookUpdated(account=account, type=kind, action=action, item=entry))
+            return entry
+        return self.store.update_addressbook(account, kind, action, item).addCallback(done)
 
     def _tell_devices(self, origin: MessagingPeer, account: str, kind: str, action: str, content: dict[str, str],
                       content_type: str, replicate: Replicate) -> None:

@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, INCOMING, MAX_SYNC, MESSAGE_REMOVE,
                                           NOTIFIED_DISPLAYED, NOTIFIED_NONE, OUTGOING, STATE_RANK, UNREAD_TYPES,
-                                          DeviceToken,
+                                          DeviceToken, updated_addressbook,
                                           IMessageStore, InvalidEntry, JournalEntry, NewMessage, Removal,
                                           SchemaTooNew, StoreClosed, check_aor, check_content, check_days,
                                           check_device_token, check_limit, check_message_id, check_new_message,
@@ -83,6 +83,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             user_agent TEXT,
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (account, app_id, device_id)
+        )""",
+    ),
+    (  # 2: address books
+        """CREATE TABLE addressbooks (
+            account TEXT PRIMARY KEY,
+            document TEXT NOT NULL,  -- JSON: {"contacts": [...], "groups": [...], "policies": [...]}
+            updated_at BIGINT NOT NULL
         )""",
     ),
 )
@@ -166,6 +173,13 @@ class SQLiteMessageStore:
 
     def device_tokens(self, account: str) -> Deferred[tuple[DeviceToken, ...]]:
         return self._run(_device_tokens, account)
+
+    def addressbook(self, account: str) -> Deferred[dict[str, Any] | None]:
+        return self._run(_addressbook, account)
+
+    def update_addressbook(self, account: str, kind: str, action: str,
+                           item: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        return self._run(_update_addressbook, account, kind, action, item, self._now())
 
     def unread_count(self, account: str) -> Deferred[int]:
         return self._run(_unread_count, account)
@@ -357,6 +371,21 @@ def _device_tokens(txn: Any, account: str) -> tuple[DeviceToken, ...]:
                 "WHERE account = ? ORDER BY app_id, device_id", (check_aor(account),))
     return tuple(DeviceToken(app_id, device_id, token, platform, bool(silent), background, agent)
                  for app_id, device_id, token, platform, silent, background, agent in txn.fetchall())
+
+
+def _addressbook(txn: Any, account: str) -> dict[str, Any] | None:
+    txn.execute("SELECT document FROM addressbooks WHERE account = ?", (check_aor(account),))
+    row = txn.fetchone()
+    return None if row is None else dict(json.loads(row[0]))
+
+
+def _update_addressbook(txn: Any, account: str, kind: str, action: str, item: dict[str, Any],
+                        now: int) -> dict[str, Any]:
+    book, entry = updated_addressbook(_addressbook(txn, account), kind, action, item)
+    txn.execute("INSERT INTO addressbooks (account, document, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (account) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+                (account, json.dumps(book, ensure_ascii=False), now))
+    return entry
 
 
 def _unread_count(txn: Any, account: str) -> int:

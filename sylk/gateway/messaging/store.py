@@ -32,6 +32,11 @@ MAX_USER_AGENT = 1024
 MAX_SYNC = 5000  # journal entries per sync: SylkServer's default limit; larger requests get this many
 DEFAULT_RETENTION_DAYS = 365  # SylkServer's Cassandra tables expire rows after a year (default_time_to_live)
 
+# Address books: the kinds of entry (and the lists they are in), and the size of a whole book once encoded.
+ADDRESSBOOK_KINDS = {"contact": "contacts", "group": "groups", "policy": "policies"}
+ADDRESSBOOK_ACTIONS = ("add", "update", "delete")
+MAX_ADDRESSBOOK = 1024 * 1024
+
 # Content types of the journal entries the store writes itself (SylkServer's names: the apps depend on them).
 CONVERSATION_READ = "application/sylk-conversation-read"
 CONVERSATION_REMOVE = "application/sylk-conversation-remove"
@@ -205,6 +210,16 @@ class IMessageStore(Interface):
     def device_tokens(account: str) -> Deferred[tuple[DeviceToken, ...]]:
         """The account's device tokens, by app_id and device_id."""
 
+    def addressbook(account: str) -> Deferred[dict[str, Any] | None]:
+        """The account's address book ({"contacts": [...], "groups": [...], "policies": [...]}), or None when
+        it has none stored."""
+
+    def update_addressbook(account: str, kind: str, action: str, item: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """Add, update or delete one entry (`kind`: contact, group or policy; `item` an object with a string `id`)
+        of the account's address book, atomically; the entry as it now is (as it was, for a delete). InvalidEntry
+        for an add of an id that exists, an update or delete of one that does not, or a book grown beyond
+        MAX_ADDRESSBOOK."""
+
     def unread_count(account: str) -> Deferred[int]:
         """How many messages the account received that ask to be reported displayed and are not yet (nor their
         conversation marked read), of the types a person reads (UNREAD_TYPES): the badge of a push notification,
@@ -350,3 +365,33 @@ def removal_content(contact: str, message_id: str, direction: str) -> str:
 def iso_now(seconds: float) -> str:
     """A timestamp for the store's own entries: ISO 8601, UTC, with its offset."""
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
+
+
+def updated_addressbook(document: dict[str, Any] | None, kind: str, action: str,
+                        item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the book after the change, the entry as it now is, or was for a delete); InvalidEntry when the change
+    does not apply. The same rules for every backend."""
+    if kind not in ADDRESSBOOK_KINDS or action not in ADDRESSBOOK_ACTIONS:
+        raise InvalidEntry(f"no such address book change: {action} {kind}")
+    if not isinstance(item, dict):
+        raise InvalidEntry("an address book entry must be an object")
+    entry_id = check_text(item.get("id"), "id", 256)
+    book = {name: list((document or {}).get(name) or []) for name in ADDRESSBOOK_KINDS.values()}
+    entries = book[ADDRESSBOOK_KINDS[kind]]
+    index = next((i for i, entry in enumerate(entries) if isinstance(entry, dict) and entry.get("id") == entry_id),
+                 None)
+    if action == "add":
+        if index is not None:
+            raise InvalidEntry(f"The {kind} {entry_id} exists already")
+        entries.append(item)
+        result = item
+    elif index is None:
+        raise InvalidEntry(f"No {kind} {entry_id}")
+    elif action == "update":
+        entries[index] = result = item
+    else:
+        result = entries.pop(index)
+    size = len(json.dumps(book, ensure_ascii=False).encode("utf-8"))
+    if size > MAX_ADDRESSBOOK:
+        raise InvalidEntry(f"The address book would be {size} bytes long (at most {MAX_ADDRESSBOOK})")
+    return book, result

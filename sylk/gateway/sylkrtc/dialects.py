@@ -20,7 +20,8 @@ from sylk.gateway.sylkrtc.fields import ValidationError
 # The requests every dialect accepts under their canonical (dash) names.
 _CANONICAL = (model.Ping, model.LookupPublicKey, model.ConnectionKeep, model.ConnectionResume, model.AccountAdd, model.AccountRemove, model.AccountRegister, model.AccountUnregister,
               model.AccountMessage, model.AccountDispositionNotification, model.SessionMessage,
-              model.AccountDeviceToken, model.AccountFetchAddressBook, model.AccountSyncConversations,
+              model.AccountDeviceToken, model.AccountFetchAddressBook, model.AccountUpdateAddressBook,
+              model.AccountSyncConversations,
               model.AccountMarkConversationRead, model.AccountRemoveMessage, model.AccountRemoveConversation,
               model.SessionCreate, model.SessionAnswer, model.SessionTrickle, model.SessionTerminate,
               model.SessionDtmfInfo, model.SessionUpdate, model.SessionHold, model.SessionUnhold,
@@ -122,6 +123,14 @@ class SylkRTC1(Dialect):
         return {"sylkrtc": "account_event", "account": event.account, "event": "addressbook_fetched",
                 "data": {"addressbook": event.addressbook}}
 
+    def _encode_AddressBookUpdated(self, event: model.AddressBookUpdated) -> dict[str, Any]:
+        return {"sylkrtc": "account_event", "account": event.account, "event": "addressbook_updated",
+                "data": {"type": event.type, "action": event.action, event.type: event.item}}
+
+    def _encode_AddressBookUpdateFailed(self, event: model.AddressBookUpdateFailed) -> dict[str, Any]:
+        return {"sylkrtc": "account_event", "account": event.account, "event": "addressbook_update_failed",
+                "data": {"type": event.type, "action": event.action, "error": event.error, "id": event.id}}
+
     def _encode_SyncConversations(self, event: model.SyncConversations) -> dict[str, Any]:
         return {"sylkrtc": "account_event", "account": event.account, "event": "sync_conversations",
                 "data": {"messages": event.messages}}
@@ -198,6 +207,14 @@ class SylkRTC2(Dialect):
     def _encode_AddressBookFetched(self, event: model.AddressBookFetched) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "addressbook-fetched",
                 "addressbook": event.addressbook}
+
+    def _encode_AddressBookUpdated(self, event: model.AddressBookUpdated) -> dict[str, Any]:
+        return {"sylkrtc": "account-event", "account": event.account, "event": "addressbook-updated",
+                "type": event.type, "action": event.action, event.type: event.item}
+
+    def _encode_AddressBookUpdateFailed(self, event: model.AddressBookUpdateFailed) -> dict[str, Any]:
+        return {"sylkrtc": "account-event", "account": event.account, "event": "addressbook-update-failed",
+                "type": event.type, "action": event.action, "error": event.error, "id": event.id}
 
     def _encode_SyncConversations(self, event: model.SyncConversations) -> dict[str, Any]:
         return {"sylkrtc": "account-event", "account": event.account, "event": "sync-conversations",

@@ -8,6 +8,7 @@ ignored, as in SylkServer, so newer clients can add fields.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import unicodedata
 from typing import Any, ClassVar, Generic, Mapping, Self, TypeVar, overload
@@ -336,6 +337,37 @@ class Headers(Field[dict[str, str]]):
             raise ValidationError(f"header {name} is too long: 'Name: value' must be at most {self.MAX_LINE} bytes "
                                   f"(UTF-8)")
         return text
+
+
+class JSONObject(Field[dict[str, Any]]):
+    """A JSON object kept as it is (an address book entry): bounded by its size once encoded, and by depth (the
+    JSON decoder already refused what nests deeper than Python's recursion limit)."""
+
+    def __init__(self, *, max_bytes: int = 16 * 1024, max_depth: int = 8, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+
+    def convert(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValidationError(f"must be an object, not {_json_type(value)}")
+        if _depth(value) > self.max_depth:
+            raise ValidationError(f"nests deeper than {self.max_depth} levels")
+        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+        if size > self.max_bytes:
+            raise ValidationError(f"is {size} bytes long (at most {self.max_bytes})")
+        return value
+
+
+def _depth(value: Any) -> int:
+    """How deep objects and arrays nest in a decoded JSON value (iteratively: no recursion on client input)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class StringList(Field[tuple[str, ...]]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from sylk.gateway.sylkrtc.fields import (AOR, HA1, Boolean, Candidates, Choice, ContentType, Field, HeaderPrefixes,
-                                        Headers, Integer, Model, String, Text, Token, Tones, UserAgent)
+                                        Headers, Integer, JSONObject, Model, String, Text, Token, Tones, UserAgent)
 
 MAX_SDP = 32768
 MAX_MESSAGE = 16384  # a SIP MESSAGE's content (RFC 3428 wants small ones; Sofia moves big ones to TCP)
@@ -90,6 +90,16 @@ class AccountDeviceToken(AccountRequest):
 
 class AccountFetchAddressBook(AccountRequest):
     name = "account-fetch-addressbook"
+
+
+class AccountUpdateAddressBook(AccountRequest):
+    """Add, update or delete one entry of the account's address book; the outcome comes as addressbook-updated
+    (to every connection of the account) or addressbook-update-failed (to this one)."""
+
+    name = "account-update-addressbook"
+    action = Choice(("add", "update", "delete"))
+    type = Choice(("contact", "group", "policy"))
+    data = JSONObject()
 
 
 class AccountMessage(AccountRequest):
@@ -373,6 +383,21 @@ class DispositionNotification(Event):
 class AddressBookFetched(Event):
     account = Field()
     addressbook = Field()  # a JSON object
+
+
+class AddressBookUpdated(Event):
+    account = Field()
+    type = Field()  # contact, group or policy
+    action = Field()
+    item = Field()  # the entry as it now is (as it was, for a delete)
+
+
+class AddressBookUpdateFailed(Event):
+    account = Field()
+    type = Field()
+    action = Field()
+    error = Field()
+    id = Field(optional=True)
 
 
 class SyncConversations(Event):

@@ -7,7 +7,8 @@ import { Emitter } from './emitter.js';
 import { SylkRTCError } from './errors.js';
 import { DISPOSITION_STATES, messageFields, messageStatus, receivedMessage, timestampOf, type DispositionState,
     type MessageOptions, type MessageStatus, type ReceivedMessage } from './messages.js';
-import type { AccountEvent, AccountSync, StoredMessage } from './protocol.js';
+import { ADDRESS_BOOK_ACTIONS, ADDRESS_BOOK_ITEM_TYPES, type AccountEvent, type AccountSync, type AddressBookAction,
+    type AddressBookItemType, type AddressBookUpdate, type StoredMessage } from './protocol.js';
 import { errorMessage, parseAddress, uuid4, type SipAddress } from './util.js';
 import { EventWaiters } from './waiters.js';
 
@@ -57,6 +58,11 @@ export type AccountEvents = {
      * one, marked a conversation read, removed a conversation. See `AccountSync`.
      */
     sync: (sync: AccountSync) => void;
+    /**
+     * An address book entry was added, updated or deleted (`addressbook-updated`): by `updateAddressBook()` on this
+     * connection (emitted right after its promise is resolved) or by another connection of the account.
+     */
+    addressBookUpdated: (update: AddressBookUpdate) => void;
 };
 
 /** Which part of the account's stored history `syncConversations()` asks for (by default all that is kept). */
@@ -95,6 +101,8 @@ export class Account extends Emitter<AccountEvents> {
     private _registerAfterReconnect = false;
     /** fetchAddressBook() calls waiting for their addressbook-fetched event, oldest first. */
     private readonly _addressBookWaiters: EventWaiters<Record<string, unknown>>;
+    /** updateAddressBook() calls waiting for their addressbook-updated event, by type, action and id. */
+    private readonly _addressBookUpdateWaiters: EventWaiters<Record<string, unknown>>;
     /** syncConversations() calls waiting for their sync-conversations event, oldest first. */
     private readonly _syncWaiters: EventWaiters<StoredMessage[]>;
 
@@ -110,6 +118,7 @@ export class Account extends Emitter<AccountEvents> {
         this._userAgent = options.userAgent;
         this._incomingHeaderPrefixes = options.incomingHeaderPrefixes;
         this._addressBookWaiters = new EventWaiters(connection._env);
+        this._addressBookUpdateWaiters = new EventWaiters(connection._env);
         this._syncWaiters = new EventWaiters(connection._env);
     }
 
@@ -242,6 +251,38 @@ export class Account extends Emitter<AccountEvents> {
     }
 
     /**
+     * Adds, updates or deletes an entry of the account's address book (`account-update-addressbook`): `type`
+     * `contact`, `group` or `policy`; `action` `add`, `update` or `delete`; `data` the entry, an object with a string
+     * `id` of 1 to 256 characters (for `delete` just `{id}` will do). Resolves with the entry the gateway reports in
+     * its `addressbook-updated` event for that type, action and id (an `addressBookUpdated` event follows, as on the
+     * account's other connections); rejects with the gateway's error (an error answer, or its
+     * `addressbook-update-failed` event: kind `server`), or if nothing came within the connection's
+     * `requestTimeout`. Rejects with a TypeError for bad arguments.
+     */
+    async updateAddressBook(type: AddressBookItemType, action: AddressBookAction,
+        data: Record<string, unknown>): Promise<Record<string, unknown>> {
+        if (!(ADDRESS_BOOK_ITEM_TYPES as readonly string[]).includes(type)) {
+            throw new TypeError(`updateAddressBook: type must be one of ${ADDRESS_BOOK_ITEM_TYPES.join(', ')}`);
+        }
+        if (!(ADDRESS_BOOK_ACTIONS as readonly string[]).includes(action)) {
+            throw new TypeError(`updateAddressBook: action must be one of ${ADDRESS_BOOK_ACTIONS.join(', ')}`);
+        }
+        if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+            throw new TypeError('updateAddressBook: data must be an object with an id');
+        }
+        const id = data.id;
+        if (typeof id !== 'string' || id === '' || id.length > 256) {
+            throw new TypeError('updateAddressBook: data.id must be a string of 1 to 256 characters');
+        }
+        this._checkActive(REQUESTS.updateAddressBook);
+        return this._addressBookUpdateWaiters.wait(REQUESTS.updateAddressBook, 'address book update',
+            this.connection._options.requestTimeout,
+            () => this.connection._request(REQUESTS.updateAddressBook,
+                { account: this.id, action, type, data: { ...data } }),
+            addressBookKey(type, action, id));
+    }
+
+    /**
      * Fetches the account's stored message history (`account-sync-conversations`), oldest first: the entries after
      * `messageId`, or stored after `since`, or all that the gateway keeps; at most `limit`. Resolves with them from
      * the gateway's `sync-conversations` event; rejects with the gateway's error (the account must be registered on
@@ -354,6 +395,7 @@ export class Account extends Emitter<AccountEvents> {
         const lost = (request: string) => () => new SylkRTCError(`${reason} before the answer to ${request}`,
             'connection-lost', request);
         this._addressBookWaiters.rejectAll(lost(REQUESTS.fetchAddressBook));
+        this._addressBookUpdateWaiters.rejectAll(lost(REQUESTS.updateAddressBook));
         this._syncWaiters.rejectAll(lost(REQUESTS.syncConversations));
         const state = this.registrationState;
         if (state === 'registering' || state === 'registered') {
@@ -416,6 +458,7 @@ export class Account extends Emitter<AccountEvents> {
             call._end(reason);
         }
         this._addressBookWaiters.rejectAll(() => this._removedError(REQUESTS.fetchAddressBook));
+        this._addressBookUpdateWaiters.rejectAll(() => this._removedError(REQUESTS.updateAddressBook));
         this._syncWaiters.rejectAll(() => this._removedError(REQUESTS.syncConversations));
         const state = this.registrationState;
         if (state === 'registering' || state === 'registered') {
@@ -460,6 +503,17 @@ export class Account extends Emitter<AccountEvents> {
             case 'sync':
                 this.emit('sync', event.sync);
                 break;
+            case 'addressbook-updated': {
+                const { type, action, item } = event.update;
+                // (this connection's own update resolves its call first; the account's other connections' only emit)
+                this._addressBookUpdateWaiters.resolve({ ...item }, addressBookKey(type, action, event.id));
+                this.emit('addressBookUpdated', { type, action, item: { ...item } });
+                break;
+            }
+            case 'addressbook-update-failed':
+                this._addressBookUpdateWaiters.reject(new SylkRTCError(event.error, 'server', REQUESTS.updateAddressBook),
+                    addressBookKey(event.itemType, event.action, event.id)); // (nobody asked: ignored)
+                break;
             default:
                 break;
         }
@@ -477,6 +531,11 @@ export class Account extends Emitter<AccountEvents> {
     private _removedError(request: string): SylkRTCError {
         return new SylkRTCError(`Account ${this.id} was removed from the connection`, 'local', request);
     }
+}
+
+/** What an address book update waits under: its type, action and id. */
+function addressBookKey(type: string, action: string, id: string): string {
+    return JSON.stringify([type, action, id]);
 }
 
 /** The fields of account-sync-conversations; throws a TypeError on bad options. */

@@ -144,6 +144,7 @@ export const REQUESTS = {
     dispositionNotification: 'account-disposition-notification',
     deviceToken: 'account-devicetoken',
     fetchAddressBook: 'account-fetch-addressbook',
+    updateAddressBook: 'account-update-addressbook',
     syncConversations: 'account-sync-conversations',
     markConversationRead: 'account-mark-conversation-read',
     removeMessage: 'account-remove-message',

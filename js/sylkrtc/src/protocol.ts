@@ -104,6 +104,22 @@ export type AccountSync =
     /** It removed the whole conversation with `contact` (`timestamp`: when). */
     | { type: 'conversation'; action: 'remove'; content: { contact: string; timestamp: string | null } };
 
+/** What an address book entry is (`account-update-addressbook`'s `type`). */
+export type AddressBookItemType = 'contact' | 'group' | 'policy';
+/** What is done to it (`account-update-addressbook`'s `action`). */
+export type AddressBookAction = 'add' | 'update' | 'delete';
+
+export const ADDRESS_BOOK_ITEM_TYPES: readonly AddressBookItemType[] = ['contact', 'group', 'policy'];
+export const ADDRESS_BOOK_ACTIONS: readonly AddressBookAction[] = ['add', 'update', 'delete'];
+
+/** An address book entry was added, updated or deleted, by this connection or another one of the account. */
+export interface AddressBookUpdate {
+    type: AddressBookItemType;
+    action: AddressBookAction;
+    /** The entry as the gateway has it now (for `delete`, what it says of the removed one: at least its `id`). */
+    item: Record<string, unknown>;
+}
+
 /** An account event, whatever the dialect. */
 export type AccountEvent =
     | { type: 'registration-state'; state: string; reason: string | null }
@@ -120,7 +136,10 @@ export type AccountEvent =
     | DispositionNotificationEvent
     | { type: 'addressbook-fetched'; addressbook: Record<string, unknown> }
     | { type: 'sync-conversations'; messages: StoredMessage[] }
-    | { type: 'sync'; sync: AccountSync };
+    | { type: 'sync'; sync: AccountSync }
+    | { type: 'addressbook-updated'; update: AddressBookUpdate; id: string }
+    | { type: 'addressbook-update-failed'; itemType: AddressBookItemType; action: AddressBookAction; id: string;
+        error: string };
 
 /** A state change of a call, whatever the dialect. */
 export interface SessionStateEvent {
@@ -268,6 +287,8 @@ function decode2(message: Json): ServerMessage | null {
                 'addressbook-fetched': 'addressbook-fetched',
                 'sync-conversations': 'sync-conversations',
                 sync: 'sync',
+                'addressbook-updated': 'addressbook-updated',
+                'addressbook-update-failed': 'addressbook-update-failed',
             }, message, message.session);
             return event && { kind: 'account', account: message.account, event };
         }
@@ -309,6 +330,8 @@ function decode1(message: Json): ServerMessage | null {
                 addressbook_fetched: 'addressbook-fetched',
                 sync_conversations: 'sync-conversations',
                 sync: 'sync',
+                addressbook_updated: 'addressbook-updated',
+                addressbook_update_failed: 'addressbook-update-failed',
             }, object(message.data), message.session);
             return event && { kind: 'account', account: message.account, event };
         }
@@ -328,7 +351,8 @@ function decode1(message: Json): ServerMessage | null {
 
 function accountEvent(message: Json, names: Record<string, AccountEvent['type']>, data: Json,
     session: unknown): AccountEvent | null {
-    switch (eventName(message, names)) {
+    const name = eventName(message, names);
+    switch (name) {
         case 'registration-state':
             return typeof data.state === 'string'
                 ? { type: 'registration-state', state: data.state, reason: string(data.reason) }
@@ -364,9 +388,40 @@ function accountEvent(message: Json, names: Record<string, AccountEvent['type']>
             const sync = accountSync(data);
             return sync && { type: 'sync', sync };
         }
+        case 'addressbook-updated':
+        case 'addressbook-update-failed':
+            return addressBookEvent(name, data);
         default:
             return null;
     }
+}
+
+/**
+ * addressbook-updated (`type`, `action`, and the entry under the key named by `type`, with a string `id`) or
+ * addressbook-update-failed (`type`, `action`, `id`, `error`); null when malformed.
+ */
+function addressBookEvent(name: 'addressbook-updated' | 'addressbook-update-failed', data: Json): AccountEvent | null {
+    const itemType = ADDRESS_BOOK_ITEM_TYPES.find((t) => t === data.type);
+    const action = ADDRESS_BOOK_ACTIONS.find((a) => a === data.action);
+    if (itemType === undefined || action === undefined) {
+        return null;
+    }
+    if (name === 'addressbook-update-failed') {
+        if (typeof data.id !== 'string' || data.id === '') {
+            return null;
+        }
+        return { type: 'addressbook-update-failed', itemType, action, id: data.id,
+            error: typeof data.error === 'string' && data.error !== '' ? data.error : 'Address book update failed' };
+    }
+    const item = data[itemType];
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) {
+        return null;
+    }
+    const id = (item as Json).id;
+    if (typeof id !== 'string' || id === '') {
+        return null;
+    }
+    return { type: 'addressbook-updated', update: { type: itemType, action, item: item as Json }, id };
 }
 
 function storedMessage(value: unknown): StoredMessage | null {

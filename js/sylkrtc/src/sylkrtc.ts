@@ -20,7 +20,17 @@ export type {
     ResumeDetails,
 } from './connection.js';
 export { PROTOCOLS } from './protocol.js';
-export type { AccountSync, HeaderMap, Protocol, SipHeaders, StoredMessage, SyncedMessage } from './protocol.js';
+export type {
+    AccountSync,
+    AddressBookAction,
+    AddressBookItemType,
+    AddressBookUpdate,
+    HeaderMap,
+    Protocol,
+    SipHeaders,
+    StoredMessage,
+    SyncedMessage,
+} from './protocol.js';
 export { Account } from './account.js';
 export type { AccountEvents, DeviceToken, MissedCall, RegistrationState, SyncConversationsOptions } from './account.js';
 export { Call, TransferRequest } from './call.js';

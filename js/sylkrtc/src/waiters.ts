@@ -1,7 +1,8 @@
 /**
  * Calls waiting for the event that answers their request. Such events (`addressbook-fetched`, `sync-conversations`,
- * `lookup-public-key-event`) carry no transaction: they answer the oldest request waiting for one of their kind (and
- * key, such as the uri of a public key lookup). A waiter waits from before its request is sent, so the event may
+ * `lookup-public-key-event`, `addressbook-updated` and `addressbook-update-failed`) carry no transaction: they answer
+ * the oldest request waiting for one of their kind (and key, such as the uri of a public key lookup, or the type,
+ * action and id of an address book update). A waiter waits from before its request is sent, so the event may
  * come before the request's ack as well as after it.
  */
 
@@ -60,6 +61,16 @@ export class EventWaiters<T> {
             return false;
         }
         waiter.resolve(value);
+        return true;
+    }
+
+    /** Rejects the oldest waiter under `key` with `error`; false if none was waiting. */
+    reject(error: Error, key = ''): boolean {
+        const waiter = this._waiting.find((w) => w.key === key);
+        if (waiter === undefined || !this._drop(waiter)) {
+            return false;
+        }
+        waiter.reject(error);
         return true;
     }
 

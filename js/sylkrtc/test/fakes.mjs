@@ -85,8 +85,8 @@ function originator({ uri, display_name: displayName }) {
  * A fake browser WebSocket; the test plays the gateway through open(), ready(), receive(), ack(), drop(). Like the
  * gateway it selects a subprotocol (sylkRTC-2 when offered, else sylkRTC-1: `serverProtocols`), and its event
  * helpers (registrationState, sessionState, incomingSession, missedSession, dtmf, update, hold, transfer,
- * transferRequest, message, dispositionNotification, addressbookFetched, syncConversations, sync, publicKey) speak
- * the selected dialect as sylk/gateway/sylkrtc/dialects.py does.
+ * transferRequest, message, dispositionNotification, addressbookFetched, addressbookUpdated, addressbookUpdateFailed,
+ * syncConversations, sync, publicKey) speak the selected dialect as sylk/gateway/sylkrtc/dialects.py does.
  */
 export class FakeWebSocket extends EventTarget {
     static CONNECTING = 0;
@@ -330,6 +330,16 @@ export class FakeWebSocket extends EventTarget {
 
     addressbookFetched(account, addressbook) {
         this.accountEvent(account, 'addressbook-fetched', { addressbook });
+    }
+
+    /** An address book entry added, updated or deleted: `item` under the key named by `type`. */
+    addressbookUpdated(account, type, action, item) {
+        this.accountEvent(account, 'addressbook-updated', { type, action, [type]: item });
+    }
+
+    /** An account-update-addressbook that failed: its type, action and the id of its data, and why. */
+    addressbookUpdateFailed(account, type, action, id, error) {
+        this.accountEvent(account, 'addressbook-update-failed', { type, action, error, id });
     }
 
     /** The answer to account-sync-conversations: the stored entries, in the gateway's shape (snake_case keys). */

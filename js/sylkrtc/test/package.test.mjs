@@ -37,6 +37,7 @@ test('the request names are those of docs/api.md (the dash names)', () => {
         dispositionNotification: 'account-disposition-notification',
         deviceToken: 'account-devicetoken',
         fetchAddressBook: 'account-fetch-addressbook',
+        updateAddressBook: 'account-update-addressbook',
         syncConversations: 'account-sync-conversations',
         markConversationRead: 'account-mark-conversation-read',
         removeMessage: 'account-remove-message',

@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 # python3); for tests also SIP phones (sipp, baresip) and a browser (Chromium, driven by Playwright from PyPI, which
 # never downloads a browser of its own here).
 RUN_PACKAGES := janus kamailio python3-venv
-TEST_PACKAGES := $(RUN_PACKAGES) iproute2 sip-tester baresip chromium
+TEST_PACKAGES := $(RUN_PACKAGES) iproute2 sip-tester baresip chromium postgresql
 
 # The browser library, built by npm from js/sylkrtc and served by the gateway (never committed).
 JS := js/sylkrtc

@@ -74,7 +74,8 @@ setup(
     # setuptools 70.1+ (which builds wheels without the `wheel` package): tests/integration/test_packaging.py builds
     # the package, in the venv (whose setuptools, if any, may be older).
     extras_require={"test": ["pytest", "pytest-timeout", "websockets>=12", "playwright", "hypothesis", "mypy", "mypy-zope",
-                             "setuptools>=70.1"]},
+                             "setuptools>=70.1", "psycopg2-binary"],
+                    "postgresql": ["psycopg2"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

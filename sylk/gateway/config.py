@@ -112,8 +112,9 @@ class WebRTCGatewayConfig:
     register_timeout: float = 45.0
     user_agent: str = f"sylkgateway {__version__}"
     addressbook_dir: Path | None = None  # <dir>/<user@domain>.json: what account-fetch-addressbook answers
-    message_store: str = "sqlite"  # the accounts' message history: sqlite, or none (messages only relayed)
+    message_store: str = "sqlite"  # the accounts' message history: sqlite, postgresql, or none (only relayed)
     message_store_path: Path | None = None  # the SQLite file; default: messages.sqlite in the state directory
+    message_store_dsn: str | None = None  # the PostgreSQL database (libpq connection string), for postgresql
     message_retention_days: int = 365  # history entries older than this are deleted (checked daily)
     sylk_push_url: str | None = None  # Sylk's push service: messages for accounts with no device connected wake them
     sip_messages_address: SIPProxy | None = None  # host:port where the proxy forks MESSAGEs (UDP and TCP); None: off
@@ -335,7 +336,8 @@ _PARSERS: dict[str, tuple[type, dict[str, Callable[[str], Any]]]] = {
         "register_timeout": _seconds(1, 3600),
         "user_agent": _user_agent,
         "addressbook_dir": _optional(_existing_dir),
-        "message_store": _choice("sqlite", "none"),
+        "message_store": _choice("sqlite", "postgresql", "none"),
+        "message_store_dsn": _optional(_text),
         "message_store_path": _optional(lambda text: Path(text.strip())),
         "message_retention_days": _integer(1, 36500),
         "sylk_push_url": _optional(_http_url),
@@ -412,6 +414,9 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: [WebRTCGateway] register_timeout ({gateway.register_timeout:g} s) must be "
                           f"longer than [Janus] sip_transaction_timeout ({janus.sip_transaction_timeout} s), "
                           f"or the gateway gives up before SIP does")
+    if gateway.message_store == "postgresql" and not gateway.message_store_dsn:
+        raise ConfigError(f"{source}: [WebRTCGateway] message_store = postgresql needs message_store_dsn (the "
+                          f"database, as libpq takes it: host=db.example.com dbname=sylkgateway user=...)")
     if janus.spawn:
         first, second = janus.rtp_port_range, janus.sip_rtp_port_range
         if first.first <= second.last and second.first <= first.last:

@@ -37,7 +37,7 @@ from twisted.web.static import File
 from twisted.web.util import Redirect
 
 from sylk.gateway import __version__
-from sylk.gateway.config import Config, WebServerConfig
+from sylk.gateway.config import Config, ConfigError, WebServerConfig
 from sylk.gateway.health import HealthResource, ReadyResource
 from sylk.gateway.janus.connector import JanusConnector
 from sylk.gateway.janus.process import JanusProcess
@@ -241,10 +241,20 @@ def sip_entry_listeners(config: Config, reactor: Any, messaging: MessagingHub) -
 def open_message_store(config: Config, reactor: Any = None) -> IMessageStore | None:
     """The message store `[WebRTCGateway] message_store` asks for (not opened yet): the SQLite file at
     `message_store_path`, by default messages.sqlite in the service's state directory (systemd's StateDirectory=,
-    else the directory the gateway runs in, where twistd writes its own files), or None."""
+    else the directory the gateway runs in, where twistd writes its own files), the PostgreSQL database
+    `message_store_dsn`, or None. ConfigError when psycopg2 is missing for PostgreSQL."""
     gateway = config.gateway
     if gateway.message_store == "none":
         return None
+    if gateway.message_store == "postgresql":
+        try:
+            from sylk.gateway.messaging.postgres import PostgreSQLMessageStore
+            import psycopg2  # noqa: F401  (adbapi would only say "No module named psycopg2")
+        except ImportError:
+            raise ConfigError("[WebRTCGateway] message_store = postgresql needs psycopg2 (Debian python3-psycopg2, "
+                              "or pip install 'sylkgateway[postgresql]')") from None
+        assert gateway.message_store_dsn is not None  # (config checks it)
+        return PostgreSQLMessageStore(gateway.message_store_dsn, reactor)
     path = gateway.message_store_path
     if path is None:
         state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]

@@ -1,0 +1,138 @@
+"""`IMessageStore` in PostgreSQL: one history shared by several gateways (`[WebRTCGateway] message_store =
+postgresql`, `message_store_dsn`). Needs psycopg2 (Debian python3-psycopg2, or the `postgresql` extra).
+
+The queries are sql.py's, run on one connection (calls in the order they were made), with psycopg2's `%s` for
+their `?` placeholders. The schema is `MIGRATIONS`, numbered from 1, recorded in the table sylkgateway_schema; a
+gateway that connects first takes an advisory lock, so two gateways starting together do not migrate twice, and a
+database migrated by a newer sylkgateway is refused (SchemaTooNew).
+
+Not yet: an address book changed on two gateways at the same instant may keep only one of the two changes (each
+change reads and writes the whole book), and an event for an account reaches only the connections of the gateway
+where it happened (see docs/messaging.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.enterprise import adbapi
+
+from sylk.gateway.messaging.sql import SQLMessageStore
+from sylk.gateway.messaging.store import SchemaTooNew
+
+SCHEMA_LOCK = 0x5917C47E  # the advisory lock that serializes migrations (any constant of this application's)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: the journal, public keys, device tokens (as SQLite's migration 1)
+        """CREATE TABLE journal (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            account TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            content TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            disposition TEXT NOT NULL,
+            notified INTEGER NOT NULL,
+            state TEXT,
+            state_rank INTEGER NOT NULL,
+            created_at BIGINT NOT NULL,
+            removed_at BIGINT,
+            UNIQUE (account, message_id)
+        )""",
+        "CREATE INDEX journal_by_account_seq ON journal (account, seq)",
+        "CREATE INDEX journal_by_account_created ON journal (account, created_at)",
+        "CREATE INDEX journal_by_account_contact ON journal (account, contact)",
+        "CREATE INDEX journal_by_created ON journal (created_at)",
+        """CREATE TABLE public_keys (
+            account TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )""",
+        """CREATE TABLE device_tokens (
+            account TEXT NOT NULL,
+            app_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            token TEXT NOT NULL,
+            background_token TEXT,
+            platform TEXT NOT NULL,
+            silent INTEGER NOT NULL,
+            user_agent TEXT,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (account, app_id, device_id)
+        )""",
+    ),
+    (  # 2: address books
+        """CREATE TABLE addressbooks (
+            account TEXT PRIMARY KEY,
+            document TEXT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )""",
+    ),
+)
+
+
+class PostgreSQLMessageStore(SQLMessageStore):
+    """The message store in the PostgreSQL database `dsn` (a libpq connection string)."""
+
+    def __init__(self, dsn: str, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        super().__init__(reactor)
+        self._dsn = dsn
+        self._pool = _QmarkPool("psycopg2", dsn, cp_min=1, cp_max=1, cp_openfun=self._prepare, cp_reactor=reactor,
+                                cp_noisy=False)
+
+    def __repr__(self) -> str:
+        database = next((part.partition("=")[2] for part in self._dsn.split() if part.startswith("dbname=")), "?")
+        return f"the PostgreSQL database {database}"  # (never the DSN: it may hold a password)
+
+    def _prepare(self, connection: Any) -> None:
+        """A new connection (in the pool's thread): the schema, migrated under a lock."""
+        try:
+            migrated = migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
+        if migrated is not None:
+            self._migrated = migrated
+
+
+def migrate(connection: Any) -> tuple[int, int] | None:
+    """Bring the database to the latest schema in one transaction; (from, to), or None when it was there."""
+    latest = len(MIGRATIONS)
+    with connection.cursor() as cursor:
+        # another gateway starting now waits here until this transaction ends, then finds the schema done (a lock
+        # on the table would come too late: concurrent CREATE TABLE IF NOT EXISTS may fail)
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        cursor.execute("CREATE TABLE IF NOT EXISTS sylkgateway_schema (version INTEGER NOT NULL)")
+        cursor.execute("SELECT version FROM sylkgateway_schema")
+        row = cursor.fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > latest:
+            connection.rollback()
+            raise SchemaTooNew(f"The message store's schema is version {version}, newer than this sylkgateway's "
+                               f"{latest}: run the newer sylkgateway")
+        for number in range(version + 1, latest + 1):
+            for statement in MIGRATIONS[number - 1]:
+                cursor.execute(statement)
+        if row is None:
+            cursor.execute("INSERT INTO sylkgateway_schema (version) VALUES (%s)", (latest,))
+        else:
+            cursor.execute("UPDATE sylkgateway_schema SET version = %s", (latest,))
+    connection.commit()
+    return (version, latest) if version != latest else None
+
+
+class _QmarkTransaction(adbapi.Transaction):
+    """sql.py's `?` placeholders as psycopg2's `%s` (its queries hold no other `?` or `%`)."""
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        assert self._cursor is not None  # (adbapi makes it before running an interaction)
+        return self._cursor.execute(sql.replace("?", "%s"), parameters)
+
+
+class _QmarkPool(adbapi.ConnectionPool):
+    transactionFactory = _QmarkTransaction

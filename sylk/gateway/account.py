@@ -209,7 +209,7 @@ class SIPAccount:
             while len(self.push_tokens) > MAX_PUSH_DEVICES:
                 del self.push_tokens[next(iter(self.push_tokens))]
 
-    def fetch_addressbook(self, stored: Deferred[dict[str, Any] | None] | None = None) -> Deferred[None]:
+    def fetch_addressbook(self, stored: Callable[[], Deferred[dict[str, Any] | None]] | None = None) -> Deferred[None]:
         """Answer with the account's address book: the one `stored` in the message store (account-update-
         addressbook), else `addressbook_dir`/<user@domain>.json, else an empty one. Read off the reactor; the
         Deferred fires once it has been read (a bad file fails it with the request's error), and the event follows
@@ -225,7 +225,7 @@ class SIPAccount:
                            f"ago (at most one fetch per {ADDRESSBOOK_FETCH_INTERVAL:g} s)")
         self._addressbook_fetched_at = now
         self._reading_addressbook = True
-        reading = (stored if stored is not None else succeed(None)).addCallback(
+        reading = (stored() if stored is not None else succeed(None)).addCallback(
             lambda book: book if book is not None else self._addressbook_file())
         reading.addBoth(self._addressbook_read)
         return reading.addCallbacks(self._addressbook_fetched, self._addressbook_unusable)
@@ -254,6 +254,8 @@ class SIPAccount:
     def replicate(self, content_type: str, content: str) -> None:
         """Tell the account's devices elsewhere (any SIP client registered for it) what one of its devices did: a
         plain MESSAGE to the account itself, as SylkServer sends them (MessagingHub keeps its echo from ours)."""
+        if self._quiet or self._owner is None:
+            return  # removed or gone: no SIP line is taken for it any more
         self._send_message(self.aor, content_type, content).addBoth(self._notice_answered, content_type, self.aor)
 
     def send_disposition(self, request: AccountDispositionNotification) -> None:

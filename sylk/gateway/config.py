@@ -414,6 +414,9 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: [WebRTCGateway] register_timeout ({gateway.register_timeout:g} s) must be "
                           f"longer than [Janus] sip_transaction_timeout ({janus.sip_transaction_timeout} s), "
                           f"or the gateway gives up before SIP does")
+    if gateway.sip_messages_address is not None and gateway.message_store == "none":
+        raise ConfigError(f"{source}: [WebRTCGateway] sip_messages_address needs a message store (message_store is "
+                          f"none): the messages taken there are kept for their accounts' devices")
     if gateway.message_store == "postgresql" and not gateway.message_store_dsn:
         raise ConfigError(f"{source}: [WebRTCGateway] message_store = postgresql needs message_store_dsn (the "
                           f"database, as libpq takes it: host=db.example.com dbname=sylkgateway user=...)")

@@ -104,8 +104,7 @@ class Connection:
     def close(self) -> Deferred[None]:
         """Unregister every account and destroy the backend session (bounded by CLOSE_TIMEOUT)."""
         if self._messaging is not None:  # nothing of the accounts' other connections reaches a closing one
-            for aor in self.accounts:
-                self._messaging.leave(aor, self)
+            self._messaging.leave_all(self)
         if self.state == "recovering":  # nothing is left in the backend to end or unregister
             self._fail_queued("Connection closed")
             self._abandon_accounts()
@@ -231,9 +230,9 @@ class Connection:
     def _RH_account_fetch_addressbook(self, request: model.AccountFetchAddressBook) -> Deferred[None]:
         account = self._account(request, "fetch-addressbook")
         store = self._messaging.store if self._messaging is not None else None
-        if store is None or not account.authenticated:
-            return account.fetch_addressbook()  # (which refuses an account that did not register)
-        return account.fetch_addressbook(stored=store.addressbook(account.aor))
+        if store is None:
+            return account.fetch_addressbook()
+        return account.fetch_addressbook(stored=lambda: store.addressbook(account.aor))
 
     def _RH_account_update_addressbook(self, request: model.AccountUpdateAddressBook) -> Deferred[None]:
         account, messaging = self._history_of(request, "update-addressbook", "its address book can be updated")
@@ -255,9 +254,9 @@ class Connection:
     def _RH_account_message(self, request: model.AccountMessage) -> None:
         account = self._account(request, "message")
         check_target(request.uri, self._settings)
-        account.send_message(request)
-        if self._messaging is not None:
+        if self._messaging is not None:  # first: the SIP answer may come at once, and it is news of this message
             self._messaging.sent(self, request)
+        account.send_message(request)
 
     def _RH_account_sync_conversations(self, request: model.AccountSyncConversations) -> Deferred[None]:
         account, messaging = self._history_of(request, "sync", "its conversations can be synced")
@@ -297,6 +296,8 @@ class Connection:
         account = self._account(request, "disposition notification")
         check_target(request.uri, self._settings)
         account.send_disposition(request)
+        if self._messaging is not None and self._messaging.holds(account.aor, self):
+            self._messaging.notified(account.aor, request.message_id, request.state)  # (the account read it)
 
     def _RH_session_create(self, request: model.SessionCreate) -> None:
         account = self._account(request, "call")
@@ -345,6 +346,9 @@ class Connection:
             if isinstance(event, model.RegistrationStateChanged) and event.state == model.RegistrationState.REGISTERED:
                 self._messaging.join(event.account, self)
                 self._keep_device_tokens(self.accounts[event.account])
+            elif isinstance(event, model.RegistrationStateChanged) and event.state == model.RegistrationState.FAILED \
+                    and (event.reason or "")[:4] in ("401 ", "403 ", "407 "):
+                self._messaging.leave(event.account, self)  # the credentials are no longer good (a new password)
             kept = self._messaging.account_event(self, event)
             if kept is None:
                 return  # the echo of what this gateway told the account's devices itself
@@ -484,6 +488,8 @@ class Connection:
             await session.close()
 
     def _finish_close(self, _: object = None) -> None:
+        if self._messaging is not None:  # (also when closed without close(): the backend gave up on it)
+            self._messaging.leave_all(self)
         self.state = "closed"
         self._closed.fire()
 

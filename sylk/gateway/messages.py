@@ -97,7 +97,8 @@ def outcome_event(account: str, session: str | None, message_id: str, timestamp:
     """What the answer to one of the browser's MESSAGEs says: `accepted` (2xx) or `failed`."""
     state = "accepted" if code is not None and 200 <= code < 300 else "failed"
     return DispositionNotification(account=account, session=session, message_id=message_id,
-                                   message_timestamp=timestamp, state=state, code=code, reason=reason)
+                                   message_timestamp=timestamp, state=state, code=code, reason=reason,
+                                   of_answer=True)
 
 
 def now() -> str:

@@ -232,7 +232,7 @@ def sip_entry_listeners(config: Config, reactor: Any, messaging: MessagingHub) -
     entry = MessageEntry(gateway.sip_messages_trusted, gateway.domain_allowed, messaging.received_by_sip)
     stream = (TCP6ServerEndpoint if ":" in address.host else TCP4ServerEndpoint)(reactor, address.port,
                                                                                   interface=address.host)
-    tcp = StreamServerEndpointService(stream, MessageEntryTCP(entry))
+    tcp = StreamServerEndpointService(stream, MessageEntryTCP(entry, reactor))
     tcp._raiseSynchronously = True  # a port that cannot be bound stops the gateway at start, as the web port does
     udp = UDPServer(address.port, MessageEntryUDP(entry), interface=address.host, reactor=reactor)
     return [udp, tcp]

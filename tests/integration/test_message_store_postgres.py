@@ -13,7 +13,8 @@ from twisted.trial.unittest import TestCase
 from sylk.gateway.messaging.postgres import MIGRATIONS, PostgreSQLMessageStore
 from sylk.gateway.messaging.store import IMessageStore, SchemaTooNew
 from tests.integration.postgres import PostgreSQL
-from tests.unit.test_message_store import ALICE, AddressBookContract, MessageStoreContract, message
+from tests.unit.test_message_store import (ALICE, AddressBookContract, MessageStoreContract, SyncBoundContract,
+                                           message)
 
 CLUSTER: list[PostgreSQL] = []
 
@@ -29,7 +30,7 @@ def cluster() -> Iterator[PostgreSQL]:
         database.stop()
 
 
-class PostgreSQLMessageStoreTests(MessageStoreContract, AddressBookContract, TestCase):
+class PostgreSQLMessageStoreTests(MessageStoreContract, AddressBookContract, SyncBoundContract, TestCase):
     timeout = 30
 
     def make_store(self) -> IMessageStore:

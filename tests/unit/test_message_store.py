@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 
 from sylk.gateway.messaging.sqlite import MIGRATIONS, SQLiteMessageStore
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MAX_ADDRESSBOOK, MAX_CONTENT,
-                                          MESSAGE_REMOVE,
+                                          MAX_SYNC_BYTES, MESSAGE_REMOVE,
                                           DeviceToken, IMessageStore, InvalidEntry, NewMessage, SchemaTooNew,
                                           StoreClosed)
 
@@ -308,6 +308,21 @@ class MessageStoreContract:
         yield self.assertFailure(self.store.close(), StoreClosed)
 
 
+class SyncBoundContract:
+    store: IMessageStore
+
+    @inlineCallbacks
+    def test_a_sync_ends_at_its_byte_bound_and_goes_on_from_there(self) -> Any:
+        big = "x" * (MAX_CONTENT // 2 - 100)  # (2 bytes a character in UTF-8: within MAX_CONTENT)
+        count = MAX_SYNC_BYTES // len(big) + 3
+        for n in range(count):
+            yield self.store.add_message(ALICE, message(f"m{n}", content="\u00e9" * len(big)))
+        first = yield self.store.journal(ALICE)
+        self.assertLess(len(first), count)
+        rest = yield self.store.journal(ALICE, message_id=first[-1].message_id)
+        self.assertEqual([entry.message_id for entry in first + rest], [f"m{n}" for n in range(count)])
+
+
 class AddressBookContract:
     """The address book part of the contract."""
 
@@ -339,7 +354,7 @@ class AddressBookContract:
         self.assertEqual((yield self.store.addressbook(ALICE))["contacts"], [{"id": "c1"}])
 
 
-class SQLiteMessageStoreTests(MessageStoreContract, AddressBookContract, TestCase):
+class SQLiteMessageStoreTests(MessageStoreContract, AddressBookContract, SyncBoundContract, TestCase):
     timeout = 30
 
     def make_store(self) -> IMessageStore:

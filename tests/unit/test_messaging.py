@@ -11,7 +11,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 
 from sylk.gateway.config import WebRTCGatewayConfig
-from sylk.gateway.connection import Connection
+from sylk.gateway import messages
+from sylk.gateway.connection import RECOVERY_WAIT, Connection
 from sylk.gateway.messaging.hub import FORK_WINDOW, MessagingHub
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MESSAGE_REMOVE, DeviceToken,
                                           InvalidEntry, JournalEntry, NewMessage, Removal, updated_addressbook)
@@ -392,3 +393,52 @@ class AddressBookTests(MessagingTestCase):
         self.assertEqual(self.update(intruder, "add", {"id": "c1"}),
                          f"Account {ALICE} must register before its address book can be updated")
         self.assertEqual(self.store.books, {})
+
+
+class ReviewedEdgeTests(MessagingTestCase):
+    """What an attacker's review found, kept fixed."""
+
+    def test_an_imdn_is_not_forked_only_the_sip_answer_is(self) -> None:
+        laptop, laptop_peer = self.device("laptop")
+        phone, phone_peer = self.device("phone")
+        session = next(iter(self.janus.sessions))
+        imdn = messages.imdn(BOB, ALICE, "m1", "failed", None)  # bob's app says: not delivered
+        self.janus.incoming_message(*self.master_of(session), content=imdn, content_type="message/cpim")
+        self.assertEqual(len(self.of(laptop_peer, model.DispositionNotification)), 1)
+        self.assertEqual(self.of(phone_peer, model.DispositionNotification), [])  # the proxy brings phone its own
+
+    def test_a_content_type_with_parameters_is_kept_as_its_media_type(self) -> None:
+        laptop, _ = self.device("laptop")
+        self.janus.incoming_message(*self.master_of(next(iter(self.janus.sessions))), content="hi",
+                                    content_type="text/plain;charset=UTF-8")
+        ((_, stored),) = self.store.added
+        self.assertEqual(stored.content_type, "text/plain")
+
+    def test_a_connection_the_backend_gave_up_on_takes_part_no_more(self) -> None:
+        laptop, _ = self.device("laptop")
+        self.link.lose("Janus went away")
+        self.janus.clock.advance(RECOVERY_WAIT + 1)
+        self.assertEqual(self.hub.holders(ALICE), [])
+
+    def test_nothing_is_replicated_for_an_account_removed_meanwhile(self) -> None:
+        laptop, _ = self.device("laptop")
+        slow: Deferred[JournalEntry] = Deferred()
+        self.store.mark_conversation_read = lambda account, contact: slow  # type: ignore[method-assign]
+        laptop.handle(model.AccountMarkConversationRead(transaction="t1", account=ALICE, contact=BOB))
+        self.assertIsNone(self.request(laptop, model.AccountRemove, account=ALICE))
+        before = list(self.janus.requests)
+        slow.callback(ENTRY)
+        self.janus.flush()
+        self.assertEqual(self.janus.requests[len(before):], [])  # no SIP line taken again for a MESSAGE
+
+    def test_a_credential_refused_later_ends_the_part(self) -> None:
+        laptop, peer = self.device("laptop")
+        laptop.account_event(model.RegistrationStateChanged(account=ALICE, state="failed",
+                                                            reason="403 Forbidden"))
+        self.assertEqual(self.hub.holders(ALICE), [])
+
+    def test_a_display_notification_the_account_sends_is_in_its_history(self) -> None:
+        laptop, _ = self.device("laptop")
+        self.assertIsNone(self.request(laptop, model.AccountDispositionNotification, account=ALICE, uri=BOB,
+                                       message_id="theirs", state="displayed"))
+        self.assertEqual(self.store.updates, [(ALICE, "theirs", "displayed")])

@@ -8,11 +8,15 @@ from typing import Any
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from sylk.gateway.messaging.sipentry import (MAX_REQUEST, MessageEntry, MessageEntryTCP, MessageEntryUDP,
-                                             MalformedRequest, parse_request)
+from sylk.gateway.messaging.hub import HistoryUnavailable
+from sylk.gateway.messaging.sipentry import (MAX_REQUEST, MAX_TCP_CONNECTIONS, MessageEntry, MessageEntryTCP,
+                                             MessageEntryUDP, MalformedRequest, TCP_IDLE_TIMEOUT, parse_request)
 from sylk.gateway.sip import Originator
 
 PROXY = "127.0.0.1"
@@ -59,9 +63,27 @@ class AnswerTests(EntryTestCase):
         self.assertEqual(self.delivered, [("alice@sylk.test", Originator("bob@sylk.test", "Bob B"), "text/plain",
                                            "hello")])
 
-    def test_only_trusted_proxies(self) -> None:
-        self.assertEqual(self.status(message(), "127.0.0.2"), "SIP/2.0 403 Forbidden")
+    def test_only_trusted_proxies_and_nothing_at_all_to_others(self) -> None:
+        self.assertIsNone(self.status(message(), "127.0.0.2"))  # no answer to reflect, nothing read
+        self.assertIsNone(self.status(message().replace(b"Content-Length: 5", b"Content-Length: \xc2\xb2"),
+                                      "127.0.0.2"))
         self.assertEqual(self.delivered, [])
+
+    def test_a_content_length_int_cannot_read(self) -> None:
+        self.assertIsNone(self.status(message().replace(b"Content-Length: 5", b"Content-Length: \xc2\xb2")))
+
+    def test_no_store_means_503(self) -> None:
+        def unavailable(*_: Any) -> None:
+            raise HistoryUnavailable("no message store")
+        entry = MessageEntry(TRUSTED, lambda domain: True, unavailable)
+        answer = entry.answer(message(), PROXY)
+        assert answer is not None
+        self.assertTrue(answer.startswith(b"SIP/2.0 503 "))
+
+    def test_addresses_are_normalised_as_the_browser_requests_are(self) -> None:
+        self.status(message(to="<sip:alice@SYLK.test>"))
+        self.assertEqual(self.delivered[0][0], "alice@sylk.test")
+        self.assertEqual(self.status(message(to='<sip:al"ice@sylk.test>')), "SIP/2.0 400 Bad Request")
 
     def test_other_requests(self) -> None:
         self.assertEqual(self.status(message("", method="OPTIONS", content_type=None)), "SIP/2.0 200 OK")
@@ -109,8 +131,12 @@ class TransportTests(EntryTestCase):
         ((answer, address),) = sent
         self.assertTrue(answer.startswith(b"SIP/2.0 200 OK") and address == (PROXY, 5070))
 
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock = Clock()
+
     def tcp(self) -> tuple[Any, StringTransport]:
-        protocol = MessageEntryTCP(self.entry).buildProtocol(IPv4Address("TCP", PROXY, 5070))
+        protocol = MessageEntryTCP(self.entry, self.clock).buildProtocol(IPv4Address("TCP", PROXY, 5070))
         transport = StringTransport(peerAddress=IPv4Address("TCP", PROXY, 5070))
         protocol.makeConnection(transport)
         return protocol, transport
@@ -123,10 +149,29 @@ class TransportTests(EntryTestCase):
         self.assertEqual(transport.value().count(b"SIP/2.0 200 OK"), 2)
         self.assertEqual([content for *_, content in self.delivered], ["one", "two"])
 
+    def test_tcp_only_from_trusted_proxies_and_not_too_many(self) -> None:
+        factory = MessageEntryTCP(self.entry, self.clock)
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 5070)))
+        for _ in range(MAX_TCP_CONNECTIONS):
+            protocol = factory.buildProtocol(IPv4Address("TCP", PROXY, 5070))
+            protocol.makeConnection(StringTransport())
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", PROXY, 5070)))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", PROXY, 5070)))
+
     def test_tcp_drops_a_peer_that_sends_too_much(self) -> None:
         protocol, transport = self.tcp()
         protocol.dataReceived(b"MESSAGE sip:a@b SIP/2.0\r\n" + b"X: y\r\n" * (MAX_REQUEST // 6))
         self.assertTrue(transport.disconnecting)
         protocol, transport = self.tcp()
         protocol.dataReceived(message().replace(b"Content-Length: 5", b"Content-Length: 99999999"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_tcp_closes_an_idle_connection(self) -> None:
+        protocol, transport = self.tcp()
+        self.clock.advance(TCP_IDLE_TIMEOUT - 1)
+        protocol.dataReceived(message())  # busy: the timer starts again
+        self.clock.advance(TCP_IDLE_TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
         self.assertTrue(transport.disconnecting)

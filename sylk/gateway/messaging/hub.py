@@ -31,9 +31,10 @@ never the message (it was sent, or delivered to the browser, already).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred
@@ -49,8 +50,6 @@ from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE
 from sylk.gateway.sylkrtc.model import (AccountMessage, AccountSync, AddressBookUpdated, DispositionNotification,
                                         Event, MessageReceived)
 
-# The disposition states that come from the SIP answer to a connection's own MESSAGE: only it knows them.
-_OUTCOMES = ("accepted", "failed")
 PUBLIC_KEY = "text/pgp-public-key"
 # What the browser's MESSAGEs ask the recipient to report (messages.envelope sends the same).
 ASKED_NOTIFICATIONS = ("positive-delivery", "display")
@@ -70,6 +69,10 @@ class _Named:
     timestamp: str
     at: float
     seen_by: set[int] = field(default_factory=set)  # id() of the connections that received a copy
+
+
+class HistoryUnavailable(Exception):
+    """The gateway keeps no history now (no store, or it could not be opened): a MESSAGE cannot be kept."""
 
 
 class Notifier(Protocol):
@@ -95,8 +98,8 @@ class MessagingHub:
         self.push: Notifier | None = None  # wakes the devices of accounts with no connection here
         self._clock = clock
         self._holders: dict[str, dict[MessagingPeer, None]] = {}  # account -> connections, in the order they joined
-        # id-less messages lately received, by (account, sender, content type, content)
-        self._recent: OrderedDict[tuple[str, str, str, str], _Named] = OrderedDict()
+        # id-less messages lately received, by (account, sender, content type, digest of the content)
+        self._recent: OrderedDict[tuple[str, str, str, bytes], _Named] = OrderedDict()
         # replications lately sent, by (account, content type, content): when sent
         self._replications: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
@@ -111,6 +114,11 @@ class MessagingHub:
             if not holders:
                 del self._holders[account]
 
+    def leave_all(self, connection: MessagingPeer) -> None:
+        """`connection` is closing or gone: it takes part in no account any more."""
+        for account in [account for account, holders in self._holders.items() if connection in holders]:
+            self.leave(account, connection)
+
     def holders(self, account: str) -> list[MessagingPeer]:
         return list(self._holders.get(account, ()))
 
@@ -122,7 +130,7 @@ class MessagingHub:
         if not self.holds(request.account, origin):
             return
         timestamp = request.timestamp or messages.now()
-        if request.content_type.lower() == PUBLIC_KEY:
+        if _media_type(request.content_type) == PUBLIC_KEY:
             if self.store is not None:  # the account publishes its key (what lookup-public-key answers)
                 self._stored(self.store.set_public_key(request.account, request.content), request.account)
         else:
@@ -152,7 +160,7 @@ class MessagingHub:
         else:
             if self.store is not None:
                 self._stored(self.store.update_state(event.account, event.message_id, event.state), event.account)
-            if event.state in _OUTCOMES:
+            if event.of_answer:  # (an IMDN, of any state, reaches every device through the proxy)
                 self._fork(origin, event.account, event)
         return event
 
@@ -161,7 +169,7 @@ class MessagingHub:
         entry point's)."""
         now = self._clock.seconds()
         self._forget_old(self._recent, lambda named: named.at)
-        key = (event.account, event.sender.uri, event.content_type, event.content)
+        key = (event.account, event.sender.uri, event.content_type, hashlib.sha256(event.content.encode()).digest())
         named = self._recent.get(key)
         if named is None or id(origin) in named.seen_by:
             self._recent.pop(key, None)
@@ -210,12 +218,15 @@ class MessagingHub:
         assert self.store is not None
 
         def done(entry: dict[str, Any]) -> dict[str, Any]:
-            self._fork(origin, account, AddressBookUpdated(account=account, type=kind, action=action, item=entry))
+            if self.holds(account, origin):
+                self._fork(origin, account, AddressBookUpdated(account=account, type=kind, action=action, item=entry))
             return entry
         return self.store.update_addressbook(account, kind, action, item).addCallback(done)
 
     def _tell_devices(self, origin: MessagingPeer, account: str, kind: str, action: str, content: dict[str, str],
                       content_type: str, replicate: Replicate) -> None:
+        if not self.holds(account, origin):
+            return  # removed (or closed) while the store worked: its SIP lines are gone, and so is its say
         self._fork(origin, account, AccountSync(account=account, type=kind, action=action, content=content))
         text = json.dumps(content)
         self._forget_old(self._replications, lambda sent_at: sent_at)
@@ -238,7 +249,9 @@ class MessagingHub:
     def received_by_sip(self, account: str, sender: Originator, content_type: str, content: str) -> None:
         """A MESSAGE for `account` the proxy forked to the gateway's SIP entry point (sipentry.py): kept for the
         account's devices, offline ones included, under the name its copies on the connections here get; an IMDN
-        is news of the account's message. ValueError when it is unusable."""
+        is news of the account's message. ValueError when it is unusable, HistoryUnavailable without a store."""
+        if self.store is None:
+            raise HistoryUnavailable("no message store")
         event = messages.incoming_event(account, None, sender, content_type, content)
         if event is None:
             raise ValueError(f"unusable content type {content_type[:128]!r}")
@@ -255,9 +268,14 @@ class MessagingHub:
                                               event.content_type, event.content,
                                               tuple(event.disposition_notification or ()), "received"))
         if self.push is not None and kept is not None and not self._holders.get(account) and \
-                event.content_type.partition(";")[0].strip().lower() in UNREAD_TYPES:
+                _media_type(event.content_type) in UNREAD_TYPES:
             push, content_type, content = self.push, event.content_type, event.content
             kept.addCallback(lambda new: push.message(account, sender, content_type, content) if new else None)
+
+    def notified(self, account: str, message_id: str, state: str) -> None:
+        """The account told the sender what became of their message (displayed, ...): its history says so too."""
+        if self.store is not None:
+            self._stored(self.store.update_state(account, message_id, state), account)
 
     def keep_device_token(self, account: str, token: DeviceToken) -> None:
         """A device token of an account registered here (so that its devices can be woken while none is
@@ -274,10 +292,13 @@ class MessagingHub:
         return self.store.public_key(account)
 
     def _keep(self, account: str, message: NewMessage) -> Deferred[bool] | None:
-        """Store a message; the Deferred fires with whether it was new (False after an error, logged)."""
-        if message.content_type.lower() in NOT_JOURNALLED or self.store is None:
+        """Store a message under its bare media type (`text/plain;charset=UTF-8` is text/plain: the apps compare
+        it, and the text is Unicode by now); the Deferred fires with whether it was new (False after an error,
+        logged)."""
+        media_type = _media_type(message.content_type)
+        if media_type in NOT_JOURNALLED or self.store is None:
             return None  # (keys pass between an account's devices, and are no conversation)
-        return self._stored(self.store.add_message(account, message), account)
+        return self._stored(self.store.add_message(account, replace(message, content_type=media_type)), account)
 
     def _stored(self, storing: Deferred[Any], account: str) -> Deferred[Any]:
         return storing.addErrback(self._not_stored, account)
@@ -292,3 +313,7 @@ class MessagingHub:
         for connection in self.holders(account):
             if connection is not origin:
                 connection.deliver(event)
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()

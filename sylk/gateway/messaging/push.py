@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
@@ -26,7 +26,6 @@ from sylk.gateway.messaging.store import DeviceToken, IMessageStore
 from sylk.gateway.sip import Originator
 
 PUSH_TIMEOUT = 10.0  # seconds for the push service to answer one notification
-MAX_ANSWER = 64 * 1024  # bytes of the push service's answer read (for the log)
 
 
 class PushNotifier:
@@ -49,7 +48,7 @@ class PushNotifier:
         if not devices:
             return
         unread = await self._store.unread_count(account)
-        await DeferredList([Deferred.fromCoroutine(self._notify(account, device, {
+        await DeferredList(consumeErrors=True, deferredList=[Deferred.fromCoroutine(self._notify(account, device, {
             "event": "message", "token": device.background_token or device.token, "app-id": device.app_id,
             "platform": device.platform, "device-id": device.device_id, "silent": 0, "call-id": str(uuid.uuid4()),
             "from": sender.uri, "from-display-name": sender.display_name, "media-type": "sms", "to": account,
@@ -62,26 +61,23 @@ class PushNotifier:
         sending.addTimeout(PUSH_TIMEOUT, self._reactor)
         try:
             response = await sending
+            response.deliverBody(_Discard())  # the status says all: no body is read, however large or slow
+            if response.code == 410:  # the push service says the token is no more
+                self.log.info("Push token of device {device} of {account} expired: forgotten",
+                              device=device.device_id, account=account)
+                await self._store.remove_device_token(account, device.app_id, device.device_id)
+            elif response.code == 200:
+                self.log.info("Push notification sent to a {platform} device of {account}",
+                              platform=device.platform, account=account)
+            else:
+                self.log.warn("Push notification for {account} refused: {code} {phrase}", account=account,
+                              code=response.code, phrase=response.phrase.decode("utf-8", "replace")[:200])
         except Exception as e:
             self.log.warn("Push notification for {account} not sent: {error}", account=account, error=e)
-            return
-        if response.code == 200:
-            self.log.info("Push notification sent to a {platform} device of {account}", platform=device.platform,
-                          account=account)
-            response.deliverBody(_Discard())
-        elif response.code == 410:  # the push service says the token is no more
-            self.log.info("Push token of device {device} of {account} expired: forgotten", device=device.device_id,
-                          account=account)
-            response.deliverBody(_Discard())
-            await self._store.remove_device_token(account, device.app_id, device.device_id)
-        else:
-            body = await readBody(response)
-            self.log.warn("Push notification for {account} refused: {code} {body}", account=account,
-                          code=response.code, body=body[:MAX_ANSWER].decode("utf-8", "replace"))
 
 
 class _Discard:
-    """A body consumer that reads nothing (answers the push service sends with 200 or 410 say enough)."""
+    """A body consumer that reads nothing: it stops the body at once (the push service's status says enough)."""
 
     def makeConnection(self, transport: Any) -> None:
         transport.stopProducing()

@@ -21,15 +21,20 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from sylk.gateway import __version__
+from sylk.gateway.messaging.hub import HistoryUnavailable
 from sylk.gateway.sip import Originator
+from sylk.gateway.sylkrtc.fields import AOR, ValidationError
 
 MAX_REQUEST = 64 * 1024 + 8 * 1024  # a 64 KiB body and its headers
 MAX_HEADER_LINES = 100
+MAX_TCP_CONNECTIONS = 64
+TCP_IDLE_TIMEOUT = 300.0  # seconds; a proxy's connection stays while it sends, or keeps it alive
 # compact header names (RFC 3261 §7.3.3) and the names this module reads
 _COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "l": "content-length", "c": "content-type"}
 _URI = re.compile(r"<?\s*sips?:(?:(?P<user>[^@;>\s]+)@)?(?P<host>[^;>\s:]+|\[[0-9A-Fa-f:.]+\])(?::\d+)?", re.IGNORECASE)
@@ -37,6 +42,7 @@ _TAG = re.compile(r";\s*tag=", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 log = Logger()
+_AOR = AOR()
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ def parse_request(data: bytes) -> SIPRequest:
         headers.append((_COMPACT.get(name, name), value.strip()))
     request = SIPRequest(parts[0].upper(), parts[1], tuple(headers), body)
     length = request.header("content-length")
-    if length is not None and (not length.isdigit() or int(length) != len(body)):
+    if length is not None and (not _is_number(length) or int(length) != len(body)):
         raise MalformedRequest("Content-Length does not match the body")
     for needed in ("via", "from", "to", "call-id", "cseq"):
         if request.header(needed) is None:
@@ -103,6 +109,17 @@ def response(request: SIPRequest, code: int, reason: str, extra: Iterable[str] =
              f"From: {request.header('from')}", f"To: {to}", f"Call-ID: {request.header('call-id')}",
              f"CSeq: {request.header('cseq')}", f"Server: sylkgateway {__version__}", *extra, "Content-Length: 0"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+def _aor(value: str) -> str | None:
+    """The user@domain of a From or To header, normalised as the browser's requests are (fields.AOR), or None."""
+    found = address_of(value)
+    if found is None or found[0] is None:
+        return None
+    try:
+        return _AOR.convert(f"{found[0]}@{found[1]}")
+    except ValidationError:
+        return None
 
 
 def address_of(value: str) -> tuple[str | None, str] | None:
@@ -131,52 +148,59 @@ class MessageEntry:
         self._domain_allowed = domain_allowed
         self._deliver = deliver
 
+    def trusts(self, source: str) -> bool:
+        """Whether `source` (an IP address) is one of the trusted proxies. Nothing from others is read at all."""
+        try:
+            address = ipaddress.ip_address(source.partition("%")[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self._trusted)
+
     def answer(self, data: bytes, source: str) -> bytes | None:
-        """The response to the request in `data` from `source` (an IP address), or None when there is none."""
+        """The response to the request in `data` from `source` (an IP address), or None when there is none:
+        nothing at all for an untrusted source (no reflection, no log line per packet), nor for what is not a
+        request this module can read."""
+        if not self.trusts(source):
+            return None
         try:
             request = parse_request(data)
         except MalformedRequest as e:
             log.info("SIP entry point: unusable request from {source}: {error}", source=source, error=e)
             return None
-        code, reason, extra = self._decide(request, source)
+        try:
+            code, reason, extra = self._decide(request)
+        except Exception:  # a bug must not cost the entry point (nor repeat a traceback per packet unseen)
+            log.failure("SIP entry point: {method} from {source} failed", method=request.method, source=source)
+            code, reason, extra = 500, "Server Internal Error", ()
         return None if code == 0 else response(request, code, reason, extra)
 
-    def _decide(self, request: SIPRequest, source: str) -> tuple[int, str, tuple[str, ...]]:
+    def _decide(self, request: SIPRequest) -> tuple[int, str, tuple[str, ...]]:
         if request.method == "ACK":
             return 0, "", ()
-        if not self._is_trusted(source):
-            log.warn("SIP entry point: {method} from {source}, which is no trusted proxy: 403",
-                     method=request.method, source=source)
-            return 403, "Forbidden", ()
         if request.method == "OPTIONS":
             return 200, "OK", ("Allow: MESSAGE, OPTIONS",)
         if request.method != "MESSAGE":
             return 405, "Method Not Allowed", ("Allow: MESSAGE, OPTIONS",)
-        recipient = address_of(request.header("to") or "")
-        sender = address_of(request.header("from") or "")
-        if recipient is None or recipient[0] is None or sender is None or sender[0] is None:
+        recipient = _aor(request.header("to") or "")
+        sender = _aor(request.header("from") or "")
+        if recipient is None or sender is None:
             return 400, "Bad Request", ()
-        if not self._domain_allowed(recipient[1]):
+        if not self._domain_allowed(recipient.partition("@")[2]):
             return 404, "Not Found", ()
         content_type = (request.header("content-type") or "text/plain").strip()
         try:
             content = request.body.decode("utf-8")
         except UnicodeDecodeError:
             return 415, "Unsupported Media Type", ()
-        originator = Originator(f"{sender[0]}@{sender[1]}", display_name(request.header("from") or ""))
+        originator = Originator(sender, display_name(request.header("from") or ""))
         try:
-            self._deliver(f"{recipient[0]}@{recipient[1]}", originator, content_type, content)
+            self._deliver(recipient, originator, content_type, content)
+        except HistoryUnavailable:
+            return 503, "Service Unavailable", ()  # nothing could keep it: the proxy should not count it delivered
         except ValueError as e:
             log.info("SIP entry point: MESSAGE for {recipient} refused: {error}", recipient=recipient, error=e)
             return 400, "Bad Request", ()
         return 200, "OK", ()
-
-    def _is_trusted(self, source: str) -> bool:
-        try:
-            address = ipaddress.ip_address(source.partition("%")[0])
-        except ValueError:
-            return False
-        return any(address in network for network in self._trusted)
 
 
 class MessageEntryUDP(DatagramProtocol):
@@ -190,15 +214,27 @@ class MessageEntryUDP(DatagramProtocol):
 
 
 class _MessageEntryStream(Protocol):
-    """SIP over TCP: requests framed by their Content-Length."""
+    """SIP over TCP: requests framed by their Content-Length; a connection idle for TCP_IDLE_TIMEOUT is closed."""
 
     factory: MessageEntryTCP
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._idle: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self.factory.open += 1
+        self._idle = self.factory.clock.callLater(TCP_IDLE_TIMEOUT, self._drop, "idle")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.open -= 1
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
 
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(TCP_IDLE_TIMEOUT)
         self._buffer += data
         while True:
             end = self._buffer.find(b"\r\n\r\n")
@@ -231,10 +267,25 @@ class _MessageEntryStream(Protocol):
 
 
 class MessageEntryTCP(Factory):
+    """Connections only from the trusted proxies, and at most MAX_TCP_CONNECTIONS at once (a proxy keeps one or a
+    few open): a host that is not one gets its connection closed before anything is read."""
+
     protocol = _MessageEntryStream  # type: ignore[assignment]  # (how Twisted's own factories declare it too)
 
-    def __init__(self, entry: MessageEntry) -> None:
+    def __init__(self, entry: MessageEntry, clock: IReactorTime) -> None:
         self.entry = entry
+        self.clock = clock
+        self.open = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        if addr is None or not self.entry.trusts(_host(addr)) or self.open >= MAX_TCP_CONNECTIONS:
+            return None
+        return super().buildProtocol(addr)  # type: ignore[return-value]  # (a _MessageEntryStream)
+
+
+def _is_number(text: str) -> bool:
+    """A decimal number of at most 7 ASCII digits (str.isdigit alone takes '²', which int() refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 7
 
 
 def _content_length(head: bytes) -> int | None:

@@ -20,7 +20,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, INCOMING, MAX_SYNC, MESSAGE_REMOVE,
+from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, INCOMING, MAX_SYNC, MAX_SYNC_BYTES,
+                                          MESSAGE_REMOVE,
                                           NOTIFIED_DISPLAYED, NOTIFIED_NONE, OUTGOING, STATE_RANK, UNREAD_TYPES,
                                           DeviceToken, IMessageStore, InvalidEntry, JournalEntry, NewMessage, Removal,
                                           StoreClosed, check_aor, check_content, check_days, check_device_token,
@@ -207,7 +208,18 @@ def journal(txn: Any, account: str, message_id: str | None, since: str | None,
         parameters.append(since_us)
     txn.execute(f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT ?",
                 (*parameters, limit))
-    return tuple(_entry(row) for row in txn.fetchall())
+    entries: list[JournalEntry] = []
+    size = 0
+    while size < MAX_SYNC_BYTES:  # read in batches, and stop at the byte bound: the device asks again from there
+        rows = txn.fetchmany(100)
+        if not rows:
+            break
+        for row in rows:
+            entries.append(_entry(row))
+            size += len(entries[-1].content) + 256
+            if size >= MAX_SYNC_BYTES:
+                break
+    return tuple(entries)
 
 
 def set_public_key(txn: Any, account: str, public_key: str, now: int) -> None:

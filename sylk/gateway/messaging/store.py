@@ -30,6 +30,9 @@ MAX_AOR = 512  # characters, as the model's AOR field
 MAX_TOKEN_FIELD = 512  # characters: a push token (APNs 64 hex digits, FCM about 160), app and device ids
 MAX_USER_AGENT = 1024
 MAX_SYNC = 5000  # journal entries per sync: SylkServer's default limit; larger requests get this many
+# A sync answer ends once its contents reach about this many characters (at least one entry): 5,000 entries of
+# 64 KiB would be 320 MB in one event, built on the reactor thread. The device syncs again after the last id.
+MAX_SYNC_BYTES = 4 * 1024 * 1024
 DEFAULT_RETENTION_DAYS = 365  # SylkServer's Cassandra tables expire rows after a year (default_time_to_live)
 
 # Address books: the kinds of entry (and the lists they are in), and the size of a whole book once encoded.
@@ -192,7 +195,7 @@ class IMessageStore(Interface):
     def journal(account: str, message_id: str | None = None, since: str | None = None,
                 limit: int = MAX_SYNC) -> Deferred[tuple[JournalEntry, ...]]:
         """The account's journal in the order it was written, oldest first, at most `limit` (1..MAX_SYNC; more is
-        capped) entries: those after the entry with `message_id` when the account has one, else those stored
+        capped) entries and about MAX_SYNC_BYTES of content: those after the entry with `message_id` when the account has one, else those stored
         after `since` (ISO 8601; without an offset: UTC), else all it keeps. Removed entries are left out."""
 
     def set_public_key(account: str, public_key: str) -> Deferred[None]:

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import re
 import unicodedata
+from datetime import datetime
 from typing import Any, ClassVar, Generic, Mapping, Self, TypeVar, overload
 
 T = TypeVar("T")
@@ -108,6 +109,18 @@ class Text(String):
     def convert(self, value: Any) -> str:
         value = super().convert(value)
         _check_no_controls(value)
+        return value
+
+
+class Timestamp(Text):
+    """An ISO 8601 date and time (as the browser wrote it; it goes into a CPIM DateTime header and the history)."""
+
+    def convert(self, value: Any) -> str:
+        value = super().convert(value)
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("must be an ISO 8601 date and time (2026-12-08T10:00:00Z)") from None
         return value
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from sylk.gateway.sylkrtc.fields import (AOR, HA1, Boolean, Candidates, Choice, ContentType, Field, HeaderPrefixes,
-                                        Headers, Integer, JSONObject, Model, String, Text, Token, Tones, UserAgent)
+                                        Headers, Integer, JSONObject, Model, String, Text, Timestamp, Token, Tones,
+                                        UserAgent)
 
 MAX_SDP = 32768
 MAX_MESSAGE = 16384  # a SIP MESSAGE's content (RFC 3428 wants small ones; Sofia moves big ones to TCP)
@@ -107,10 +108,10 @@ class AccountMessage(AccountRequest):
 
     name = "account-message"
     uri = AOR()
-    message_id = String(max_length=256)
+    message_id = Text(max_length=256)  # (it goes into a CPIM header)
     content = String(max_length=MAX_MESSAGE)
     content_type = ContentType(optional=True, default="text/plain")
-    timestamp = String(max_length=64, optional=True)
+    timestamp = Timestamp(max_length=64, optional=True)
 
 
 class AccountDispositionNotification(AccountRequest):
@@ -118,9 +119,9 @@ class AccountDispositionNotification(AccountRequest):
 
     name = "account-disposition-notification"
     uri = AOR()
-    message_id = String(max_length=256)
+    message_id = Text(max_length=256)
     state = Choice(DISPOSITION_STATES)
-    timestamp = String(max_length=64, optional=True)  # when their message was sent
+    timestamp = Timestamp(max_length=64, optional=True)  # when their message was sent
 
 
 class AccountSyncConversations(AccountRequest):
@@ -128,8 +129,8 @@ class AccountSyncConversations(AccountRequest):
     or all that are kept: at most `limit`, oldest first, in a sync-conversations event after the ack."""
 
     name = "account-sync-conversations"
-    message_id = String(max_length=256, optional=True)
-    since = String(max_length=64, optional=True)  # ISO 8601
+    message_id = Text(max_length=256, optional=True)
+    since = Timestamp(max_length=64, optional=True)
     limit = Integer(low=1, high=5000, optional=True, default=5000)
 
 
@@ -144,7 +145,7 @@ class AccountRemoveMessage(AccountRequest):
     """Remove the account's message `message_id` of the conversation with `contact`, on every device."""
 
     name = "account-remove-message"
-    message_id = String(max_length=256)
+    message_id = Text(max_length=256)
     contact = AOR()
 
 
@@ -213,10 +214,10 @@ class SessionMessage(SessionRequest):
     """An instant message inside the call's dialog (SIP MESSAGE)."""
 
     name = "session-message"
-    message_id = String(max_length=256)
+    message_id = Text(max_length=256)
     content = String(max_length=MAX_MESSAGE)
     content_type = ContentType(optional=True, default="text/plain")
-    timestamp = String(max_length=64, optional=True)
+    timestamp = Timestamp(max_length=64, optional=True)
 
 
 class SessionTransfer(SessionRequest):
@@ -378,6 +379,7 @@ class DispositionNotification(Event):
     state = Field()
     code = Field(optional=True)  # the SIP status, when there was one
     reason = Field()
+    of_answer = Field(optional=True, default=False)  # internal: from the SIP answer to our MESSAGE, not an IMDN
 
 
 class AddressBookFetched(Event):

@@ -16,6 +16,7 @@ SIGHUP makes the web listener reload its certificate (sylk.gateway.tls).
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import signal
@@ -44,6 +45,8 @@ from sylk.gateway.janus.process import JanusProcess
 from sylk.gateway.janus.admission import DEFAULT_ACCOUNT_BUDGET
 from sylk.gateway.janus.sip import JanusSIPBackend, LineSettings
 from sylk.gateway.messaging.hub import MessagingHub
+from sylk.gateway.messaging.events import PostgreSQLEvents
+from sylk.gateway.messaging.postgres import PostgreSQLMessageStore
 from sylk.gateway.messaging.push import PushNotifier
 from sylk.gateway.messaging.sipentry import MessageEntry, MessageEntryTCP, MessageEntryUDP
 from sylk.gateway.messaging.sqlite import SQLiteMessageStore
@@ -80,6 +83,11 @@ class GatewayService(MultiService):
         self.messaging = MessagingHub(message_store, reactor)
         if message_store is not None and config.gateway.sylk_push_url:
             self.messaging.push = PushNotifier(config.gateway.sylk_push_url, message_store, reactor)
+        self.events: PostgreSQLEvents | None = None
+        if isinstance(message_store, PostgreSQLMessageStore):  # gateways sharing the database share events too
+            self.events = PostgreSQLEvents(message_store.dsn, reactor, message_store.notify, self.messaging.remote)
+            self.events.setServiceParent(self)
+            self.messaging.bus = self.events
         self._purging = LoopingCall(self._purge_history)
         self._purging.clock = reactor
         self.websocket_factory = GatewayWebSocketFactory(backend, config.gateway, reactor,
@@ -172,6 +180,7 @@ class GatewayService(MultiService):
             self._previous_sighup = None
         steps = [("stop listening", lambda: DeferredList([listener.stopService() for listener in self._listeners()])),
                  ("close browser connections", lambda: self.websocket_factory.close_all("sylkgateway is shutting down")),
+                 ("stop hearing the other gateways", lambda: self.events.stopService() if self.events else None),
                  ("close the message store", self._close_history),
                  ("disconnect from Janus", lambda: DeferredList([link.stopService() for link in self.janus_links])),
                  ("stop Janus", lambda: DeferredList([process.stopService() for process in self.janus_processes]))]
@@ -247,12 +256,9 @@ def open_message_store(config: Config, reactor: Any = None) -> IMessageStore | N
     if gateway.message_store == "none":
         return None
     if gateway.message_store == "postgresql":
-        try:
-            from sylk.gateway.messaging.postgres import PostgreSQLMessageStore
-            import psycopg2  # noqa: F401  (adbapi would only say "No module named psycopg2")
-        except ImportError:
+        if importlib.util.find_spec("psycopg2") is None:  # (adbapi would only say "No module named psycopg2")
             raise ConfigError("[WebRTCGateway] message_store = postgresql needs psycopg2 (Debian python3-psycopg2, "
-                              "or pip install 'sylkgateway[postgresql]')") from None
+                              "or pip install 'sylkgateway[postgresql]')")
         assert gateway.message_store_dsn is not None  # (config checks it)
         return PostgreSQLMessageStore(gateway.message_store_dsn, reactor)
     path = gateway.message_store_path

@@ -75,6 +75,11 @@ class HistoryUnavailable(Exception):
     """The gateway keeps no history now (no store, or it could not be opened): a MESSAGE cannot be kept."""
 
 
+class Bus(Protocol):
+    def publish(self, account: str, event: Event) -> None:
+        """Tell the other gateways sharing the store (messaging/events.py)."""
+
+
 class Notifier(Protocol):
     def message(self, account: str, sender: Originator, content_type: str, content: str) -> Deferred[None]:
         """Wake the account's devices for a message (messaging/push.py)."""
@@ -96,6 +101,7 @@ class MessagingHub:
         """`store`: None keeps no history (messages are only relayed; account-sync-conversations is refused)."""
         self.store = store
         self.push: Notifier | None = None  # wakes the devices of accounts with no connection here
+        self.bus: Bus | None = None  # the other gateways sharing the store
         self._clock = clock
         self._holders: dict[str, dict[MessagingPeer, None]] = {}  # account -> connections, in the order they joined
         # id-less messages lately received, by (account, sender, content type, digest of the content)
@@ -309,10 +315,17 @@ class MessagingHub:
         else:
             self.log.failure("The message store failed for {account}", failure, account=account)
 
+    def remote(self, account: str, event: Event) -> None:
+        """Another gateway's event for `account` (what it forked there): to the account's connections here."""
+        for connection in self.holders(account):
+            connection.deliver(event)
+
     def _fork(self, origin: MessagingPeer, account: str, event: Event) -> None:
         for connection in self.holders(account):
             if connection is not origin:
                 connection.deliver(event)
+        if self.bus is not None:
+            self.bus.publish(account, event)
 
 
 def _media_type(content_type: str) -> str:

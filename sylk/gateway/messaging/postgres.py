@@ -6,9 +6,9 @@ their `?` placeholders. The schema is `MIGRATIONS`, numbered from 1, recorded in
 gateway that connects first takes an advisory lock, so two gateways starting together do not migrate twice, and a
 database migrated by a newer sylkgateway is refused (SchemaTooNew).
 
-Not yet: an address book changed on two gateways at the same instant may keep only one of the two changes (each
-change reads and writes the whole book), and an event for an account reaches only the connections of the gateway
-where it happened (see docs/messaging.md).
+An account's events reach its connections on the other gateways through LISTEN/NOTIFY (events.py). Not yet: an
+address book changed on two gateways at the same instant may keep only one of the two changes (each change reads
+and writes the whole book).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
 
 from sylk.gateway.messaging.sql import SQLMessageStore
 from sylk.gateway.messaging.store import SchemaTooNew
@@ -84,6 +85,15 @@ class PostgreSQLMessageStore(SQLMessageStore):
         self._dsn = dsn
         self._pool = _QmarkPool("psycopg2", dsn, cp_min=1, cp_max=1, cp_openfun=self._prepare, cp_reactor=reactor,
                                 cp_noisy=False)
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    def notify(self, channel: str, payload: str) -> Deferred[None]:
+        """NOTIFY `channel` with `payload` on the store's connection, after what the store was asked before."""
+        return self._run(lambda txn: txn.execute("SELECT pg_notify(?, ?)", (channel, payload))).addCallback(
+            lambda _: None)
 
     def __repr__(self) -> str:
         database = next((part.partition("=")[2] for part in self._dsn.split() if part.startswith("dbname=")), "?")

@@ -18,60 +18,12 @@ from typing import Any
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
-from sylk.gateway.messaging.sql import SQLMessageStore
+from sylk.gateway.messaging.sql import SQLMessageStore, migrations
 from sylk.gateway.messaging.store import SchemaTooNew
 
 SCHEMA_LOCK = 0x5917C47E  # the advisory lock that serializes migrations (any constant of this application's)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (  # 1: the journal, public keys, device tokens (as SQLite's migration 1)
-        """CREATE TABLE journal (
-            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            account TEXT NOT NULL,
-            message_id TEXT NOT NULL,
-            contact TEXT NOT NULL,
-            direction TEXT NOT NULL,
-            content_type TEXT NOT NULL,
-            content TEXT NOT NULL,
-            sent_at TEXT NOT NULL,
-            disposition TEXT NOT NULL,
-            notified INTEGER NOT NULL,
-            state TEXT,
-            state_rank INTEGER NOT NULL,
-            created_at BIGINT NOT NULL,
-            removed_at BIGINT,
-            UNIQUE (account, message_id)
-        )""",
-        "CREATE INDEX journal_by_account_seq ON journal (account, seq)",
-        "CREATE INDEX journal_by_account_created ON journal (account, created_at)",
-        "CREATE INDEX journal_by_account_contact ON journal (account, contact)",
-        "CREATE INDEX journal_by_created ON journal (created_at)",
-        """CREATE TABLE public_keys (
-            account TEXT PRIMARY KEY,
-            public_key TEXT NOT NULL,
-            updated_at BIGINT NOT NULL
-        )""",
-        """CREATE TABLE device_tokens (
-            account TEXT NOT NULL,
-            app_id TEXT NOT NULL,
-            device_id TEXT NOT NULL,
-            token TEXT NOT NULL,
-            background_token TEXT,
-            platform TEXT NOT NULL,
-            silent INTEGER NOT NULL,
-            user_agent TEXT,
-            updated_at BIGINT NOT NULL,
-            PRIMARY KEY (account, app_id, device_id)
-        )""",
-    ),
-    (  # 2: address books
-        """CREATE TABLE addressbooks (
-            account TEXT PRIMARY KEY,
-            document TEXT NOT NULL,
-            updated_at BIGINT NOT NULL
-        )""",
-    ),
-)
+MIGRATIONS = migrations("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
 
 
 class PostgreSQLMessageStore(SQLMessageStore):

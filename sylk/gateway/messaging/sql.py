@@ -35,6 +35,60 @@ _ENTRY_COLUMNS = "contact, sent_at, disposition, notified, message_id, content_t
 _LIVE = "removed_at IS NULL"
 
 
+def migrations(identity: str) -> tuple[tuple[str, ...], ...]:
+    """The schema as numbered migrations (the first is 1), the same for every database but for how it writes an
+    auto-numbered primary key (`identity`): what a backend applies, in order, to a database of an older version."""
+    return tuple(tuple(statement.format(identity=identity) for statement in migration) for migration in (
+        (  # 1: the journal, public keys, device tokens
+            """CREATE TABLE journal (
+                seq {identity},  -- the journal's order; never reused
+                account TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                contact TEXT NOT NULL,
+                direction TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                content TEXT NOT NULL,
+                sent_at TEXT NOT NULL,  -- the timestamp the client or the peer gave, verbatim
+                disposition TEXT NOT NULL,  -- JSON array: the notifications requested
+                notified INTEGER NOT NULL,  -- how far they were answered (store.NOTIFIED_*)
+                state TEXT,
+                state_rank INTEGER NOT NULL,  -- store.STATE_RANK of state, FIXED_RANK when it never changes
+                created_at BIGINT NOT NULL,  -- when stored: microseconds since 1970, UTC, the gateway's clock
+                removed_at BIGINT,  -- a tombstone's removal time, NULL while the entry is live
+                UNIQUE (account, message_id)
+            )""",
+            "CREATE INDEX journal_by_account_seq ON journal (account, seq)",
+            "CREATE INDEX journal_by_account_created ON journal (account, created_at)",
+            "CREATE INDEX journal_by_account_contact ON journal (account, contact)",
+            "CREATE INDEX journal_by_created ON journal (created_at)",
+            """CREATE TABLE public_keys (
+                account TEXT PRIMARY KEY,
+                public_key TEXT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )""",
+            """CREATE TABLE device_tokens (
+                account TEXT NOT NULL,
+                app_id TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                token TEXT NOT NULL,
+                background_token TEXT,
+                platform TEXT NOT NULL,
+                silent INTEGER NOT NULL,
+                user_agent TEXT,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (account, app_id, device_id)
+            )""",
+        ),
+        (  # 2: address books
+            """CREATE TABLE addressbooks (
+                account TEXT PRIMARY KEY,
+                document TEXT NOT NULL,  -- JSON: {{"contacts": [...], "groups": [...], "policies": [...]}}
+                updated_at BIGINT NOT NULL
+            )""",
+        ),
+    ))
+
+
 @implementer(IMessageStore)
 class SQLMessageStore:
     """IMessageStore over an adbapi pool of ONE connection: calls run in the order they were made (a state

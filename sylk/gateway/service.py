@@ -80,7 +80,7 @@ class GatewayService(MultiService):
         for link in self.janus_links:
             link.setServiceParent(self)
         backend = JanusSIPBackend(self.janus_links, line_settings(config), reactor)
-        self.messaging = MessagingHub(message_store, reactor)
+        self.messaging = MessagingHub(message_store, reactor, key_domains=config.gateway.domain_allowed)
         if message_store is not None and config.gateway.sylk_push_url:
             self.messaging.push = PushNotifier(config.gateway.sylk_push_url, message_store, reactor)
         self.events: PostgreSQLEvents | None = None

@@ -260,6 +260,16 @@ class PublicKeyTests(MessagingTestCase):
         laptop, _ = self.device("laptop")
         self.assertEqual(self.request(laptop, model.LookupPublicKey, uri=BOB), "This gateway keeps no public keys")
 
+    def test_a_senders_key_is_kept_for_the_domains_served_here(self) -> None:
+        self.hub._key_domains = lambda domain: domain == "example.com"
+        laptop, _ = self.device("laptop")
+        master = self.master_of(next(iter(self.janus.sessions)))
+        self.janus.incoming_message(*master, content=self.KEY, content_type="text/pgp-public-key")
+        self.janus.incoming_message(*master, content="theirs", content_type="text/pgp-public-key",
+                                    sender="sip:mallory@elsewhere.test")
+        self.assertEqual(self.store.public_keys, {BOB: self.KEY})
+        self.assertEqual(self.store.added, [])
+
 
 class ReadMarkAndRemovalTests(MessagingTestCase):
     """What one device does to the history, the account's other devices follow: here as `sync`, elsewhere through

@@ -97,9 +97,13 @@ class MessagingPeer(Protocol):
 class MessagingHub:
     log = Logger()
 
-    def __init__(self, store: IMessageStore | None, clock: IReactorTime) -> None:
-        """`store`: None keeps no history (messages are only relayed; account-sync-conversations is refused)."""
+    def __init__(self, store: IMessageStore | None, clock: IReactorTime,
+                 key_domains: Callable[[str], bool] = lambda domain: False) -> None:
+        """`store`: None keeps no history (messages are only relayed; account-sync-conversations is refused).
+        `key_domains`: whose senders' public keys are kept from the messages that carry them (the domains the
+        gateway serves: the proxy authenticates their senders)."""
         self.store = store
+        self._key_domains = key_domains
         self.push: Notifier | None = None  # wakes the devices of accounts with no connection here
         self.bus: Bus | None = None  # the other gateways sharing the store
         self._clock = clock
@@ -160,6 +164,7 @@ class MessagingHub:
                 return None
             if event.named_here:
                 event = self._one_name(origin, event)
+            self._their_key(event)
             self._keep(event.account, NewMessage(event.sender.uri, INCOMING, event.message_id, event.timestamp,
                                                  event.content_type, event.content,
                                                  tuple(event.disposition_notification or ()), "received"))
@@ -270,6 +275,7 @@ class MessagingHub:
             return
         if event.named_here:
             event = self._one_name(self, event)
+        self._their_key(event)
         kept = self._keep(account, NewMessage(sender.uri, INCOMING, event.message_id, event.timestamp,
                                               event.content_type, event.content,
                                               tuple(event.disposition_notification or ()), "received"))
@@ -277,6 +283,13 @@ class MessagingHub:
                 _media_type(event.content_type) in UNREAD_TYPES:
             push, content_type, content = self.push, event.content_type, event.content
             kept.addCallback(lambda new: push.message(account, sender, content_type, content) if new else None)
+
+    def _their_key(self, event: MessageReceived) -> None:
+        """A sender's public key, kept as SylkServer keeps it (what lookup-public-key answers for them), for the
+        senders of the domains served here."""
+        if self.store is not None and _media_type(event.content_type) == PUBLIC_KEY and \
+                self._key_domains(event.sender.uri.rpartition("@")[2]):
+            self._stored(self.store.set_public_key(event.sender.uri, event.content), event.account)
 
     def notified(self, account: str, message_id: str, state: str) -> None:
         """The account told the sender what became of their message (displayed, ...): its history says so too."""

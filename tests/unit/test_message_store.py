@@ -178,6 +178,17 @@ class MessageStoreContract:
         self.assertEqual((yield self.store.unread_count(BOB)), 0)
 
     @inlineCallbacks
+    def test_a_sender_takes_back_a_message_from_the_recipients_history(self) -> Any:
+        yield self.store.add_message(BOB, message("m1", ALICE, "incoming", "received"))
+        self.assertIsNone((yield self.store.remove_received(BOB, CAROL, "m1")))  # not from carol
+        self.assertIsNone((yield self.store.remove_received(CAROL, ALICE, "m1")))  # carol has no such copy
+        removal = yield self.store.remove_received(BOB, ALICE, "m1")
+        self.assertEqual((removal.removed, removal.entry.content_type, removal.entry.direction),
+                         (1, MESSAGE_REMOVE, "incoming"))
+        self.assertEqual([entry.content_type for entry in (yield self.store.journal(BOB))], [MESSAGE_REMOVE])
+        self.assertEqual((yield self.store.journal(CAROL)), ())  # nothing journalled where nothing was
+
+    @inlineCallbacks
     def test_marking_a_conversation_read(self) -> Any:
         yield self.store.add_message(ALICE, message("b1", direction="incoming", state="received"))
         yield self.store.add_message(ALICE, message("c1", contact=CAROL, direction="incoming", state="received"))

@@ -56,6 +56,10 @@ class RecordingStore:
         self.changes.append(("remove", account, contact, message_id, direction))
         return succeed(Removal(1, ENTRY))
 
+    def remove_received(self, account: str, sender: str, message_id: str) -> Deferred[Removal | None]:
+        self.changes.append(("remove received", account, sender, message_id))
+        return succeed(Removal(1, ENTRY) if account == BOB else None)
+
     def remove_conversation(self, account: str, contact: str, timestamp: str | None = None) -> Deferred[Removal]:
         self.changes.append(("remove conversation", account, contact))
         return succeed(Removal(2, JournalEntry(contact, "2026-12-08T03:06:00+00:00", (), "r2", CONVERSATION_REMOVE,
@@ -311,6 +315,7 @@ class ReadMarkAndRemovalTests(MessagingTestCase):
                                        message_id="m1"))
         self.assertIsNone(self.request(laptop, model.AccountRemoveConversation, account=ALICE, contact=BOB))
         self.assertEqual(self.store.changes, [("remove", ALICE, BOB, "m1", "outgoing"),
+                                              ("remove received", BOB, ALICE, "m1"),
                                               ("remove conversation", ALICE, BOB)])
         self.assertEqual([(sync.type, sync.action, sync.content) for sync in self.of(phone_peer, model.AccountSync)],
                          [("message", "remove", {"contact": BOB, "message_id": "m1", "direction": "outgoing"}),
@@ -452,3 +457,27 @@ class ReviewedEdgeTests(MessagingTestCase):
         self.assertIsNone(self.request(laptop, model.AccountDispositionNotification, account=ALICE, uri=BOB,
                                        message_id="theirs", state="displayed"))
         self.assertEqual(self.store.updates, [(ALICE, "theirs", "displayed")])
+
+
+class RecipientCopyTests(MessagingTestCase):
+    def test_the_recipients_devices_here_are_told_when_their_copy_goes(self) -> None:
+        laptop, _ = self.device("laptop")
+        bob_peer = FakePeer()
+        self.hub.join(BOB, _Told(bob_peer))
+        self.assertIsNone(self.request(laptop, model.AccountRemoveMessage, account=ALICE, contact=BOB,
+                                       message_id="m1"))
+        self.assertEqual([(sync.account, sync.type, sync.action, sync.content) for sync in
+                          self.of(bob_peer, model.AccountSync)],
+                         [(BOB, "message", "remove", {"contact": ALICE, "message_id": "m1", "direction": "incoming"})])
+
+
+class _Told:
+    """A connection of another account, as the hub sees it."""
+
+    name = "told"
+
+    def __init__(self, peer: FakePeer) -> None:
+        self.peer = peer
+
+    def deliver(self, event: model.Event) -> None:
+        self.peer.send_event(event)

@@ -209,9 +209,20 @@ class MessagingHub:
                        replicate: Replicate) -> Deferred[None]:
         assert self.store is not None
 
-        def done(_: Removal) -> None:
+        store = self.store
+
+        def done(_: Removal) -> Deferred[None] | None:
             content = {"contact": contact, "message_id": message_id, "direction": OUTGOING}
             self._tell_devices(origin, account, "message", "remove", content, MESSAGE_REMOVE, replicate)
+            if not self.holds(account, origin):
+                return None
+            # the recipient's copy too, when the recipient keeps its history here (as SylkServer does)
+            return store.remove_received(contact, account, message_id).addCallback(theirs)
+
+        def theirs(removal: Removal | None) -> None:
+            if removal is not None:
+                self._fork(None, contact, AccountSync(account=contact, type="message", action="remove", content={
+                    "contact": account, "message_id": message_id, "direction": INCOMING}))
         return self.store.remove_message(account, contact, message_id, OUTGOING).addCallback(done)
 
     def remove_conversation(self, origin: MessagingPeer, account: str, contact: str,
@@ -333,7 +344,7 @@ class MessagingHub:
         for connection in self.holders(account):
             connection.deliver(event)
 
-    def _fork(self, origin: MessagingPeer, account: str, event: Event) -> None:
+    def _fork(self, origin: MessagingPeer | None, account: str, event: Event) -> None:
         for connection in self.holders(account):
             if connection is not origin:
                 connection.deliver(event)

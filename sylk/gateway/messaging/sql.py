@@ -135,6 +135,9 @@ class SQLMessageStore:
                        direction: str = OUTGOING) -> Deferred[Removal]:
         return self._run(remove_message, account, contact, message_id, direction, self._now())
 
+    def remove_received(self, account: str, sender: str, message_id: str) -> Deferred[Removal | None]:
+        return self._run(remove_received, account, sender, message_id, self._now())
+
     def remove_conversation(self, account: str, contact: str, timestamp: str | None = None) -> Deferred[Removal]:
         return self._run(remove_conversation, account, contact, timestamp, self._now())
 
@@ -229,6 +232,18 @@ def remove_message(txn: Any, account: str, contact: str, message_id: str, direct
     entry = _insert_own(txn, account, contact, direction, MESSAGE_REMOVE,
                         removal_content(contact, message_id, direction), iso_now(now / 1e6), now)
     return Removal(removed, entry)
+
+
+def remove_received(txn: Any, account: str, sender: str, message_id: str, now: int) -> Removal | None:
+    check_aor(account)
+    check_aor(sender, "sender")
+    check_message_id(message_id)
+    removed = _tombstone(txn, "account = ? AND contact = ? AND message_id = ? AND direction = ?",
+                         (account, sender, message_id, INCOMING), now)
+    if not removed:
+        return None
+    return Removal(removed, _insert_own(txn, account, sender, INCOMING, MESSAGE_REMOVE,
+                                        removal_content(sender, message_id, INCOMING), iso_now(now / 1e6), now))
 
 
 def remove_conversation(txn: Any, account: str, contact: str, timestamp: str | None, now: int) -> Removal:

@@ -187,6 +187,11 @@ class IMessageStore(Interface):
         MESSAGE_REMOVE entry (content: JSON {contact, message_id, direction}; direction "outgoing" when the
         account removed it, "incoming" when the sender removed it from the account's copy)."""
 
+    def remove_received(account: str, sender: str, message_id: str) -> Deferred[Removal | None]:
+        """The sender took back their message: remove the account's copy (received from `sender` with that id)
+        and journal a MESSAGE_REMOVE entry (direction "incoming"), as SylkServer removes the receiver's copy;
+        None, and nothing journalled, when the account has no such copy (it may not even be one of ours)."""
+
     def remove_conversation(account: str, contact: str, timestamp: str | None = None) -> Deferred[Removal]:
         """Remove every entry of the conversation with the contact and journal a CONVERSATION_REMOVE entry
         (content = the contact, direction ""; timestamp: the one given, as a remote device's request carries it,

@@ -499,6 +499,28 @@ def test_messages_to_and_from_sip_phones(browser: Browser, gateway: Gateway, kam
     assert "bob@sylk.test" in alice.text("messages")
 
 
+def test_the_demo_phone_shows_the_history_and_the_other_devices_messages(browser: Browser, gateway: Gateway,
+                                                                          kamailio: Kamailio, tmp_path: Path) -> None:
+    first = demo(browser, gateway, "alice@sylk.test", "alicepw")
+    first.register()
+    with sipp_phone(tmp_path, kamailio, "uas_message.xml") as bob:
+        first.fill("message-uri", "bob@sylk.test")
+        first.fill("message-text", "hello bob")
+        first.click("send-message")
+        assert bob.wait(10) == 0
+    second = demo(browser, gateway, "alice@sylk.test", "alicepw")
+    second.register()  # the history comes once registered
+    second.page.wait_for("[...document.querySelectorAll('[data-testid=messages] li.out.history')]"
+                         ".some(li => li.textContent.includes('hello bob'))", 10, "the history on the second page")
+    with sipp_phone(tmp_path / "again", kamailio, "uas_message.xml") as bob:
+        first.fill("message-text", "and again")
+        first.click("send-message")
+        assert bob.wait(10) == 0
+    second.page.wait_for("[...document.querySelectorAll('[data-testid=messages] li.out')]"
+                         ".some(li => li.textContent.includes('(another device)') && "
+                         "li.textContent.includes('and again'))", 10, "the first page's message on the second")
+
+
 # Opens a sylkrtc.js connection in the page (served by the gateway), adds alice and registers her; what her other
 # devices do arrives in window.syncs.
 ALICE_DEVICE = """async (url) => {

@@ -27,7 +27,9 @@
 //     remote-audio remote-video local-video remote-video-box local-video-box (hidden unless their stream has video)
 //     log clear-log
 // - window.demo.events: every call-control event of the calls and the account, as [name, ...details] (hold,
-//   updateReceived, updated, updateFailed, transfer, transferRequest, message, messageStatus)
+//   updateReceived, updated, updateFailed, transfer, transferRequest, message, messageStatus, sync)
+// - once registered, the account's message history is shown in `messages` (items of class "history"), and what
+//   its other devices send shows as "to X (another device):"
 // - query parameters prefill the form: ?ws=URL&protocol=sylkRTC-1&account=A&name=N&uri=U&video=1&dtmfinfo=1
 //   &to=MESSAGE-URI&transfer=TRANSFER-URI. Never the password, and `ws` only on the page's own origin: a link
 //   must not be able to make the page send someone's credentials to another server. Without ?account= the account
@@ -300,13 +302,19 @@ async function ensureAccount() {
     demo.account = account;
     credentials = wanted;
     rememberAccount(address);
+    let historyShown = false;
     account.on('registrationStateChanged', (state, previous, reason) => {
         log(`registration: ${previous ?? 'none'} → ${state ?? 'none'}${reason ? ` (${reason})` : ''}`, state === 'failed');
         if (account === demo.account) {
             $('registration-reason').textContent = reason ? `(${reason})` : '';
         }
+        if (state === 'registered' && !historyShown) {
+            historyShown = true;
+            showHistory(account);
+        }
         render();
     });
+    account.on('sync', (sync) => showSync(sync));
     account.on('incomingCall', onIncomingCall);
     account.on('missedCall', ({ originator }) => log(`missed call from ${describe(originator)}`));
     account.on('message', (message) => showReceivedMessage(message, null));
@@ -651,6 +659,48 @@ function showReceivedMessage(message, call) {
     const where = call ? ' (in the call)' : '';
     log(`message from ${describe(message.sender)}${where}: ${message.content}`);
     messageItem('in', `${describe(message.sender)}${where}:`, message.content, message.messageId);
+}
+
+// The account's stored messages (the gateway keeps them once it is registered): shown once, after registering.
+async function showHistory(account) {
+    let entries;
+    try {
+        entries = await account.syncConversations();
+    } catch (error) {
+        log(`no message history: ${error && error.message ? error.message : error}`);
+        return;
+    }
+    let shown = 0;
+    for (const entry of entries) {
+        if (!['text/plain', 'text/html'].includes(entry.contentType) || hasMessage(entry.messageId)) {
+            continue;
+        }
+        const outgoing = entry.direction === 'outgoing';
+        const item = messageItem(outgoing ? 'out' : 'in', outgoing ? `to ${entry.contact}:` : `${entry.contact}:`,
+            entry.content, entry.messageId);
+        item.classList.add('history');
+        if (outgoing && entry.state) {
+            setMessageStatus(item, entry.state, ['failed', 'forbidden', 'error'].includes(entry.state));
+        }
+        shown += 1;
+    }
+    log(`message history: ${shown} message${shown === 1 ? '' : 's'}`);
+}
+
+// What the account's other devices did (they are this account on other pages, apps or gateways).
+function showSync(sync) {
+    note('sync', sync);
+    if (sync.type === 'message' && sync.action === 'add' && !hasMessage(sync.content.messageId)) {
+        messageItem('out', `to ${sync.content.uri} (another device):`, sync.content.content, sync.content.messageId);
+    } else if (sync.type === 'message' && sync.action === 'remove') {
+        [...$('messages').children].find((li) => li.dataset.messageId === sync.content.messageId)?.remove();
+    } else if (sync.type === 'conversation') {
+        log(`another device: conversation with ${sync.content.contact} ${sync.action === 'read' ? 'read' : 'removed'}`);
+    }
+}
+
+function hasMessage(messageId) {
+    return [...$('messages').children].some((li) => li.dataset.messageId === messageId);
 }
 
 function showMessageStatus(status, call) {

@@ -19,8 +19,9 @@ every account gets a new user agent and those that were registered (or registeri
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, TypeVar
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -39,6 +40,8 @@ from sylk.gateway.sylkrtc import model
 from sylk.gateway.targets import check_target
 from sylk.gateway.util import OneShotObserver, Timer
 
+_T = TypeVar("_T")
+
 # WebSocket close code sent when the SIP backend cannot serve this connection (any more).
 CLOSE_BACKEND_UNAVAILABLE = 4503
 # How long closing may wait for calls to end and un-REGISTERs before the backend session is destroyed anyway.
@@ -49,6 +52,8 @@ ENDED_SESSIONS_KEPT = 64
 # and how long after a failed attempt to open a new session it tries again.
 RECOVERY_WAIT = 60.0
 RECOVERY_RETRY = 1.0
+# How long a request waits for the message store (history, address book, keys) before it gets an error.
+STORE_TIMEOUT = 30.0
 # Requests kept while the backend session is being created (a page adding and registering 20 accounts at load
 # sends 40); more are refused rather than queued without bound.
 MAX_QUEUED_BEFORE_READY = 64
@@ -171,7 +176,7 @@ class Connection:
         def answer(public_key: str | None) -> None:  # the event follows the ack, sent once this returns
             event = model.PublicKeyFound(uri=request.uri, public_key=public_key)
             self._clock.callLater(0, lambda: self._peer.send_event(event))
-        return self._messaging.public_key(request.uri).addCallback(answer)
+        return self._store_work(self._messaging.public_key(request.uri)).addCallback(answer)
 
     def _RH_account_add(self, request: model.AccountAdd) -> None:
         if request.account in self.accounts:
@@ -248,8 +253,8 @@ class Connection:
             event = model.AddressBookUpdateFailed(error=str(failure.value),
                                                   id=entry_id if isinstance(entry_id, str) else None, **about)
             self._clock.callLater(0, lambda: self._peer.send_event(event))
-        return messaging.update_addressbook(self, account.aor, request.type, request.action,
-                                            request.data).addCallbacks(updated, refused)
+        return self._store_work(messaging.update_addressbook(self, account.aor, request.type, request.action,
+                                                             request.data)).addCallbacks(updated, refused)
 
     def _RH_account_message(self, request: model.AccountMessage) -> None:
         account = self._account(request, "message")
@@ -266,21 +271,32 @@ class Connection:
             self._clock.callLater(0, lambda: self._peer.send_event(event))
 
         journal = messaging.journal(account.aor, request.message_id, request.since, request.limit)
-        return journal.addCallbacks(answer, _refused)
+        return self._store_work(journal).addCallbacks(answer, _refused)
 
     def _RH_account_mark_conversation_read(self, request: model.AccountMarkConversationRead) -> Deferred[None]:
         account, messaging = self._history_of(request, "mark-conversation-read", "its conversations can be marked")
-        return messaging.mark_read(self, account.aor, request.contact, account.replicate).addErrback(_refused)
+        return self._store_work(messaging.mark_read(self, account.aor, request.contact, account.replicate)).addErrback(
+            _refused)
 
     def _RH_account_remove_message(self, request: model.AccountRemoveMessage) -> Deferred[None]:
         account, messaging = self._history_of(request, "remove-message", "its messages can be removed")
-        return messaging.remove_message(self, account.aor, request.contact, request.message_id,
-                                        account.replicate).addErrback(_refused)
+        return self._store_work(messaging.remove_message(self, account.aor, request.contact, request.message_id,
+                                                         account.replicate)).addErrback(_refused)
 
     def _RH_account_remove_conversation(self, request: model.AccountRemoveConversation) -> Deferred[None]:
         account, messaging = self._history_of(request, "remove-conversation", "its conversations can be removed")
-        return messaging.remove_conversation(self, account.aor, request.contact, account.replicate).addErrback(
-            _refused)
+        return self._store_work(messaging.remove_conversation(self, account.aor, request.contact,
+                                                              account.replicate)).addErrback(_refused)
+
+    def _store_work(self, work: Deferred[_T]) -> Deferred[_T]:
+        """A request's wait for the message store, bounded: a store that does not answer (a database gone away, a
+        queue behind a long purge) costs the browser an error after STORE_TIMEOUT, not a request left open."""
+        work.addTimeout(STORE_TIMEOUT, self._clock)
+
+        def late(failure: Failure) -> _T:
+            failure.trap(defer.TimeoutError)
+            raise APIError(f"The message store did not answer within {STORE_TIMEOUT:g} s")
+        return work.addErrback(late)
 
     def _history_of(self, request: model.AccountRequest, what: str, purpose: str) -> tuple[SIPAccount, MessagingHub]:
         """The account of a request about its message history, and the hub: only for an account that registered

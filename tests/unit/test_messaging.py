@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway import messages
-from sylk.gateway.connection import RECOVERY_WAIT, Connection
+from sylk.gateway.connection import RECOVERY_WAIT, STORE_TIMEOUT, Connection
 from sylk.gateway.messaging.hub import FORK_WINDOW, MessagingHub
 from sylk.gateway.messaging.store import (CONVERSATION_READ, CONVERSATION_REMOVE, MESSAGE_REMOVE, DeviceToken,
                                           InvalidEntry, JournalEntry, NewMessage, Removal, updated_addressbook)
@@ -481,3 +481,12 @@ class _Told:
 
     def deliver(self, event: model.Event) -> None:
         self.peer.send_event(event)
+
+
+class StoreTimeoutTests(MessagingTestCase):
+    def test_a_store_that_does_not_answer_costs_an_error_not_an_open_request(self) -> None:
+        laptop, _ = self.device("laptop")
+        self.store.journal = lambda *args, **kwargs: Deferred()  # type: ignore[method-assign]  # (never answers)
+        answer = laptop.handle(model.AccountSyncConversations(transaction="t", account=ALICE))
+        self.janus.clock.advance(STORE_TIMEOUT + 1)
+        self.assertEqual(self.answer(answer), f"The message store did not answer within {STORE_TIMEOUT:g} s")

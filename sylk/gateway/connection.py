@@ -19,7 +19,7 @@ every account gets a new user agent and those that were registered (or registeri
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, TypeVar
+from typing import Any, Iterable, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred
@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sylk.gateway.account import SIPAccount
+from sylk.gateway.account import PushToken, SIPAccount
 from sylk.gateway.call import Call, CallMetrics
 from sylk.gateway.config import WebRTCGatewayConfig
 from sylk.gateway.errors import APIError, BackendUnavailable
@@ -173,9 +173,9 @@ class Connection:
         if self._messaging is None or self._messaging.store is None:
             raise APIError("This gateway keeps no public keys")
 
-        def answer(public_key: str | None) -> None:  # the event follows the ack, sent once this returns
+        def answer(public_key: str | None) -> None:
             event = model.PublicKeyFound(uri=request.uri, public_key=public_key)
-            self._clock.callLater(0, lambda: self._peer.send_event(event))
+            self._after_ack(event)
         return self._store_work(self._messaging.public_key(request.uri)).addCallback(answer)
 
     def _RH_account_add(self, request: model.AccountAdd) -> None:
@@ -222,13 +222,13 @@ class Connection:
         account = self._account(request, "devicetoken")
         account.set_push_token(request)
         if self._messaging is not None and self._messaging.holds(account.aor, self):
-            self._keep_device_tokens(account)
+            self._keep_device_tokens(account, [account.push_tokens.get(request.device or "")])
 
-    def _keep_device_tokens(self, account: SIPAccount) -> None:
-        """The account's push tokens, kept so that its devices can be woken while none is connected."""
+    def _keep_device_tokens(self, account: SIPAccount, tokens: Iterable[PushToken | None]) -> None:
+        """Push tokens of the account, kept so that its devices can be woken while none is connected."""
         assert self._messaging is not None
-        for push in account.push_tokens.values():
-            if push.app and push.device and push.platform:  # what the push service needs to reach the device
+        for push in tokens:
+            if push and push.app and push.device and push.platform:  # what the push service needs to reach it
                 self._messaging.keep_device_token(account.aor, DeviceToken.from_request(
                     push.app, push.token, push.platform, push.device, push.silent, account.identity.user_agent))
 
@@ -243,16 +243,16 @@ class Connection:
         account, messaging = self._history_of(request, "update-addressbook", "its address book can be updated")
         about = dict(account=account.aor, type=request.type, action=request.action)
 
-        def updated(item: dict[str, Any]) -> None:  # the events follow the ack, sent once this returns
+        def updated(item: dict[str, Any]) -> None:
             event = model.AddressBookUpdated(item=item, **about)
-            self._clock.callLater(0, lambda: self._peer.send_event(event))
+            self._after_ack(event)
 
         def refused(failure: Failure) -> None:
             failure.trap(InvalidEntry)
             entry_id = request.data.get("id")
             event = model.AddressBookUpdateFailed(error=str(failure.value),
                                                   id=entry_id if isinstance(entry_id, str) else None, **about)
-            self._clock.callLater(0, lambda: self._peer.send_event(event))
+            self._after_ack(event)
         return self._store_work(messaging.update_addressbook(self, account.aor, request.type, request.action,
                                                              request.data)).addCallbacks(updated, refused)
 
@@ -266,9 +266,9 @@ class Connection:
     def _RH_account_sync_conversations(self, request: model.AccountSyncConversations) -> Deferred[None]:
         account, messaging = self._history_of(request, "sync", "its conversations can be synced")
 
-        def answer(items: list[dict[str, Any]]) -> None:  # the event follows the ack, sent once this returns
+        def answer(items: list[dict[str, Any]]) -> None:
             event = model.SyncConversations(account=account.aor, messages=items)
-            self._clock.callLater(0, lambda: self._peer.send_event(event))
+            self._after_ack(event)
 
         journal = messaging.journal(account.aor, request.message_id, request.since, request.limit)
         return self._store_work(journal).addCallbacks(answer, _refused)
@@ -287,6 +287,11 @@ class Connection:
         account, messaging = self._history_of(request, "remove-conversation", "its conversations can be removed")
         return self._store_work(messaging.remove_conversation(self, account.aor, request.contact,
                                                               account.replicate)).addErrback(_refused)
+
+    def _after_ack(self, event: model.Event) -> None:
+        """Send the event that answers a request once its ack is out (the channel acks when the handler's
+        Deferred fires), to whichever socket holds the connection then."""
+        self._clock.callLater(0, lambda: self._peer.send_event(event))
 
     def _store_work(self, work: Deferred[_T]) -> Deferred[_T]:
         """A request's wait for the message store, bounded: a store that does not answer (a database gone away, a
@@ -361,7 +366,8 @@ class Connection:
         if self._messaging is not None:
             if isinstance(event, model.RegistrationStateChanged) and event.state == model.RegistrationState.REGISTERED:
                 self._messaging.join(event.account, self)
-                self._keep_device_tokens(self.accounts[event.account])
+                account = self.accounts[event.account]
+                self._keep_device_tokens(account, account.push_tokens.values())
             elif isinstance(event, model.RegistrationStateChanged) and event.state == model.RegistrationState.FAILED \
                     and (event.reason or "")[:4] in ("401 ", "403 ", "407 "):
                 self._messaging.leave(event.account, self)  # the credentials are no longer good (a new password)

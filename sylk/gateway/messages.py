@@ -112,7 +112,7 @@ def received(content_type: str, content: str, sender: Originator) -> Message | D
         log.warn("Dropped a MESSAGE from {sender}: unusable content type {content_type!r}", sender=sender.uri,
                  content_type=content_type[:MAX_CONTENT_TYPE])
         return None
-    if _media_type(content_type) != CPIM_TYPE:
+    if media_type(content_type) != CPIM_TYPE:
         return _plain(sender, content_type, content)
     parsed = _parse_cpim(content)
     if parsed is None:
@@ -120,7 +120,7 @@ def received(content_type: str, content: str, sender: Originator) -> Message | D
                  sender=sender.uri, size=len(content))
         return _plain(sender, content_type, content)
     headers, inner_type, body = parsed
-    if _media_type(inner_type) == IMDN_TYPE:
+    if media_type(inner_type) == IMDN_TYPE:
         disposition = parse_imdn(body)
         if disposition is not None:
             return disposition
@@ -251,7 +251,8 @@ def _is_content_type(value: str) -> bool:
     return _field(value, MAX_CONTENT_TYPE) is not None and _CONTENT_TYPE.fullmatch(value) is not None
 
 
-def _media_type(content_type: str) -> str:
+def media_type(content_type: str) -> str:
+    """The bare media type of a Content-Type (`text/plain;charset=UTF-8` is `text/plain`), in lower case."""
     return content_type.split(";", 1)[0].strip().lower()
 
 

@@ -56,22 +56,22 @@ export class EventWaiters<T> {
 
     /** Resolves the oldest waiter under `key` with `value`; false if none was waiting. */
     resolve(value: T, key = ''): boolean {
-        const waiter = this._waiting.find((w) => w.key === key);
-        if (waiter === undefined || !this._drop(waiter)) {
-            return false;
-        }
-        waiter.resolve(value);
-        return true;
+        const waiter = this._take(key);
+        waiter?.resolve(value);
+        return waiter !== undefined;
     }
 
     /** Rejects the oldest waiter under `key` with `error`; false if none was waiting. */
     reject(error: Error, key = ''): boolean {
+        const waiter = this._take(key);
+        waiter?.reject(error);
+        return waiter !== undefined;
+    }
+
+    /** The oldest waiter under `key`, no longer waiting; undefined if none was. */
+    private _take(key: string): Waiter<T> | undefined {
         const waiter = this._waiting.find((w) => w.key === key);
-        if (waiter === undefined || !this._drop(waiter)) {
-            return false;
-        }
-        waiter.reject(error);
-        return true;
+        return waiter !== undefined && this._drop(waiter) ? waiter : undefined;
     }
 
     /** Rejects every waiter with the error `error()` makes. */

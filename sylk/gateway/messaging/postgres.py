@@ -51,15 +51,8 @@ class PostgreSQLMessageStore(SQLMessageStore):
         database = next((part.partition("=")[2] for part in self._dsn.split() if part.startswith("dbname=")), "?")
         return f"the PostgreSQL database {database}"  # (never the DSN: it may hold a password)
 
-    def _prepare(self, connection: Any) -> None:
-        """A new connection (in the pool's thread): the schema, migrated under a lock."""
-        try:
-            migrated = migrate(connection)
-        except BaseException:
-            connection.close()
-            raise
-        if migrated is not None:
-            self._migrated = migrated
+    def _set_up(self, connection: Any) -> tuple[int, int] | None:
+        return migrate(connection)
 
 
 def migrate(connection: Any) -> tuple[int, int] | None:

@@ -104,6 +104,21 @@ class SQLMessageStore:
     def open(self) -> Deferred[None]:
         return self._run(self._take_migration).addCallback(self._opened)
 
+    def _prepare(self, connection: Any) -> None:
+        """A new connection (the pool's cp_openfun, in its thread): set up by the backend; one it refuses (a
+        newer schema) is let go at once."""
+        try:
+            migrated = self._set_up(connection)
+        except BaseException:
+            connection.close()
+            raise
+        if migrated is not None:
+            self._migrated = migrated
+
+    def _set_up(self, connection: Any) -> tuple[int, int] | None:
+        """The backend's settings and schema migration on a new connection: (from, to) of a migration, or None."""
+        raise NotImplementedError
+
     def _take_migration(self, _txn: Any) -> tuple[int, int] | None:
         migrated, self._migrated = self._migrated, None
         return migrated

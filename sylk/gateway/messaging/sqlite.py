@@ -49,19 +49,13 @@ class SQLiteMessageStore(SQLMessageStore):
     def __repr__(self) -> str:
         return f"the SQLite file {self.path}"
 
-    def _prepare(self, connection: sqlite3.Connection) -> None:
-        """A new connection (in the pool's thread): pragmas, then the schema. A refused file is let go at once."""
-        try:
-            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                log.warn("Message store {path}: WAL mode unavailable, using {mode}", path=str(self.path), mode=mode)
-            connection.execute("PRAGMA synchronous = NORMAL")
-            migrated = migrate(connection)
-        except BaseException:
-            connection.close()
-            raise
-        if migrated is not None:
-            self._migrated = migrated
+    def _set_up(self, connection: sqlite3.Connection) -> tuple[int, int] | None:
+        """Pragmas, then the schema."""
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            log.warn("Message store {path}: WAL mode unavailable, using {mode}", path=str(self.path), mode=mode)
+        connection.execute("PRAGMA synchronous = NORMAL")
+        return migrate(connection)
 
 
 class _PrivateFilePool(adbapi.ConnectionPool):

@@ -490,3 +490,15 @@ class StoreTimeoutTests(MessagingTestCase):
         answer = laptop.handle(model.AccountSyncConversations(transaction="t", account=ALICE))
         self.janus.clock.advance(STORE_TIMEOUT + 1)
         self.assertEqual(self.answer(answer), f"The message store did not answer within {STORE_TIMEOUT:g} s")
+
+
+class ContainmentTests(MessagingTestCase):
+    def test_a_connection_failing_to_take_an_event_costs_only_itself(self) -> None:
+        laptop, _ = self.device("laptop")
+        broken, tablet = _Told(FakePeer()), _Told(FakePeer())
+        broken.deliver = lambda event: 1 / 0  # type: ignore[method-assign]
+        self.hub.join(ALICE, broken)
+        self.hub.join(ALICE, tablet)
+        self.assertIsNone(self.send(laptop))  # the sender still gets its ack
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)  # the sync and the outcome
+        self.assertEqual(len(self.of(tablet.peer, model.AccountSync)), 1)

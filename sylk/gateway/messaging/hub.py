@@ -140,7 +140,7 @@ class MessagingHub:
         if not self.holds(request.account, origin):
             return
         timestamp = request.timestamp or messages.now()
-        if _media_type(request.content_type) == PUBLIC_KEY:
+        if messages.media_type(request.content_type) == PUBLIC_KEY:
             if self.store is not None:  # the account publishes its key (what lookup-public-key answers)
                 self._stored(self.store.set_public_key(request.account, request.content), request.account)
         else:
@@ -162,15 +162,9 @@ class MessagingHub:
         if isinstance(event, MessageReceived):
             if self._is_echo(event):
                 return None
-            if event.named_here:
-                event = self._one_name(origin, event)
-            self._their_key(event)
-            self._keep(event.account, NewMessage(event.sender.uri, INCOMING, event.message_id, event.timestamp,
-                                                 event.content_type, event.content,
-                                                 tuple(event.disposition_notification or ()), "received"))
+            event, _ = self._received(origin, event)
         else:
-            if self.store is not None:
-                self._stored(self.store.update_state(event.account, event.message_id, event.state), event.account)
+            self.notified(event.account, event.message_id, event.state)
             if event.of_answer:  # (an IMDN, of any state, reaches every device through the proxy)
                 self._fork(origin, event.account, event)
         return event
@@ -208,7 +202,6 @@ class MessagingHub:
     def remove_message(self, origin: MessagingPeer, account: str, contact: str, message_id: str,
                        replicate: Replicate) -> Deferred[None]:
         assert self.store is not None
-
         store = self.store
 
         def done(_: Removal) -> Deferred[None] | None:
@@ -255,6 +248,13 @@ class MessagingHub:
         self._replications[(account, content_type, text)] = self._clock.seconds()
         replicate(content_type, text)
 
+    def _tell(self, connection: MessagingPeer, event: Event) -> None:
+        """One connection's failure to take an event stays its own: the others (and whoever caused it) go on."""
+        try:
+            connection.deliver(event)
+        except Exception:
+            self.log.failure("Connection {name}: an event of another device failed", name=connection.name)
+
     def _is_echo(self, event: MessageReceived) -> bool:
         """Whether a message is a replication this gateway sent, brought back by the proxy."""
         if event.sender.uri != event.account:
@@ -278,32 +278,34 @@ class MessagingHub:
         if event is None:
             raise ValueError(f"unusable content type {content_type[:128]!r}")
         if isinstance(event, DispositionNotification):
-            if self.store is not None:
-                self._stored(self.store.update_state(account, event.message_id, event.state), account)
+            self.notified(account, event.message_id, event.state)
             return
         assert isinstance(event, MessageReceived)
         if self._is_echo(event):
             return
-        if event.named_here:
-            event = self._one_name(self, event)
-        self._their_key(event)
-        kept = self._keep(account, NewMessage(sender.uri, INCOMING, event.message_id, event.timestamp,
-                                              event.content_type, event.content,
-                                              tuple(event.disposition_notification or ()), "received"))
+        event, kept = self._received(self, event)
         if self.push is not None and kept is not None and not self._holders.get(account) and \
-                _media_type(event.content_type) in UNREAD_TYPES:
+                messages.media_type(event.content_type) in UNREAD_TYPES:
             push, content_type, content = self.push, event.content_type, event.content
             kept.addCallback(lambda new: push.message(account, sender, content_type, content) if new else None)
 
-    def _their_key(self, event: MessageReceived) -> None:
-        """A sender's public key, kept as SylkServer keeps it (what lookup-public-key answers for them), for the
-        senders of the domains served here."""
-        if self.store is not None and _media_type(event.content_type) == PUBLIC_KEY and \
+    def _received(self, origin: object, event: MessageReceived) -> tuple[MessageReceived, Deferred[bool] | None]:
+        """A message for the account, from a connection's copy or the SIP entry point's: named as its other copies
+        are, kept (with its Deferred, see _keep), and a sender's public key kept as SylkServer keeps it (what
+        lookup-public-key answers for them), for the senders of the domains served here."""
+        if event.named_here:
+            event = self._one_name(origin, event)
+        if self.store is not None and messages.media_type(event.content_type) == PUBLIC_KEY and \
                 self._key_domains(event.sender.uri.rpartition("@")[2]):
             self._stored(self.store.set_public_key(event.sender.uri, event.content), event.account)
+        kept = self._keep(event.account, NewMessage(event.sender.uri, INCOMING, event.message_id, event.timestamp,
+                                                    event.content_type, event.content,
+                                                    tuple(event.disposition_notification or ()), "received"))
+        return event, kept
 
     def notified(self, account: str, message_id: str, state: str) -> None:
-        """The account told the sender what became of their message (displayed, ...): its history says so too."""
+        """News of a message's state: the SIP answer, the far end's IMDN, or the account's own report on one it
+        received (displayed, ...). Its history says so too."""
         if self.store is not None:
             self._stored(self.store.update_state(account, message_id, state), account)
 
@@ -325,7 +327,7 @@ class MessagingHub:
         """Store a message under its bare media type (`text/plain;charset=UTF-8` is text/plain: the apps compare
         it, and the text is Unicode by now); the Deferred fires with whether it was new (False after an error,
         logged)."""
-        media_type = _media_type(message.content_type)
+        media_type = messages.media_type(message.content_type)
         if media_type in NOT_JOURNALLED or self.store is None:
             return None  # (keys pass between an account's devices, and are no conversation)
         return self._stored(self.store.add_message(account, replace(message, content_type=media_type)), account)
@@ -342,15 +344,12 @@ class MessagingHub:
     def remote(self, account: str, event: Event) -> None:
         """Another gateway's event for `account` (what it forked there): to the account's connections here."""
         for connection in self.holders(account):
-            connection.deliver(event)
+            self._tell(connection, event)
 
     def _fork(self, origin: MessagingPeer | None, account: str, event: Event) -> None:
         for connection in self.holders(account):
             if connection is not origin:
-                connection.deliver(event)
+                self._tell(connection, event)
         if self.bus is not None:
             self.bus.publish(account, event)
 
-
-def _media_type(content_type: str) -> str:
-    return content_type.partition(";")[0].strip().lower()
